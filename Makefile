@@ -1,0 +1,44 @@
+# abcscribe: the two entry points are `make demo` and `make test`; both set up what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+SYSPKGS = abcmidi fluidsynth timgm6mb-soundfont
+
+.PHONY: setup sysdeps test test-fast demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# abcmidi (round-trip tests), fluidsynth + a GM soundfont (render); installed when we are root
+# and apt is there, otherwise left to the user (the tests that need them say so).
+sysdeps:
+	@if command -v abc2midi >/dev/null && command -v fluidsynth >/dev/null \
+	    && [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(SYSPKGS)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; \
+	else echo "note: install $(SYSPKGS) for the full test suite"; fi
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+demo: setup
+	$(MAKE) -C examples demo ABCSCRIBE=$(abspath $(BIN))/abcscribe PYTHON=$(abspath $(BIN))/python
+
+bench: setup
+	$(BIN)/python examples/bench/run_all.py
+
+clean:
+	rm -rf $(VENV) examples/runs .pytest_cache

@@ -1,0 +1,3 @@
+from abcscribe.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The ``abcscribe`` command: a typer app whose subcommands live in ``abcscribe.cmds``.
+
+This is the one place where a ``UserError`` becomes a one-line message and exit status 2."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from abcscribe import __version__
+from abcscribe.cmds import COMMANDS
+from abcscribe.core.errors import UserError
+
+app = typer.Typer(
+    name="abcscribe",
+    help="Transcribe music recordings to ABC notation with audio language models.\n\n"
+    "Subcommands read files, folders, or JSONL on stdin and write ABC or JSONL on stdout, "
+    "so they chain in shell pipelines and Makefiles. See 'abcscribe COMMAND --help' and "
+    "'man abcscribe-COMMAND'.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"abcscribe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Transcribe music recordings to ABC notation with audio language models."""
+
+
+for _name, _module in COMMANDS:
+    _mod = importlib.import_module(f"abcscribe.cmds.{_module}")
+    app.command(_name)(_mod.main)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="abcscribe", standalone_mode=False)
+    except UserError as e:
+        print(f"abcscribe: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("abcscribe: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("abcscribe: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,96 @@
+"""What every command module shares: the batch loop (error records, resumable outputs,
+non-zero exit when any input failed), JSONL on stdout, progress on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import typer
+
+from abcscribe.core.errors import UserError
+from abcscribe.core.files import dumps
+
+T = TypeVar("T")
+
+
+def emit(record: dict[str, Any], stream=None) -> None:
+    """Write one JSONL record to stdout (data only) and flush, so pipelines stream."""
+    stream = stream or sys.stdout
+    stream.write(dumps(record) + "\n")
+    stream.flush()
+
+
+def warn(msg: str) -> None:
+    """A warning on stderr, one line."""
+    print(f"abcscribe: warning: {msg}", file=sys.stderr)
+
+
+def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+    """Yield ``items``, drawing a progress line on stderr when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    t0 = time.monotonic()
+    n = 0
+    for n, it in enumerate(items, 1):
+        yield it
+        rate = n / max(time.monotonic() - t0, 1e-9)
+        tot = f"/{total}" if total else ""
+        sys.stderr.write(f"\r{desc} {n}{tot} ({rate:.1f}/s)\x1b[K")
+        sys.stderr.flush()
+    if n:
+        sys.stderr.write("\n")
+
+
+class Batch:
+    """Counts failures across a batch; ``finish()`` exits non-zero when any input failed.
+
+    Use ``with batch.guard(record):`` around one input's work: a UserError or any other
+    exception becomes ``record['error']`` (one line) and the batch goes on."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.done = 0
+
+    def guard(self, record: dict[str, Any]):
+        return _Guard(self, record)
+
+    def finish(self) -> None:
+        if self.failed:
+            print(
+                f"abcscribe: {self.failed} of {self.failed + self.done} inputs failed",
+                file=sys.stderr,
+            )
+            raise typer.Exit(1)
+
+
+class _Guard:
+    def __init__(self, batch: Batch, record: dict[str, Any]):
+        self.batch, self.record = batch, record
+
+    def __enter__(self):
+        return self.record
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.batch.done += 1
+            return False
+        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit)):
+            return False
+        self.batch.failed += 1
+        msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
+        self.record["error"] = msg.splitlines()[0] if msg else exc_type.__name__
+        print(f"abcscribe: error: {self.record['error']}", file=sys.stderr)
+        return True  # swallow: the batch goes on
+
+
+def check_top_p(top_p: float) -> float:
+    if not (0.0 < top_p <= 1.0):
+        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+    return top_p
+
+
+def lazy(fn: Callable[[], T]) -> T:  # pragma: no cover - readability helper
+    return fn()

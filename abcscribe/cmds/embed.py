@@ -1,0 +1,8 @@
+"""abcscribe embed (being built; see the open issue)."""
+
+from abcscribe.core.errors import UserError
+
+
+def main() -> None:
+    """Not built yet."""
+    raise UserError("'embed' is not built yet")

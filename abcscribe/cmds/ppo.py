@@ -1,0 +1,8 @@
+"""abcscribe ppo (being built; see the open issue)."""
+
+from abcscribe.core.errors import UserError
+
+
+def main() -> None:
+    """Not built yet."""
+    raise UserError("'ppo' is not built yet")

@@ -1,0 +1,8 @@
+"""abcscribe score (being built; see the open issue)."""
+
+from abcscribe.core.errors import UserError
+
+
+def main() -> None:
+    """Not built yet."""
+    raise UserError("'score' is not built yet")

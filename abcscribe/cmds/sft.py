@@ -1,0 +1,8 @@
+"""abcscribe sft (being built; see the open issue)."""
+
+from abcscribe.core.errors import UserError
+
+
+def main() -> None:
+    """Not built yet."""
+    raise UserError("'sft' is not built yet")

@@ -1,0 +1,1 @@
+"""The library every command shares. No typer, no printing to stdout."""
