@@ -1,0 +1,158 @@
+"""Write the demo's report from a run folder: a table of held-out scores with 95% bootstrap
+intervals for each system, the paired ppo - sft difference, training curves, and examples.
+
+    python examples/report.py runs/demo
+
+Reads RUN/scores/<system>.jsonl (the output of `abcscribe score`), RUN/sft/log.jsonl and
+RUN/ppo/log.jsonl; writes RUN/report.md, RUN/report.json and RUN/*.png; prints the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SYSTEMS = ("baseline", "untrained", "sft", "ppo")
+METRICS = ("reward", "pitch", "metre", "tempo", "instrument", "note_f1")
+LOSSES = {"pitch", "metre", "tempo", "instrument"}  # seed components are losses (lower is better)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n, len(values)))
+    means = values[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summarise(records: list[dict]) -> dict:
+    out = {"n": len(records)}
+    for m in METRICS:
+        vals = np.array([float(r[m]) for r in records if isinstance(r.get(m), (int, float))])
+        lo, hi = bootstrap_ci(vals)
+        out[m] = {"mean": float(vals.mean()) if len(vals) else float("nan"), "ci": [lo, hi]}
+    out["errors"] = sum(1 for r in records if r.get("error"))
+    return out
+
+
+def key(r: dict) -> str:
+    return str(r.get("id") or r.get("path") or r.get("pred_path"))
+
+
+def paired(a: list[dict], b: list[dict], metric: str = "reward") -> dict:
+    """Mean of (a - b) over items both scored, with a paired bootstrap interval."""
+    bmap = {key(r): r for r in b if isinstance(r.get(metric), (int, float))}
+    diffs = np.array(
+        [float(r[metric]) - float(bmap[key(r)][metric]) for r in a
+         if isinstance(r.get(metric), (int, float)) and key(r) in bmap]
+    )
+    lo, hi = bootstrap_ci(diffs)
+    return {"n": int(len(diffs)), "mean": float(diffs.mean()) if len(diffs) else float("nan"),
+            "ci": [lo, hi]}
+
+
+def plot_curves(run: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    sft = read_jsonl(run / "sft" / "log.jsonl")
+    pts = [(r.get("step"), r["loss"]) for r in sft if "loss" in r and r.get("step") is not None]
+    ev = [(r.get("step"), r["eval_loss"]) for r in sft if "eval_loss" in r]
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(*zip(*pts), label="train loss")
+        if ev:
+            ax.plot(*zip(*ev), "o-", label="eval loss")
+        ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.set_title("sft"), ax.legend()
+        fig.tight_layout(), fig.savefig(run / "sft_loss.png", dpi=100), plt.close(fig)
+        made.append("sft_loss.png")
+    ppo = read_jsonl(run / "ppo" / "log.jsonl")
+    rw = [(r["step"], r["reward_mean"]) for r in ppo if "reward_mean" in r and "step" in r]
+    kl = [(r["step"], r["kl"]) for r in ppo if "kl" in r and "step" in r]
+    if rw:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(*zip(*rw), label="reward (sampled)")
+        ax.set_xlabel("step"), ax.set_ylabel("reward"), ax.set_title("ppo")
+        if kl:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*kl), color="tab:red", label="KL")
+            ax2.set_ylabel("KL")
+        fig.tight_layout(), fig.savefig(run / "ppo_reward_kl.png", dpi=100), plt.close(fig)
+        made.append("ppo_reward_kl.png")
+    return made
+
+
+def fmt(s: dict) -> str:
+    lo, hi = s["ci"]
+    return f"{s['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Write report.md/report.json for a demo run.")
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--examples", type=int, default=3)
+    args = ap.parse_args(argv)
+    run = args.run
+
+    scores = {s: read_jsonl(run / "scores" / f"{s}.jsonl") for s in SYSTEMS}
+    scores = {s: r for s, r in scores.items() if r}
+    if not scores:
+        print(f"report: no scores under {run}/scores", file=sys.stderr)
+        return 1
+    table = {s: summarise(r) for s, r in scores.items()}
+    report = {"systems": table}
+    if "ppo" in scores and "sft" in scores:
+        report["ppo_minus_sft"] = {m: paired(scores["ppo"], scores["sft"], m) for m in ("reward", "note_f1")}
+    if "sft" in scores and "untrained" in scores:
+        report["sft_minus_untrained"] = {"reward": paired(scores["sft"], scores["untrained"])}
+    timing = run / "timing.json"
+    if timing.exists():
+        report["timing"] = json.loads(timing.read_text())
+    report["plots"] = plot_curves(run)
+
+    header = "| system | n | " + " | ".join(METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 2)]
+    for s, t in table.items():
+        lines.append(f"| {s} | {t['n']} | " + " | ".join(fmt(t[m]) for m in METRICS) + " |")
+    tab = "\n".join(lines)
+    md = [f"# abcscribe demo report ({run.name})", "",
+          "Held-out test clips; mean with 95% bootstrap interval. `reward` is the seed's "
+          "(higher is better); pitch, metre, tempo and instrument are its losses (lower is "
+          "better); note_f1 is onset F1 (50 ms).", "", tab, ""]
+    if "ppo_minus_sft" in report:
+        d = report["ppo_minus_sft"]["reward"]
+        md += [f"Paired difference ppo - sft in reward: {d['mean']:+.4f} "
+               f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.", ""]
+    for p in report["plots"]:
+        md += [f"![{p}]({p})", ""]
+    if "ppo" in scores:
+        md += ["## Examples (ppo vs reference)", ""]
+        for r in scores["ppo"][: args.examples]:
+            md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
+                   "Reference:", "```", str(r.get("ref", "")).strip(), "```",
+                   "Transcription:", "```", str(r.get("pred", "")).strip(), "```", ""]
+    (run / "report.md").write_text("\n".join(md))
+    (run / "report.json").write_text(json.dumps(report, indent=2))
+    print(tab)
+    if "ppo_minus_sft" in report:
+        d = report["ppo_minus_sft"]["reward"]
+        print(f"ppo - sft reward: {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
