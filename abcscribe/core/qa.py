@@ -1,0 +1,332 @@
+"""Question/answer records from pieces paired with audio: bar-aligned clips, the clip's score
+as a slice of the piece, question phrasings, answers, and splits by piece.
+
+A record (one per clip and task) is the chat form transformers processors and trl read::
+
+    {"id", "piece", "split", "audio", "offset", "duration", "task",
+     "messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": Q}]},
+                  {"role": "assistant", "content": A}],
+     "abc": <the clip's ABC>, "meta": {"tempo", "metre", "key", "instruments"}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from abcscribe.core import gm
+from abcscribe.core.errors import UserError
+from abcscribe.core.notes import Key, Meter, Note, Piece, Tempo, Voice
+
+TASKS = ("transcribe", "tempo", "metre", "key", "instruments", "voices")
+
+# Several phrasings per question; one is picked per record with a seeded RNG, so a model learns
+# the task rather than one sentence.
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "transcribe": (
+        "Transcribe this audio into ABC notation.",
+        "Write out the music in this clip in ABC notation.",
+        "Notate this recording in ABC, one voice per instrument.",
+        "What is being played here? Answer with the score in ABC notation.",
+        "Listen to this clip and write its score in ABC.",
+    ),
+    "tempo": (
+        "What is the tempo of this track?",
+        "How fast is this music, in beats per minute?",
+        "Estimate the tempo of this audio in BPM.",
+        "At what tempo is this piece played?",
+    ),
+    "metre": (
+        "What is the time signature of this music?",
+        "What metre is this piece in?",
+        "Identify the time signature of this audio.",
+        "How is this music counted? Give the time signature.",
+    ),
+    "key": (
+        "What key is this music in?",
+        "Identify the key of this piece.",
+        "In which key is this audio played?",
+        "What are the tonic and mode of this music?",
+    ),
+    "instruments": (
+        "What instruments are playing in this audio?",
+        "Which instruments can you hear in this track?",
+        "Name the instruments in this recording.",
+        "List the instruments that play in this clip.",
+    ),
+    "voices": (
+        "How many instruments are playing in this audio?",
+        "How many separate parts does this music have?",
+        "Count the voices you can hear in this clip.",
+    ),
+}
+
+
+# ---- clips -------------------------------------------------------------------------------------
+
+
+def bar_bounds(piece: Piece) -> list[int]:
+    """Tick of every bar line from 0 through the end of the bar holding the last note
+    (n bars give n + 1 bounds); [] for a piece without notes."""
+    end = piece.end_tick
+    if end <= 0:
+        return []
+    bounds = [b for b in piece.bar_starts(end) if b < end]
+    last = bounds[-1]
+    if last == 0 and 0 < piece.anacrusis:
+        nxt = piece.anacrusis  # the piece ends inside its pickup bar
+    else:
+        nxt = last + piece.meter_at(last).bar_ticks
+        later = [m.tick for m in piece.meters if last < m.tick < nxt]
+        nxt = later[0] if later else nxt
+    return bounds + [nxt]
+
+
+def clip_piece(
+    piece: Piece,
+    max_seconds: float = 30.0,
+    min_bars: int = 1,
+    hop_bars: int | None = None,
+    max_bars: int | None = None,
+) -> list[tuple[int, int]]:
+    """Bar-aligned clips ``[(start_tick, end_tick), ...]``: each as many whole bars as fit in
+    ``max_seconds`` (through the tempo map) and ``max_bars``, at least ``min_bars``; the next
+    clip starts ``hop_bars`` bars later (default: where this one ends, so clips tile the piece).
+    A start whose ``min_bars`` bars last longer than ``max_seconds`` gives no clip; bars left at
+    the end that are fewer than ``min_bars`` give none either."""
+    if min_bars < 1:
+        raise UserError(f"--min-bars must be at least 1, got {min_bars}")
+    if max_bars is not None and max_bars < min_bars:
+        raise UserError(f"--max-bars ({max_bars}) is below --min-bars ({min_bars})")
+    if hop_bars is not None and hop_bars < 1:
+        raise UserError(f"--hop-bars must be at least 1, got {hop_bars}")
+    if max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    bounds = bar_bounds(piece)
+    secs = [piece.seconds(b) for b in bounds]
+    n = len(bounds) - 1
+    eps = 1e-6
+    clips: list[tuple[int, int]] = []
+    i = 0
+    while i + min_bars <= n:
+        j = i + min_bars
+        if secs[j] - secs[i] > max_seconds + eps:
+            i += hop_bars or 1
+            continue
+        while (
+            j < n
+            and (max_bars is None or j + 1 - i <= max_bars)
+            and secs[j + 1] - secs[i] <= max_seconds + eps
+        ):
+            j += 1
+        clips.append((bounds[i], bounds[j]))
+        i += hop_bars or (j - i)
+    return clips
+
+
+def slice_piece(piece: Piece, start: int, end: int) -> Piece:
+    """The part of ``piece`` sounding in ``[start, end)`` ticks, with times relative to
+    ``start``: notes crossing an edge are cut at it, only voices with notes in the span are
+    kept, and the tempo and meter in force at ``start`` are moved to tick 0."""
+    voices = []
+    for v in piece.voices:
+        notes = []
+        for n in v.notes:
+            if n.start < end and n.end > start:
+                s, e = max(n.start, start), min(n.end, end)
+                notes.append(Note(n.pitch, s - start, e - s, n.velocity))
+        if notes:
+            voices.append(Voice(notes=notes, program=v.program, name=v.name, drum=v.drum))
+    tempos = [Tempo(0, piece.tempo_at(start))] + [
+        Tempo(t.tick - start, t.bpm) for t in piece.tempos if start < t.tick < end
+    ]
+    m0 = piece.meter_at(start)
+    meters = [Meter(0, m0.numerator, m0.denominator)] + [
+        Meter(m.tick - start, m.numerator, m.denominator)
+        for m in piece.meters
+        if start < m.tick < end
+    ]
+    anacrusis = piece.anacrusis if start == 0 and 0 < piece.anacrusis < end else 0
+    out = Piece(voices=voices, tempos=tempos, meters=meters, key=piece.key, anacrusis=anacrusis,
+                title="", tpq=piece.tpq)
+    return out.sort()
+
+
+# ---- facts and answers -------------------------------------------------------------------------
+
+
+def instrument_names(piece: Piece) -> list[str]:
+    """GM names of the instruments that play, in voice order, each once."""
+    names: list[str] = []
+    for v in piece.voices:
+        if not v.notes:
+            continue
+        name = gm.program_name(v.program, v.drum)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def key_name(key: Key | None) -> str | None:
+    return None if key is None else f"{key.tonic} {key.mode}"
+
+
+def facts(clip: Piece) -> dict[str, Any]:
+    """The ``meta`` of a clip: tempo (quarter notes per minute, rounded), metre, key (None
+    when unknown), instruments."""
+    m = clip.meter
+    return {
+        "tempo": int(round(clip.bpm)),
+        "metre": f"{m.numerator}/{m.denominator}",
+        "key": key_name(clip.key),
+        "instruments": instrument_names(clip),
+    }
+
+
+def answer(task: str, meta: dict[str, Any], abc: str, n_voices: int) -> str | None:
+    """The assistant's answer for ``task``; None when the clip has no answer (unknown key)."""
+    if task == "transcribe":
+        return abc
+    if task == "tempo":
+        return f"{meta['tempo']} BPM"
+    if task == "metre":
+        return meta["metre"]
+    if task == "key":
+        return meta["key"]
+    if task == "instruments":
+        return ", ".join(meta["instruments"])
+    if task == "voices":
+        return str(n_voices)
+    raise UserError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+
+
+def parse_tasks(text: str) -> list[str]:
+    """``transcribe,tempo`` -> ["transcribe", "tempo"]; UserError on an unknown name."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise UserError("--tasks: name at least one task")
+    for t in tasks:
+        if t not in TASKS:
+            raise UserError(f"--tasks: unknown task {t!r} (choose from {', '.join(TASKS)})")
+    return list(dict.fromkeys(tasks))
+
+
+# ---- splits ------------------------------------------------------------------------------------
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """``train=0.8,val=0.1,test=0.1`` -> ratios summing to 1, in the order given."""
+    from abcscribe.core.files import parse_kv
+
+    ratios = parse_kv(text, "--split")
+    if not ratios:
+        raise UserError("--split: name at least one split, e.g. train=0.8,val=0.1,test=0.1")
+    if any(v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
+        raise UserError("--split: ratios must be non-negative and not all zero")
+    for name in ratios:
+        if not name or "/" in name or name.startswith("."):
+            raise UserError(f"--split: {name!r} is not a usable split name")
+    total = sum(ratios.values())
+    return {k: v / total for k, v in ratios.items()}
+
+
+def split_of(piece_id: str, ratios: dict[str, float]) -> str:
+    """The split a piece belongs to: a hash of its id placed on the cumulative ratios, so it
+    never changes between runs and every clip of a piece lands in the same split."""
+    h = int.from_bytes(hashlib.sha256(piece_id.encode("utf-8")).digest()[:8], "big") / 2**64
+    acc = 0.0
+    last = None
+    for name, r in ratios.items():
+        if r <= 0:
+            continue
+        acc += r
+        last = name
+        if h < acc:
+            return name
+    return last  # rounding at the very top of the range
+
+
+# ---- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How pieces become clips and records."""
+
+    max_seconds: float = 30.0
+    min_bars: int = 1
+    hop_bars: int | None = None
+    max_bars: int | None = None
+    tasks: tuple[str, ...] = TASKS
+    seed: int = 0
+    abc_layout: str = "voices"
+
+
+def question(task: str, seed: int, record_id: str) -> str:
+    """A phrasing of ``task``'s question, chosen by an RNG seeded from ``seed`` and the record's
+    id (independent of the order records are made in)."""
+    rng = random.Random(f"{seed}:{record_id}")
+    return rng.choice(QUESTIONS[task])
+
+
+def clip_abc(clip: Piece, layout: str = "voices") -> str:
+    """The clip's ABC: header with meter, unit, tempo and key, one voice per sounding part."""
+    from abcscribe.core.abc import write_abc
+
+    return write_abc(clip, layout=layout)
+
+
+def piece_records(
+    piece_id: str,
+    piece: Piece,
+    audio: str,
+    split: str,
+    opts: ClipOptions,
+) -> list[dict[str, Any]]:
+    """Every (clip, task) record of one piece, clips in time order, tasks in ``opts.tasks``
+    order. Clips without notes are skipped."""
+    records: list[dict[str, Any]] = []
+    spans = clip_piece(piece, opts.max_seconds, opts.min_bars, opts.hop_bars, opts.max_bars)
+    k = 0
+    for start, end in spans:
+        clip = slice_piece(piece, start, end)
+        if not clip.voices:
+            continue
+        abc = clip_abc(clip, opts.abc_layout)
+        meta = facts(clip)
+        offset = piece.seconds(start)
+        duration = piece.seconds(end) - offset
+        for task in opts.tasks:
+            a = answer(task, meta, abc, len(clip.voices))
+            if a is None:
+                continue
+            rid = f"{piece_id}:{k:03d}:{task}"
+            records.append({
+                "id": rid,
+                "piece": piece_id,
+                "split": split,
+                "audio": audio,
+                "offset": round(offset, 6),
+                "duration": round(duration, 6),
+                "task": task,
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "audio"},
+                        {"type": "text", "text": question(task, opts.seed, rid)},
+                    ]},
+                    {"role": "assistant", "content": a},
+                ],
+                "abc": abc,
+                "meta": meta,
+            })
+        k += 1
+    return records
+
+
+def records_by_split(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(r.get("split", ""), []).append(r)
+    return out
