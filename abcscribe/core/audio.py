@@ -1,0 +1,206 @@
+"""Audio in and out: load (mono, resampled, sliced), write (atomic), and render a Piece to audio
+with FluidSynth and a General MIDI soundfont, or with the built-in synthesiser (core.synth)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from abcscribe.core.errors import UserError
+from abcscribe.core.notes import Piece
+
+# Seconds rendered after the last note ends, so releases and decays are not cut off.
+TAIL_SECONDS = 0.5
+
+# Where Debian/Ubuntu and Fedora packages put General MIDI soundfonts, in order of preference
+# (small first: TimGM6mb loads in milliseconds, FluidR3_GM is 140 MB).
+SOUNDFONT_PATHS = (
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf3/default-GM.sf3",
+)
+
+ENGINES = ("auto", "fluidsynth", "builtin")
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def load_audio(
+    path: str | Path | bytes,
+    sr: int | None = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of ``path`` (wav/flac/ogg/mp3/...) from ``offset`` seconds for
+    ``duration`` seconds (None: to the end), resampled to ``sr`` (None: the file's own rate).
+    Returns (samples, rate). An unreadable, corrupt or empty file is a UserError naming it."""
+    name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise UserError(f"{name}: offset must be >= 0 and duration > 0")
+    if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
+        raise UserError(f"{name}: no such audio file")
+    try:
+        audio, file_sr = _read_soundfile(path, offset, duration)
+    except Exception as sf_err:  # libsndfile cannot read it: try librosa's decoders
+        if isinstance(path, (bytes, bytearray)):
+            raise UserError(f"{name}: cannot read audio ({_short(sf_err)})") from None
+        try:
+            audio, file_sr = _read_librosa(path, offset, duration)
+        except Exception as e:
+            raise UserError(f"{name}: cannot read audio ({_short(sf_err) or _short(e)})") from None
+    if audio.size == 0:
+        what = "no audio at that offset" if offset > 0 else "empty audio"
+        raise UserError(f"{name}: {what}")
+    if not np.all(np.isfinite(audio)):
+        raise UserError(f"{name}: audio contains NaN or infinite samples")
+    if sr is not None and sr != file_sr:
+        audio = resample(audio, file_sr, sr)
+        file_sr = sr
+    return np.ascontiguousarray(audio, dtype=np.float32), int(file_sr)
+
+
+def _short(e: Exception) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+def _read_soundfile(path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else str(path)
+    with sf.SoundFile(src) as f:
+        rate = f.samplerate
+        start = int(round(offset * rate))
+        if start > 0:
+            if start >= f.frames:
+                return np.zeros(0, np.float32), rate
+            f.seek(start)
+        n = -1 if duration is None else int(round(duration * rate))
+        data = f.read(frames=n, dtype="float32", always_2d=True)
+    return data.mean(axis=1), rate
+
+
+def _read_librosa(path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    import warnings
+
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, rate = librosa.load(str(path), sr=None, mono=True, offset=offset, duration=duration)
+    return y.astype(np.float32), int(rate)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling (soxr through librosa)."""
+    if sr_in == sr_out:
+        return audio.astype(np.float32, copy=False)
+    import librosa
+
+    return librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq").astype(
+        np.float32
+    )
+
+
+# ---- writing ----------------------------------------------------------------------------------
+def write_audio(path: str | Path, audio: np.ndarray, sr: int) -> None:
+    """Write mono ``audio`` to ``path`` atomically; the format follows the suffix (.wav is 16-bit
+    PCM, .flac 16-bit FLAC, .ogg Vorbis). Samples are clipped to [-1, 1]."""
+    import soundfile as sf
+
+    from abcscribe.core.files import atomic_path
+
+    path = Path(path)
+    fmt = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+    if path.suffix.lower() not in fmt:
+        raise UserError(f"{path}: unsupported audio suffix (use .wav, .flac or .ogg)")
+    kind, subtype = fmt[path.suffix.lower()]
+    data = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, int(sr), format=kind, subtype=subtype)
+
+
+# ---- rendering --------------------------------------------------------------------------------
+def render(
+    piece: Piece, sr: int = 22050, engine: str = "auto", soundfont: str | None = None
+) -> np.ndarray:
+    """Render ``piece`` to mono float32 audio at ``sr``. ``engine``: ``fluidsynth`` (a GM
+    soundfont via the fluidsynth program), ``builtin`` (core.synth), or ``auto`` (fluidsynth
+    when the program and a soundfont are present, else builtin). The result lasts the piece
+    plus TAIL_SECONDS, whatever the engine."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if sr < 4000 or sr > 192000:
+        raise UserError(f"sample rate {sr} out of range (4000-192000)")
+    if engine == "auto":
+        engine = "fluidsynth" if fluidsynth_available(soundfont) else "builtin"
+    if engine == "builtin":
+        from abcscribe.core.synth import synthesize
+
+        return synthesize(piece, sr, tail=TAIL_SECONDS)
+    return render_fluidsynth(piece, sr, soundfont)
+
+
+def render_length(piece: Piece, sr: int) -> int:
+    """Samples every engine renders for ``piece``: the piece plus TAIL_SECONDS."""
+    return int(math.ceil((piece.duration_seconds + TAIL_SECONDS) * sr))
+
+
+def find_soundfont(soundfont: str | None = None) -> str | None:
+    """The soundfont to use: ``soundfont`` (UserError when missing), else the first system GM
+    soundfont found, else None."""
+    if soundfont:
+        if not Path(soundfont).is_file():
+            raise UserError(f"{soundfont}: no such soundfont")
+        return str(soundfont)
+    for p in SOUNDFONT_PATHS:
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def fluidsynth_available(soundfont: str | None = None) -> bool:
+    return shutil.which("fluidsynth") is not None and find_soundfont(soundfont) is not None
+
+
+def render_fluidsynth(piece: Piece, sr: int = 22050, soundfont: str | None = None) -> np.ndarray:
+    """Render through the ``fluidsynth`` program (no reverb or chorus, so rests stay silent)."""
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise UserError("fluidsynth is not installed (apt install fluidsynth) or use --engine builtin")
+    sf2 = find_soundfont(soundfont)
+    if sf2 is None:
+        raise UserError(
+            "no General MIDI soundfont found (apt install timgm6mb-soundfont, or --soundfont)"
+        )
+    from abcscribe.core.midi import write_midi
+
+    n = render_length(piece, sr)
+    with tempfile.TemporaryDirectory(prefix="abcscribe-render-") as tmp:
+        mid = Path(tmp) / "in.mid"
+        wav = Path(tmp) / "out.wav"
+        write_midi(piece, mid)
+        cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sr),
+               "-F", str(wav), "-T", "wav", sf2, str(mid)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 or not wav.exists():
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise UserError(f"fluidsynth failed: {msg[-1] if msg else proc.returncode}")
+        import soundfile as sf
+
+        data, got_sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    audio = data.mean(axis=1)
+    if got_sr != sr:  # fluidsynth honours -r, but be safe
+        audio = resample(audio, got_sr, sr)
+    out = np.zeros(n, np.float32)
+    out[: min(n, audio.size)] = audio[:n]
+    return out

