@@ -1,0 +1,557 @@
+"""Reinforcement learning against the music reward: PPO with a value head, or GRPO-style group
+advantages, for any ``AudioLM``.
+
+One step, top to bottom (``train``):
+  1. rollouts   sample ``samples_per_prompt`` completions for ``batch_size`` prompts
+  2. reward     ``core.reward.score(ref_abc, completion)`` (+ a format bonus); a reward that
+                raises or is NaN gives that sample the minimum reward and a warning
+  3. log-probs  per token under the policy (before the update) and the reference policy
+                (``AudioLM.reference()``: LoRA adapter off, or a frozen copy)
+  4. advantages ``gae``: per-token reward = -kl_coef * KL, + the score on the last token, a value
+                head on the LM's hidden states, GAE(gamma, lam), whitened over the batch;
+                ``group``: each sample's score against the mean/std of its prompt's samples
+                (no value model), KL as a loss term
+  5. update     ``ppo_epochs`` passes of clipped-surrogate updates over mini-batches
+                (+ entropy bonus, gradient clipping), one JSONL log line per step
+
+Small on purpose: no framework on top of torch; ``accelerate`` places tensors and averages
+gradients across processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+
+from abcscribe.core.errors import UserError
+from abcscribe.core.models.base import AudioLM, GenerationOptions
+
+MIN_REWARD = 0.0  # the floor of core.reward's [0, 1] reward: what a failed reward becomes
+LOG_NAME = "log.jsonl"
+STATE_NAME = "ppo_state.pt"
+VALUE_HEAD_NAME = "value_head.safetensors"
+
+RewardFn = Callable[[str, str], "tuple[float, dict[str, float]]"]
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Every knob of the loop, with the defaults ``abcscribe ppo`` uses."""
+
+    # rollouts
+    batch_size: int = 4  # prompts per step
+    samples_per_prompt: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    # reward
+    weights: dict[str, float] | None = None
+    format_bonus: float = 0.0
+    # KL to the reference policy
+    kl_coef: float = 0.02
+    kl_target: float | None = None  # adapt kl_coef towards this per-sample KL
+    # advantages
+    advantage: str = "group"  # "group" or "gae"
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.5
+    # update
+    clip: float = 0.2
+    ppo_epochs: int = 2
+    mini_batch_size: int = 16  # samples per optimiser step
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_steps: int = 50
+    save_steps: int = 0  # 0: only the final save
+    seed: int = 0
+
+    def check(self) -> None:
+        """UserError for values the loop cannot run with."""
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0 for rollouts, got {self.temperature}")
+        if self.advantage not in ("group", "gae"):
+            raise UserError(f"--advantage must be 'group' or 'gae', got {self.advantage!r}")
+        if self.advantage == "group" and self.samples_per_prompt < 2:
+            raise UserError("--advantage group needs --samples-per-prompt of at least 2")
+        for name in ("batch_size", "samples_per_prompt", "max_new_tokens", "ppo_epochs",
+                     "mini_batch_size", "max_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr < 0 or self.kl_coef < 0 or self.clip <= 0:
+            raise UserError("--lr and --kl-coef must be >= 0, --clip > 0")
+        if self.kl_target is not None and self.kl_target <= 0:
+            raise UserError("--kl-target must be > 0")
+
+
+# ---- reward ------------------------------------------------------------------------------------
+def music_reward(weights: dict[str, float] | None = None, format_bonus: float = 0.0) -> RewardFn:
+    """The reward of ``abcscribe score`` for (reference ABC, completion): ``Score.reward`` plus
+    ``format_bonus`` when the completion parses as ABC without warnings. Components come back
+    for the log."""
+    from abcscribe.core.reward import score
+
+    def reward(ref_abc: str, completion: str) -> tuple[float, dict[str, float]]:
+        s = score(ref_abc, completion, weights)
+        parts = {k: float(v) for k, v in s.as_dict().items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        r = float(s.reward)
+        if format_bonus and s.parse_warnings == 0 and completion.strip():
+            r += format_bonus
+        return r, parts
+
+    return reward
+
+
+def safe_reward(fn: RewardFn, ref_abc: str, completion: str,
+                warn: Callable[[str], None]) -> tuple[float, dict[str, float], bool]:
+    """``fn`` guarded: an exception or a non-finite value gives ``MIN_REWARD`` and a warning, so
+    one bad sample never stops training. Returns (reward, components, ok)."""
+    try:
+        r, parts = fn(ref_abc, completion)
+        r = float(r)
+    except Exception as e:  # noqa: BLE001 - any failure of the scorer is the sample's problem
+        warn(f"reward failed ({type(e).__name__}: {e}); sample gets the minimum reward {MIN_REWARD}")
+        return MIN_REWARD, {}, False
+    if not math.isfinite(r):
+        warn(f"reward was {r}; sample gets the minimum reward {MIN_REWARD}")
+        return MIN_REWARD, {}, False
+    return r, parts, True
+
+
+# ---- the value head (gae only) -----------------------------------------------------------------
+class ValueHead(nn.Module):
+    """A small MLP from the LM's last hidden state to a scalar value. It reads detached hidden
+    states: the value loss trains the head only and never pulls on the policy's weights."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden.detach().float()).squeeze(-1)
+
+
+# ---- small tensor helpers ----------------------------------------------------------------------
+def completion_mask(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """1.0 on a completion's tokens up to and including its first EOS, 0.0 on the padding after."""
+    T = ids.shape[1]
+    pos = torch.arange(T, device=ids.device).expand_as(ids)
+    if eos_id is None:
+        return torch.ones_like(ids, dtype=torch.float)
+    is_eos = ids == eos_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(ids[:, 0], T - 1))
+    return (pos <= first[:, None]).float()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def group_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """Each sample's reward against the other samples of its prompt (prompt-major order):
+    (r - mean) / (std + eps). A prompt whose samples all score the same teaches nothing (0)."""
+    g = rewards.view(-1, k)
+    adv = (g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True, unbiased=False) + 1e-4)
+    return adv.reshape(-1)
+
+
+def gae_advantages(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                   gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over completion tokens; returns (advantages, returns)."""
+    N, T = token_rewards.shape
+    adv = torch.zeros_like(token_rewards)
+    last = torch.zeros(N, device=token_rewards.device)
+    for t in reversed(range(T)):
+        nxt = mask[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        next_value = values[:, t + 1] * nxt if t + 1 < T else torch.zeros_like(last)
+        delta = token_rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * nxt * last
+        adv[:, t] = last
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+def token_stats(lm: AudioLM, prompt: dict[str, Any], ids: torch.Tensor, temperature: float,
+                value_head: ValueHead | None = None):
+    """Per-token log-prob of ``ids``, entropy, and values (or None) under the current weights."""
+    logits, hidden = lm.completion_logits(prompt, ids, return_hidden=value_head is not None)
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = value_head(hidden) if value_head is not None else None
+    return logp, entropy, values
+
+
+# ---- one batch of experience ---------------------------------------------------------------------
+@dataclass
+class Chunk:
+    """Prompts of one mini-batch (collated once) and everything the update needs for them."""
+
+    prompt: dict[str, Any]
+    ids: torch.Tensor  # [n, T] completion tokens
+    mask: torch.Tensor  # [n, T]
+    old_logp: torch.Tensor
+    ref_logp: torch.Tensor
+    values: torch.Tensor | None = None
+    adv: torch.Tensor | None = None  # [n, T]
+    returns: torch.Tensor | None = None
+
+
+def _to(batch: dict[str, Any], device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    step: int = 0
+    kl_coef: float = 0.0
+
+
+def train(
+    lm: AudioLM,
+    records: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: PPOConfig,
+    *,
+    eval_records: list[dict[str, Any]] | None = None,
+    reward_fn: RewardFn | None = None,
+    resume_from: str | Path | None = None,
+    progress: Callable[[Iterable[int], int], Iterator[int]] | None = None,
+    warn: Callable[[str], None] | None = None,
+    report: Callable[[dict[str, Any], int], None] | None = None,
+    accelerator: Any = None,
+) -> dict[str, Any]:
+    """Train ``lm`` in place on ``records`` (``transcribe`` records: the reference is
+    ``record["abc"]``) and save it to ``out_dir`` with ``AudioLM.save``. Writes
+    ``out_dir/log.jsonl`` (one line per step, plus eval lines). Returns a summary: steps, and
+    ``eval_before``/``eval_after`` (greedy mean reward on ``eval_records``) when given.
+    ``resume_from``: a folder ``save`` wrote (optimiser, RNG, step); the caller loads the
+    model's weights from it."""
+    cfg.check()
+    if not records:
+        raise UserError("ppo: no training records")
+    warn = warn or (lambda m: warnings.warn(m, stacklevel=2))
+    reward_fn = reward_fn or music_reward(cfg.weights, cfg.format_bonus)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=str(getattr(lm, "device", "cpu")) == "cpu")
+    device = lm.device
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    k = cfg.samples_per_prompt
+    gen = GenerationOptions(temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens, num_samples=k)
+    eos = getattr(lm.tokenizer, "eos_token_id", None)
+
+    # Dropout off everywhere: the log-probs of the update must be those the rollout saw.
+    lm.model.eval()
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("ppo: the model has no trainable parameters")
+    value_head = None
+    if cfg.advantage == "gae":
+        value_head = ValueHead(_hidden_size(lm)).to(device)
+        params += list(value_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = accelerator.prepare(opt)
+
+    state = TrainState(kl_coef=cfg.kl_coef)
+    log_path = out / LOG_NAME
+    if resume_from is not None:
+        state = _load_state(Path(resume_from), opt, value_head, rng)
+    elif log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+
+    summary: dict[str, Any] = {}
+    if eval_records:
+        summary["eval_before"] = evaluate(lm, eval_records, reward_fn, cfg.max_new_tokens, warn)
+        _log(log_path, {"eval": "before", "step": state.step, **summary["eval_before"]})
+
+    steps: Iterable[int] = range(state.step, cfg.max_steps)
+    if progress is not None:
+        steps = progress(steps, cfg.max_steps - state.step)
+    order: list[int] = []
+    for step in steps:
+        t0 = time.monotonic()
+        if len(order) < cfg.batch_size:  # an epoch's shuffled order, refilled as it runs out
+            more = list(range(len(records)))
+            rng.shuffle(more)
+            order += more
+        batch = [records[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+
+        # 1-3: rollouts, rewards, log-probs under policy and reference
+        with torch.no_grad():
+            prompt = _to(lm.collate(batch, answers=False), device)
+            ids = lm.generate_ids(prompt, GenerationOptions(**{**asdict(gen), "seed": cfg.seed * 100003 + step}))
+            ids = ids.to(device)
+        texts = lm.decode(ids)
+        rewards, parts, failed = [], [], 0
+        for i, text in enumerate(texts):
+            r, p, ok = safe_reward(reward_fn, batch[i // k].get("abc", ""), text, warn)
+            rewards.append(r), parts.append(p)
+            failed += not ok
+        rewards_t = torch.tensor(rewards, dtype=torch.float, device=device)
+        chunks = _experience(lm, batch, ids, eos, cfg, value_head, device)
+
+        # 4: advantages
+        kl_seq = torch.cat([((c.old_logp - c.ref_logp) * c.mask).sum(1) for c in chunks])
+        if cfg.advantage == "group":
+            adv_seq = group_advantages(rewards_t, k)
+            at = 0
+            for c in chunks:
+                n = c.ids.shape[0]
+                c.adv = adv_seq[at: at + n, None] * c.mask
+                at += n
+        else:
+            _gae(chunks, rewards_t, state.kl_coef, cfg)
+
+        # 5: the update
+        stats = _update(lm, chunks, opt, params, value_head, cfg, state.kl_coef, accelerator)
+        if cfg.kl_target is not None:  # proportional controller, at most +-10% per step
+            err = max(-0.2, min(0.2, kl_seq.mean().item() / cfg.kl_target - 1.0))
+            state.kl_coef *= 1.0 + 0.5 * err
+        state.step = step + 1
+
+        dt = time.monotonic() - t0
+        lens = torch.cat([c.mask.sum(1) for c in chunks])
+        row = {
+            "step": state.step,
+            "reward_mean": rewards_t.mean().item(),
+            "reward_std": rewards_t.std(unbiased=False).item(),
+            **{f"reward_{name}": v for name, v in _mean_parts(parts).items()},
+            "reward_failures": failed,
+            "kl": kl_seq.mean().item(),
+            "kl_coef": state.kl_coef,
+            **stats,
+            "response_length": lens.mean().item(),
+            "samples_per_s": len(texts) / dt,
+            "seconds": dt,
+        }
+        _log(log_path, row)
+        if report is not None:
+            report(row, state.step)
+        if cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < cfg.max_steps:
+            save(lm, out / f"checkpoint-{state.step}", cfg, state, opt, value_head, rng, accelerator)
+
+    if eval_records:
+        summary["eval_after"] = evaluate(lm, eval_records, reward_fn, cfg.max_new_tokens, warn)
+        _log(log_path, {"eval": "after", "step": state.step, **summary["eval_after"]})
+    summary["steps"] = state.step
+    save(lm, out, cfg, state, opt, value_head, rng, accelerator, summary=summary)
+    return summary
+
+
+def _experience(lm, batch, ids, eos, cfg, value_head, device) -> list[Chunk]:
+    """Split the batch into mini-batches of whole prompts; per chunk, collate its prompts once
+    and compute old/reference log-probs (and values) without gradients."""
+    k = cfg.samples_per_prompt
+    per = max(1, cfg.mini_batch_size // k)  # prompts per chunk
+    mask_all = completion_mask(ids, eos)
+    chunks = []
+    for s in range(0, len(batch), per):
+        rows = slice(s * k, min(len(batch), s + per) * k)
+        mask = mask_all[rows]
+        T = max(1, int(mask.sum(1).max().item()))  # drop columns that are padding in every row
+        c_ids, mask = ids[rows, :T], mask[:, :T]
+        prompt = _to(lm.collate(batch[s: s + per], answers=False), device)
+        with torch.no_grad():
+            old_logp, _, values = token_stats(lm, prompt, c_ids, cfg.temperature, value_head)
+            with lm.reference():
+                ref_logp, _, _ = token_stats(lm, prompt, c_ids, cfg.temperature)
+        chunks.append(Chunk(prompt, c_ids, mask, old_logp, ref_logp, values))
+    return chunks
+
+
+def _gae(chunks: list[Chunk], rewards: torch.Tensor, kl_coef: float, cfg: PPOConfig) -> None:
+    """Per-token rewards (-kl_coef * KL, the score on the last token), GAE, whitening."""
+    at = 0
+    for c in chunks:
+        n = c.ids.shape[0]
+        tok_r = -kl_coef * (c.old_logp - c.ref_logp) * c.mask
+        last = (c.mask.sum(1) - 1).long().clamp(min=0)
+        tok_r[torch.arange(n), last] += rewards[at: at + n]
+        at += n
+        c.adv, c.returns = gae_advantages(tok_r, c.values, c.mask, cfg.gamma, cfg.lam)
+    # whiten over every token of the batch: the step size no longer depends on reward scale
+    flat_adv = torch.cat([c.adv.flatten() for c in chunks])
+    flat_mask = torch.cat([c.mask.flatten() for c in chunks])
+    mean = masked_mean(flat_adv, flat_mask)
+    std = masked_mean((flat_adv - mean) ** 2, flat_mask).sqrt()
+    for c in chunks:
+        c.adv = (c.adv - mean) / (std + 1e-8) * c.mask
+
+
+def _update(lm, chunks, opt, params, value_head, cfg, kl_coef, accelerator) -> dict[str, float]:
+    """``ppo_epochs`` passes over the chunks in a shuffled order, one optimiser step each."""
+    sums: dict[str, float] = {}
+    n = 0
+    for _ in range(cfg.ppo_epochs):
+        for j in torch.randperm(len(chunks)).tolist():
+            c = chunks[j]
+            logp, entropy, values = token_stats(lm, c.prompt, c.ids, cfg.temperature, value_head)
+            ratio = torch.exp(logp - c.old_logp)
+            pg1 = -c.adv * ratio
+            pg2 = -c.adv * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip)
+            policy_loss = masked_mean(torch.maximum(pg1, pg2), c.mask)
+            ent = masked_mean(entropy, c.mask)
+            loss = policy_loss - cfg.entropy_coef * ent
+            if cfg.advantage == "group":  # KL as a loss term (k3 estimator, always >= 0)
+                d = c.ref_logp - logp
+                kl_term = masked_mean(torch.exp(d) - d - 1.0, c.mask)
+                loss = loss + kl_coef * kl_term
+            vloss = None
+            if value_head is not None:
+                vloss = 0.5 * masked_mean((values - c.returns) ** 2, c.mask)
+                loss = loss + cfg.vf_coef * vloss
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            _sync_grads(params, accelerator)
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            with torch.no_grad():
+                step_stats = {
+                    "policy_loss": policy_loss.item(),
+                    "entropy": ent.item(),
+                    "clip_frac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), c.mask).item(),
+                    "approx_kl_old": masked_mean(c.old_logp - logp, c.mask).item(),
+                    "grad_norm": float(grad_norm),
+                }
+                if vloss is not None:
+                    step_stats["value_loss"] = vloss.item()
+            for key, v in step_stats.items():
+                sums[key] = sums.get(key, 0.0) + v
+            n += 1
+    out = {key: v / max(n, 1) for key, v in sums.items()}
+    out.setdefault("value_loss", None)
+    return out
+
+
+def _sync_grads(params: list[torch.Tensor], accelerator) -> None:
+    """Average gradients across processes (what DDP does). The model is not wrapped in DDP
+    because ``AudioLM`` calls its own module's forward; on one process this does nothing."""
+    if accelerator.num_processes <= 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            p.grad = accelerator.reduce(p.grad, reduction="mean")
+
+
+def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({key for p in parts for key in p})
+    out = {}
+    for key in keys:
+        vals = [p[key] for p in parts if key in p and math.isfinite(p[key])]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    out.pop("reward", None)  # already reward_mean
+    return out
+
+
+def _hidden_size(lm: AudioLM) -> int:
+    cfg = getattr(lm.model, "config", None)
+    for c in (cfg, getattr(cfg, "text_config", None), getattr(cfg, "lm_config", None)):
+        h = getattr(c, "hidden_size", None)
+        if isinstance(h, int):
+            return h
+    raise UserError("ppo --advantage gae: cannot find the model's hidden size for the value head")
+
+
+def _log(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+def evaluate(lm: AudioLM, records: list[dict[str, Any]], reward_fn: RewardFn,
+             max_new_tokens: int, warn: Callable[[str], None] | None = None,
+             batch_size: int = 8) -> dict[str, Any]:
+    """Mean reward of greedy transcriptions of ``records`` (their reference is ``abc``)."""
+    warn = warn or (lambda m: warnings.warn(m, stacklevel=2))
+    opts = GenerationOptions(temperature=0.0, max_new_tokens=max_new_tokens, num_samples=1)
+    was_training = lm.model.training
+    lm.model.eval()
+    rewards = []
+    with torch.no_grad():
+        for s in range(0, len(records), batch_size):
+            batch = records[s: s + batch_size]
+            for rec, outs in zip(batch, lm.generate(batch, opts)):
+                r, _, _ = safe_reward(reward_fn, rec.get("abc", ""), outs[0], warn)
+                rewards.append(r)
+    lm.model.train(was_training)
+    n = len(rewards)
+    mean = sum(rewards) / max(n, 1)
+    return {"reward_mean": mean, "n": n, "rewards": rewards}
+
+
+# ---- saving and resuming -------------------------------------------------------------------------
+def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng, accelerator,
+         summary: dict[str, Any] | None = None) -> None:
+    """The model as ``AudioLM.save`` writes it (so ``transcribe`` loads it like an sft output),
+    plus the optimiser, value head and RNG state that ``--resume`` needs."""
+    if not accelerator.is_main_process:
+        return
+    extra = {"ppo": {"config": asdict(cfg), "steps": state.step}}
+    if summary:
+        extra["ppo"]["eval"] = {k: {"reward_mean": v["reward_mean"], "n": v["n"]}
+                                for k, v in summary.items() if k.startswith("eval_")}
+    lm.save(out, extra=extra)
+    torch.save({"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(), "py_rng": rng.getstate()}, out / STATE_NAME)
+    if value_head is not None:
+        from safetensors.torch import save_file
+
+        save_file(value_head.state_dict(), str(out / VALUE_HEAD_NAME))
+
+
+def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
+    st = torch.load(ckpt / STATE_NAME, map_location="cpu", weights_only=False)
+    with contextlib.suppress(ValueError):  # a changed parameter set: start the optimiser afresh
+        opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["torch_rng"])
+    rng.setstate(st["py_rng"])
+    if value_head is not None and (ckpt / VALUE_HEAD_NAME).exists():
+        from safetensors.torch import load_file
+
+        value_head.load_state_dict(load_file(str(ckpt / VALUE_HEAD_NAME)))
+    return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]))
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest resumable state in ``out_dir``: its ``checkpoint-N`` folders or the dir itself."""
+    out = Path(out_dir)
+    cands = [p for p in out.glob("checkpoint-*") if (p / STATE_NAME).exists()]
+    if (out / STATE_NAME).exists():
+        cands.append(out)
+
+    def step_of(p: Path) -> int:
+        try:
+            return int(torch.load(p / STATE_NAME, map_location="cpu", weights_only=False)["step"])
+        except Exception:  # noqa: BLE001 - an unreadable state is not a candidate
+            return -1
+
+    cands = [p for p in cands if step_of(p) >= 0]
+    return max(cands, key=step_of) if cands else None
