@@ -12,8 +12,10 @@ A record (one per clip and task) is the chat form transformers processors and tr
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from abcscribe.core import gm
@@ -84,6 +86,20 @@ def bar_bounds(piece: Piece) -> list[int]:
     return bounds + [nxt]
 
 
+def check_clip_options(
+    max_seconds: float, min_bars: int, hop_bars: int | None, max_bars: int | None
+) -> None:
+    """UserError for clip options that cannot make clips."""
+    if min_bars < 1:
+        raise UserError(f"--min-bars must be at least 1, got {min_bars}")
+    if max_bars is not None and max_bars < min_bars:
+        raise UserError(f"--max-bars ({max_bars}) is below --min-bars ({min_bars})")
+    if hop_bars is not None and hop_bars < 1:
+        raise UserError(f"--hop-bars must be at least 1, got {hop_bars}")
+    if max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+
+
 def clip_piece(
     piece: Piece,
     max_seconds: float = 30.0,
@@ -96,14 +112,7 @@ def clip_piece(
     clip starts ``hop_bars`` bars later (default: where this one ends, so clips tile the piece).
     A start whose ``min_bars`` bars last longer than ``max_seconds`` gives no clip; bars left at
     the end that are fewer than ``min_bars`` give none either."""
-    if min_bars < 1:
-        raise UserError(f"--min-bars must be at least 1, got {min_bars}")
-    if max_bars is not None and max_bars < min_bars:
-        raise UserError(f"--max-bars ({max_bars}) is below --min-bars ({min_bars})")
-    if hop_bars is not None and hop_bars < 1:
-        raise UserError(f"--hop-bars must be at least 1, got {hop_bars}")
-    if max_seconds <= 0:
-        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    check_clip_options(max_seconds, min_bars, hop_bars, max_bars)
     bounds = bar_bounds(piece)
     secs = [piece.seconds(b) for b in bounds]
     n = len(bounds) - 1
@@ -252,8 +261,8 @@ def split_of(piece_id: str, ratios: dict[str, float]) -> str:
 
 
 @dataclass(frozen=True)
-class ClipOptions:
-    """How pieces become clips and records."""
+class QAOptions:
+    """How sources become clips and records (one value for the whole run)."""
 
     max_seconds: float = 30.0
     min_bars: int = 1
@@ -262,6 +271,14 @@ class ClipOptions:
     tasks: tuple[str, ...] = TASKS
     seed: int = 0
     abc_layout: str = "voices"
+    grid: int | None = 16  # quantization of MIDI scores (notes per whole note); None: raw
+    splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+    render: bool = False  # render scores that have no recording
+    audio_dir: Path | None = None  # where rendered audio goes
+    sample_rate: int = 22050
+    soundfont: str | None = None
+    overwrite: bool = False  # re-render audio that exists
+    audio_base: Path | None = None  # record paths relative to this folder; None: absolute
 
 
 def question(task: str, seed: int, record_id: str) -> str:
@@ -283,7 +300,7 @@ def piece_records(
     piece: Piece,
     audio: str,
     split: str,
-    opts: ClipOptions,
+    opts: QAOptions,
 ) -> list[dict[str, Any]]:
     """Every (clip, task) record of one piece, clips in time order, tasks in ``opts.tasks``
     order. Clips without notes are skipped."""
@@ -323,6 +340,98 @@ def piece_records(
             })
         k += 1
     return records
+
+
+def read_score(path: Path, grid: int | None = 16) -> Piece:
+    """The piece in a MIDI or ABC file, its time zero kept (so it stays aligned with its
+    recording). UserError naming the file when it is unreadable or has no notes."""
+    if path.suffix.lower() == ".abc":
+        from abcscribe.core.abc import read_abc
+
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+        piece, _warnings = read_abc(text)
+    else:
+        from abcscribe.core.midi import read_midi
+
+        if not path.is_file():
+            raise UserError(f"{path}: no such MIDI file")
+        piece = read_midi(path, grid=grid, offset=0.0)
+    if piece.note_count == 0:
+        raise UserError(f"{path}: no notes")
+    return piece
+
+
+def audio_seconds(path: Path) -> float:
+    """Length of a recording in seconds, from its header when libsndfile can read it."""
+    try:
+        import soundfile as sf
+
+        return float(sf.info(str(path)).duration)
+    except Exception:
+        from abcscribe.core.audio import load_audio
+
+        y, sr = load_audio(path)
+        return len(y) / sr
+
+
+def audio_ref(path: Path, base: Path | None) -> str:
+    """How a record names its recording: relative to ``base`` (the output file's folder), or
+    absolute when ``base`` is None."""
+    a = os.path.abspath(path)
+    return a if base is None else os.path.relpath(a, os.path.abspath(base))
+
+
+def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records of one ``core.layouts.Source`` and remarks worth a warning. Its error, an
+    unreadable score, a missing recording (without ``opts.render``) is a UserError."""
+    from abcscribe.core.layouts import name_instruments
+
+    if src.error:
+        raise UserError(src.error)
+    remarks = list(src.notes)
+    piece = read_score(src.score, opts.grid)
+    remark = name_instruments(piece, src.instruments)
+    if remark:
+        remarks.append(f"{src.id}: {remark}")
+    audio = src.audio
+    if audio is None:
+        if not opts.render:
+            raise UserError(f"{src.score}: no audio file shares its stem (use --render to make one)")
+        audio = render_source(src.id, piece, opts)
+    elif not audio.is_file():
+        raise UserError(f"{audio}: audio file not found")
+    length = audio_seconds(audio)
+    split = split_of(src.id, dict(opts.splits))
+    recs = piece_records(src.id, piece, audio_ref(audio, opts.audio_base), split, opts)
+    kept = [r for r in recs if r["offset"] < length - 1e-3]
+    if len(kept) < len(recs):
+        remarks.append(f"{src.id}: the score runs past the end of {audio} "
+                       f"({length:.1f} s); clips beyond it left out")
+    return kept, remarks
+
+
+def render_source(piece_id: str, piece: Piece, opts: QAOptions) -> Path:
+    """Render ``piece`` to ``<audio_dir>/<piece_id>.wav`` (kept when it exists, unless
+    ``opts.overwrite``) and return the path."""
+    if opts.audio_dir is None:
+        raise UserError("--render needs --audio-dir (or an output file to put the audio beside)")
+    path = Path(opts.audio_dir) / f"{piece_id}.wav"
+    if path.is_file() and not opts.overwrite:
+        return path
+    from abcscribe.core.audio import render, write_audio
+
+    write_audio(path, render(piece, sr=opts.sample_rate, soundfont=opts.soundfont), opts.sample_rate)
+    return path
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """All ``records`` as JSONL at ``path``, written atomically."""
+    from abcscribe.core.files import atomic_write, dumps
+
+    atomic_write(path, "".join(dumps(r) + "\n" for r in records))
 
 
 def records_by_split(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
