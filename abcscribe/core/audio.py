@@ -69,8 +69,10 @@ def load_audio(
 
 
 def _short(e: Exception) -> str:
+    import re
+
     s = str(e).strip().splitlines()
-    return s[0] if s else type(e).__name__
+    return re.sub(r"^Error opening .*?: ", "", s[0]).rstrip(".") if s else type(e).__name__
 
 
 def _read_soundfile(path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
@@ -203,4 +205,36 @@ def render_fluidsynth(piece: Piece, sr: int = 22050, soundfont: str | None = Non
         audio = resample(audio, got_sr, sr)
     out = np.zeros(n, np.float32)
     out[: min(n, audio.size)] = audio[:n]
+    peak = float(np.max(np.abs(out))) if n else 0.0
+    if peak > 0:  # the same loudness as the built-in engine
+        from abcscribe.core.synth import PEAK
+
+        out *= PEAK / peak
     return out
+
+
+def read_score(path: str | Path | None, data: bytes | None = None) -> Piece:
+    """The Piece in a MIDI or ABC file (``data``: its bytes, e.g. from stdin), with raw MIDI
+    timing (no quantization, no lead-in removed) so audio lines up with the file. For ABC, the
+    first tune. A file that is neither is a UserError naming it."""
+    name = str(path) if path is not None else "<stdin>"
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise UserError(f"{name}: cannot read ({e.strerror or e})") from None
+    suffix = Path(path).suffix.lower() if path is not None else ""
+    if data[:4] == b"MThd" or data[:4] == b"RIFF" or suffix in (".mid", ".midi", ".kar"):
+        from abcscribe.core.midi import read_midi
+
+        return read_midi(data if path is None else path, grid=None, offset=0.0)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    if suffix == ".abc" or "\nK:" in "\n" + text:
+        from abcscribe.core.abc import read_abc
+
+        piece, _warnings = read_abc(text)
+        return piece
+    raise UserError(f"{name}: neither MIDI nor ABC")

@@ -174,6 +174,7 @@ class HFEncoder(Encoder):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             config = AutoConfig.from_pretrained(spec)
             fe = AutoFeatureExtractor.from_pretrained(spec)
@@ -323,3 +324,50 @@ def pool(emb: np.ndarray, frame_rate: float, pool_ms: float) -> tuple[np.ndarray
     sums = np.add.reduceat(emb.astype(np.float64), starts, axis=0)
     counts = np.diff(np.r_[starts, n])[:, None]
     return (sums / counts).astype(np.float32), 1000.0 / pool_ms
+
+
+def save_embeddings(path, emb: np.ndarray, metadata: dict) -> None:
+    """Write ``emb`` as tensor ``embeddings`` [frames, dim] to a .safetensors file atomically,
+    with ``metadata`` (values stored as strings)."""
+    from safetensors.numpy import save
+
+    from abcscribe.core.files import atomic_write
+
+    meta = {k: ("" if v is None else str(v)) for k, v in metadata.items()}
+    atomic_write(path, save({"embeddings": np.ascontiguousarray(emb, np.float32)}, metadata=meta))
+
+
+def read_embeddings(path) -> tuple[np.ndarray, dict]:
+    """(embeddings [frames, dim], metadata) of a file written by ``save_embeddings``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.get_tensor("embeddings"), dict(f.metadata() or {})
+    except Exception as e:
+        raise UserError(f"{path}: not an embeddings file ({e})") from None
+
+
+def embed_audio(encoder: Encoder, source, out, *, offset: float = 0.0,
+                duration: float | None = None, pool_ms: float = 0.0) -> dict:
+    """Load ``source`` (offset/duration in seconds), encode, pool to ``pool_ms`` windows, and
+    save to ``out`` (.safetensors). Returns the metadata written (frames and dim included)."""
+    from abcscribe.core.audio import load_audio
+
+    audio, sr = load_audio(source, sr=encoder.sample_rate, offset=offset, duration=duration)
+    emb = encoder.encode(audio)
+    emb, rate = pool(emb, encoder.frame_rate, pool_ms)
+    meta = {
+        "encoder": encoder.name,
+        "layer": "last" if encoder.layer is None else encoder.layer,
+        "frame_rate": round(rate, 6),
+        "sample_rate": sr,
+        "duration": round(audio.size / sr, 6),
+        "source": str(source),
+        "offset": float(offset),
+        "pool_ms": float(pool_ms or 0.0),
+        "frames": int(emb.shape[0]),
+        "dim": int(emb.shape[1]),
+    }
+    save_embeddings(out, emb, meta)
+    return meta
