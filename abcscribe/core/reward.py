@@ -1,0 +1,612 @@
+"""The music-aware reward: how close a predicted ABC transcription is to a reference.
+
+The seed's four components are losses in [0, 1] (0 = perfect):
+
+- ``tempo``: |predicted - reference| quarter-note BPM, linear up to ``TEMPO_LINEAR_BPM`` then
+  exponential, capped at 1 (see :func:`tempo_loss`).
+- ``metre``: numerator, denominator and bar length compared separately (see :func:`metre_loss`).
+- ``pitch``: per voice, Levenshtein distance between the chord sequences (a chord or single note
+  is one unit), normalised by the longer sequence; voices matched by the assignment that
+  minimises the total distance; a missing or extra voice costs 1 (see :func:`pitch_loss`).
+- ``instrument``: per matched voice, 0 for the same GM program, ``FAMILY_LOSS`` for the same GM
+  family, else graded by string similarity of the GM names (see :func:`instrument_loss`).
+
+``loss = sum(w_k * loss_k) / sum(w_k)`` with :data:`DEFAULT_WEIGHTS` (the seed's 0.5, 0.15,
+0.15, 0.2) and ``reward = 1 - loss``. Beyond the seed, every :class:`Score` also carries
+``rhythm`` (a loss over onset positions in beats, matched per voice like pitch) and the
+transcription metrics ``note_precision``/``note_recall``/``note_f1`` (mir_eval's convention:
+same MIDI pitch, onsets within 50 ms, one-to-one maximum matching) and ``note_f1_offset`` (also
+offsets within max(50 ms, 20% of the reference note's duration)). ``rhythm`` and ``note_f1``
+(as ``1 - note_f1``) can be weighted into the loss; their default weight is 0.
+
+A prediction with no readable notes scores reward 0 (every loss 1); a reference that cannot be
+read is a :class:`UserError`. Nothing here raises on a prediction, returns NaN, or leaves [0, 1].
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Iterable, Sequence
+
+import Levenshtein
+
+from abcscribe.core import gm
+from abcscribe.core.errors import UserError
+from abcscribe.core.notes import TPQ, Meter, Piece, Voice
+
+# ---- constants (documented in the man page too) -----------------------------------------
+
+DEFAULT_WEIGHTS = {
+    "pitch": 0.5, "metre": 0.15, "tempo": 0.15, "instrument": 0.2, "rhythm": 0.0, "note_f1": 0.0,
+}
+WEIGHT_NAMES = tuple(DEFAULT_WEIGHTS)
+
+#: tempo: loss grows by TEMPO_LINEAR_SLOPE per BPM up to TEMPO_LINEAR_BPM (0.1 at 10 BPM), then
+#: multiplies by e every TEMPO_EXP_SCALE BPM, reaching the cap of 1 at about 56 BPM off.
+TEMPO_LINEAR_BPM = 10.0
+TEMPO_LINEAR_SLOPE = 0.01
+TEMPO_EXP_SCALE = 20.0
+
+#: metre: three parts, each "linear to x0 (value y0 there), then exponential with scale s",
+#: capped at 1, combined with weights that sum to 1.
+#:   numerator   x = |n_pred - n_ref|                   x0=1    y0=0.1  s=2
+#:   denominator x = |log2(d_pred / d_ref)|             x0=1    y0=0.2  s=1
+#:   bar length  x = |log2((n/d)_pred / (n/d)_ref)|     x0=0.2  y0=0.4  s=0.3
+#: so 4/4 vs 2/2 ~ 0.07 and 6/8 vs 3/4 ~ 0.09 (same bar length), 7/8 vs 4/4 ~ 0.32,
+#: 3/4 vs 4/4 ~ 0.51, 2/4 vs 4/4 ~ 0.63, 12/8 vs 4/4 ~ 0.84.
+METRE_PARTS = {
+    "numerator": (1.0, 0.1, 2.0),
+    "denominator": (1.0, 0.2, 1.0),
+    "bar": (0.2, 0.4, 0.3),
+}
+METRE_WEIGHTS = {"numerator": 0.2, "denominator": 0.2, "bar": 0.6}
+
+#: instrument: loss for a different program of the same GM family; across families the loss is
+#: OTHER_FAMILY_LOSS + (1 - OTHER_FAMILY_LOSS) * (1 - similarity of the GM names).
+FAMILY_LOSS = 0.25
+OTHER_FAMILY_LOSS = 0.5
+
+#: rhythm: per matched voice, 1 - F1 of chord onsets (in quarter-note beats from the start)
+#: matched one-to-one within this many beats (a 32nd note).
+RHYTHM_TOLERANCE_BEATS = 0.125
+
+#: note metrics (mir_eval's defaults)
+ONSET_TOLERANCE = 0.05
+OFFSET_RATIO = 0.2
+OFFSET_MIN_TOLERANCE = 0.05
+_DECIMALS = 4  # mir_eval rounds distances to 4 decimals before comparing
+
+# the voice assignment minimises pitch distance; instrument and rhythm only break ties
+_TIE_BREAK = 1e-3
+# above this many voices the assignment uses scipy instead of trying every permutation
+_BRUTE_FORCE_VOICES = 5
+
+
+@dataclass
+class Score:
+    """One pair's scores. ``pitch``..``rhythm`` are losses (0 best); ``note_*`` are scores (1
+    best, None when not computed); ``parse_warnings`` counts the prediction's reader warnings."""
+
+    reward: float
+    loss: float
+    pitch: float
+    metre: float
+    tempo: float
+    instrument: float
+    rhythm: float
+    note_f1: float | None = None
+    note_precision: float | None = None
+    note_recall: float | None = None
+    note_f1_offset: float | None = None
+    parse_warnings: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+METRICS = tuple(f.name for f in fields(Score))
+
+
+# ---- weights --------------------------------------------------------------------------------
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"pitch=0.5,metre=0.15,..."`` -> weights. Names not given weigh 0; the loss divides by
+    the sum, so weights need not sum to 1. UserError on unknown names, negative or all-zero."""
+    from abcscribe.core.files import parse_kv
+
+    return check_weights(parse_kv(text, "--weights"))
+
+
+def check_weights(weights: dict[str, float] | None) -> dict[str, float]:
+    if weights is None:
+        return dict(DEFAULT_WEIGHTS)
+    out = {k: 0.0 for k in WEIGHT_NAMES}
+    for k, v in weights.items():
+        if k not in out:
+            raise UserError(f"--weights: unknown component {k!r} (one of {', '.join(WEIGHT_NAMES)})")
+        v = float(v)
+        if not math.isfinite(v) or v < 0:
+            raise UserError(f"--weights: {k}={v} must be a finite number >= 0")
+        out[k] = v
+    if sum(out.values()) <= 0:
+        raise UserError("--weights: at least one weight must be > 0")
+    return out
+
+
+# ---- the curve shared by tempo and metre ----------------------------------------------------
+
+
+def _lin_exp(x: float, x0: float, y0: float, scale: float) -> float:
+    """y0 * x / x0 up to x0, then y0 * exp((x - x0) / scale), capped at 1."""
+    if not math.isfinite(x):
+        return 1.0
+    x = abs(x)
+    if x <= x0:
+        return y0 * x / x0
+    e = (x - x0) / scale
+    return 1.0 if e > 50 else min(1.0, y0 * math.exp(e))
+
+
+def tempo_loss(ref_bpm: float, pred_bpm: float) -> float:
+    """Tempo loss from two quarter-note BPMs: 0.01 per BPM up to 10 BPM (0.1 at 10), then
+    0.1 * exp((d - 10) / 20), capped at 1 (about 56 BPM off). Continuous, strictly increasing
+    until the cap. A missing/non-positive predicted tempo is loss 1."""
+    try:
+        d = abs(float(pred_bpm) - float(ref_bpm))
+    except (TypeError, ValueError):
+        return 1.0
+    if not (math.isfinite(d) and pred_bpm > 0):
+        return 1.0
+    return _lin_exp(d, TEMPO_LINEAR_BPM, TEMPO_LINEAR_SLOPE * TEMPO_LINEAR_BPM, TEMPO_EXP_SCALE)
+
+
+def metre_loss(ref: Meter | tuple[int, int], pred: Meter | tuple[int, int]) -> float:
+    """Metre loss from two time signatures: numerator, denominator and bar length each through
+    a linear-then-exponential curve (``METRE_PARTS``), weighted 0.2/0.2/0.6. 0 when equal;
+    4/4 vs 2/2 and 6/8 vs 3/4 cost little, 3/4 vs 4/4 much more."""
+    try:
+        rn, rd = _nd(ref)
+        pn, pd = _nd(pred)
+    except (TypeError, ValueError, AttributeError):
+        return 1.0
+    if min(rn, rd, pn, pd) <= 0:
+        return 1.0
+    xs = {
+        "numerator": abs(pn - rn),
+        "denominator": abs(math.log2(pd / rd)),
+        "bar": abs(math.log2((pn / pd) / (rn / rd))),
+    }
+    total = sum(METRE_WEIGHTS[k] * _lin_exp(x, *METRE_PARTS[k]) for k, x in xs.items())
+    return _unit(total)
+
+
+def _nd(m) -> tuple[int, int]:
+    if isinstance(m, Meter):
+        return int(m.numerator), int(m.denominator)
+    n, d = m
+    return int(n), int(d)
+
+
+# ---- per-voice comparisons ---------------------------------------------------------------
+
+
+class _VoiceView:
+    """What the per-voice losses need from a Voice, computed once."""
+
+    __slots__ = ("chords", "onsets", "program", "drum", "name")
+
+    def __init__(self, v: Voice, tpq: int):
+        groups: dict[int, list[int]] = {}
+        for n in v.notes:
+            g = groups.get(n.start)
+            if g is None:
+                groups[n.start] = [n.pitch]
+            else:
+                g.append(n.pitch)
+        starts = sorted(groups)
+        self.chords = [tuple(sorted(groups[t])) if len(groups[t]) > 1 else groups[t][0] for t in starts]
+        scale = TPQ / tpq if tpq != TPQ else 1
+        self.onsets = [t * scale for t in starts] if scale != 1 else starts
+        self.program = int(v.program)
+        self.drum = bool(v.drum)
+        self.name = gm.program_name(self.program, self.drum)
+
+
+def _views(piece: Piece) -> list[_VoiceView]:
+    return [_VoiceView(v, piece.tpq or TPQ) for v in piece.voices if v.notes]
+
+
+def _codes(a: list, b: list, table: dict) -> tuple[str, str]:
+    """Both unit sequences as strings of one character per distinct chord/pitch."""
+    get = table.setdefault
+    sa = "".join([chr(get(u, len(table))) for u in a])
+    sb = "".join([chr(get(u, len(table))) for u in b])
+    return sa, sb
+
+
+def voice_pitch_loss(ref_units: Sequence, pred_units: Sequence, _table: dict | None = None) -> float:
+    """Levenshtein distance between two sequences of chords/pitches (each chord one unit),
+    divided by the longer length; 0 when both are empty."""
+    n = max(len(ref_units), len(pred_units))
+    if n == 0:
+        return 0.0
+    sa, sb = _codes(list(ref_units), list(pred_units), {} if _table is None else _table)
+    return Levenshtein.distance(sa, sb) / n
+
+
+def voice_instrument_loss(ref_program: int, pred_program: int, ref_drum: bool = False,
+                          pred_drum: bool = False) -> float:
+    """0 for the same GM program (or both drums), FAMILY_LOSS within a GM family, else
+    OTHER_FAMILY_LOSS plus the rest graded by how different the GM names are."""
+    if ref_drum or pred_drum:
+        if ref_drum and pred_drum:
+            return 0.0
+        a, b = gm.program_name(ref_program, ref_drum), gm.program_name(pred_program, pred_drum)
+    else:
+        if ref_program == pred_program:
+            return 0.0
+        if gm.family(ref_program) == gm.family(pred_program):
+            return FAMILY_LOSS
+        a, b = gm.program_name(ref_program), gm.program_name(pred_program)
+    sim = Levenshtein.ratio(a.lower(), b.lower())
+    return OTHER_FAMILY_LOSS + (1.0 - OTHER_FAMILY_LOSS) * (1.0 - sim)
+
+
+def voice_rhythm_loss(ref_onsets: Sequence[float], pred_onsets: Sequence[float],
+                      tolerance: float = RHYTHM_TOLERANCE_BEATS * TPQ) -> float:
+    """1 - F1 of onsets (sorted, in ticks) matched one-to-one within ``tolerance``; 0 when
+    both are empty."""
+    if not ref_onsets and not pred_onsets:
+        return 0.0
+    if not ref_onsets or not pred_onsets:
+        return 1.0
+    hits = _match_sorted(ref_onsets, pred_onsets, tolerance)
+    return 1.0 - 2.0 * hits / (len(ref_onsets) + len(pred_onsets))
+
+
+def _match_sorted(a: Sequence[float], b: Sequence[float], tol: float) -> int:
+    """Size of a maximum one-to-one matching of two sorted lists of points, pairs within tol.
+    Greedy from the left is optimal for points on a line."""
+    i = j = hits = 0
+    na, nb = len(a), len(b)
+    while i < na and j < nb:
+        d = a[i] - b[j]
+        if d > tol:
+            j += 1
+        elif d < -tol:
+            i += 1
+        else:
+            hits += 1
+            i += 1
+            j += 1
+    return hits
+
+
+# ---- voice assignment -------------------------------------------------------------------
+
+
+def assign(cost: list[list[float]]) -> list[tuple[int, int]]:
+    """Row->column pairs minimising the total of a rectangular cost matrix (each row and each
+    column used at most once, min(rows, cols) pairs). Small matrices try every permutation;
+    larger ones use scipy.optimize.linear_sum_assignment."""
+    nr = len(cost)
+    nc = len(cost[0]) if nr else 0
+    if nr == 0 or nc == 0:
+        return []
+    if nr == 1:
+        j = min(range(nc), key=cost[0].__getitem__)
+        return [(0, j)]
+    if nc == 1:
+        i = min(range(nr), key=lambda r: cost[r][0])
+        return [(i, 0)]
+    if max(nr, nc) <= _BRUTE_FORCE_VOICES:
+        if nr <= nc:
+            best = min(itertools.permutations(range(nc), nr),
+                       key=lambda p: sum(cost[i][p[i]] for i in range(nr)))
+            return [(i, best[i]) for i in range(nr)]
+        best = min(itertools.permutations(range(nr), nc),
+                   key=lambda p: sum(cost[p[j]][j] for j in range(nc)))
+        return sorted((best[j], j) for j in range(nc))
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(np.asarray(cost, dtype=float))
+    return [(int(r), int(c)) for r, c in zip(rows, cols)]
+
+
+def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float, float, float]:
+    """(pitch, instrument, rhythm) over voices matched by minimal pitch distance; a missing or
+    extra voice costs 1 in each; averaged over max(#ref voices, #pred voices)."""
+    n = max(len(ref), len(pred))
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    if not ref or not pred:
+        return 1.0, 1.0, 1.0
+    table: dict = {}
+    tol = RHYTHM_TOLERANCE_BEATS * TPQ
+    cells = [[None] * len(pred) for _ in ref]
+    cost = [[0.0] * len(pred) for _ in ref]
+    for i, r in enumerate(ref):
+        for j, p in enumerate(pred):
+            pl = voice_pitch_loss(r.chords, p.chords, table)
+            il = voice_instrument_loss(r.program, p.program, r.drum, p.drum)
+            rl = voice_rhythm_loss(r.onsets, p.onsets, tol)
+            cells[i][j] = (pl, il, rl)
+            cost[i][j] = pl + _TIE_BREAK * (il + rl)
+    pairs = assign(cost)
+    unmatched = n - len(pairs)
+    sums = [float(unmatched)] * 3
+    for i, j in pairs:
+        c = cells[i][j]
+        sums[0] += c[0]
+        sums[1] += c[1]
+        sums[2] += c[2]
+    return sums[0] / n, sums[1] / n, sums[2] / n
+
+
+def pitch_loss(ref: Piece, pred: Piece) -> float:
+    """The seed's pitch loss between two pieces (see module docstring)."""
+    return _voice_losses(_views(ref), _views(pred))[0]
+
+
+def instrument_loss(ref: Piece, pred: Piece) -> float:
+    """Instrument loss over voices matched as for pitch."""
+    return _voice_losses(_views(ref), _views(pred))[1]
+
+
+def rhythm_loss(ref: Piece, pred: Piece) -> float:
+    """Onset-position loss over voices matched as for pitch."""
+    return _voice_losses(_views(ref), _views(pred))[2]
+
+
+# ---- note-level transcription metrics ---------------------------------------------------
+
+
+def note_events(piece: Piece) -> list[tuple[int, float, float]]:
+    """All notes of all voices as (pitch, onset seconds, offset seconds) through the tempo map."""
+    tpq = piece.tpq or TPQ
+    tempos = sorted(piece.tempos or [], key=lambda t: t.tick)
+    ticks, secs, rates = [0], [0.0], []
+    bpm0 = tempos[0].bpm if tempos else 120.0
+    rates.append(60.0 / (_safe_bpm(bpm0) * tpq))
+    for t in tempos:
+        if t.tick <= 0:
+            rates[0] = 60.0 / (_safe_bpm(t.bpm) * tpq)
+            continue
+        secs.append(secs[-1] + (t.tick - ticks[-1]) * rates[-1])
+        ticks.append(t.tick)
+        rates.append(60.0 / (_safe_bpm(t.bpm) * tpq))
+
+    def sec(tick: int) -> float:
+        i = bisect.bisect_right(ticks, tick) - 1 if len(ticks) > 1 else 0
+        return secs[i] + (tick - ticks[i]) * rates[i]
+
+    out = []
+    for v in piece.voices:
+        for n in v.notes:
+            out.append((n.pitch, sec(n.start), sec(n.start + max(n.duration, 0))))
+    return out
+
+
+def _safe_bpm(bpm: float) -> float:
+    return bpm if isinstance(bpm, (int, float)) and math.isfinite(bpm) and bpm > 0 else 120.0
+
+
+def note_matches(ref: list[tuple[int, float, float]], est: list[tuple[int, float, float]],
+                 onset_tolerance: float = ONSET_TOLERANCE, offset_ratio: float | None = None,
+                 offset_min_tolerance: float = OFFSET_MIN_TOLERANCE) -> int:
+    """Size of the maximum one-to-one matching between reference and estimated notes with the
+    same pitch, onsets within ``onset_tolerance`` seconds and (when ``offset_ratio`` is given)
+    offsets within max(offset_min_tolerance, offset_ratio * reference duration), as mir_eval's
+    ``match_notes`` (distances rounded to 4 decimals, inclusive comparisons)."""
+    by_pitch_ref: dict[int, list[tuple[float, float]]] = {}
+    by_pitch_est: dict[int, list[tuple[float, float]]] = {}
+    for p, on, off in ref:
+        by_pitch_ref.setdefault(p, []).append((on, off))
+    for p, on, off in est:
+        by_pitch_est.setdefault(p, []).append((on, off))
+    total = 0
+    for p, rs in by_pitch_ref.items():
+        es = by_pitch_est.get(p)
+        if not es:
+            continue
+        rs.sort()
+        es.sort()
+        if offset_ratio is None:
+            total += _match_sorted_rounded([r[0] for r in rs], [e[0] for e in es], onset_tolerance)
+        else:
+            total += _match_bipartite(rs, es, onset_tolerance, offset_ratio, offset_min_tolerance)
+    return total
+
+
+def _match_sorted_rounded(a: list[float], b: list[float], tol: float) -> int:
+    i = j = hits = 0
+    na, nb = len(a), len(b)
+    while i < na and j < nb:
+        d = round(a[i] - b[j], _DECIMALS)
+        if d > tol:
+            j += 1
+        elif d < -tol:
+            i += 1
+        else:
+            hits += 1
+            i += 1
+            j += 1
+    return hits
+
+
+def _match_bipartite(rs, es, tol, ratio, min_tol) -> int:
+    """Maximum bipartite matching (augmenting paths) under onset and offset tolerances."""
+    est_on = [e[0] for e in es]
+    adj: list[list[int]] = []
+    for on, off in rs:
+        otol = max(min_tol, ratio * (off - on))
+        lo = bisect.bisect_left(est_on, on - tol - 1e-3)
+        hi = bisect.bisect_right(est_on, on + tol + 1e-3)
+        adj.append([j for j in range(lo, hi)
+                    if round(abs(on - es[j][0]), _DECIMALS) <= tol and round(abs(off - es[j][1]), _DECIMALS) <= otol])
+    match_est: dict[int, int] = {}
+    hits = 0
+    for root in range(len(rs)):
+        if not adj[root]:
+            continue
+        # iterative depth-first search for an augmenting path from ``root``
+        seen: set[int] = set()
+        stack = [(root, iter(adj[root]))]
+        via: list[int] = []  # est chosen at each level of the stack
+        found = False
+        while stack and not found:
+            i, it = stack[-1]
+            for j in it:
+                if j in seen:
+                    continue
+                seen.add(j)
+                if j not in match_est:
+                    via.append(j)
+                    found = True
+                else:
+                    via.append(j)
+                    k = match_est[j]
+                    stack.append((k, iter(adj[k])))
+                break
+            else:
+                stack.pop()
+                if via:
+                    via.pop()
+        if found:
+            for (i, _), j in zip(stack, via):
+                match_est[j] = i
+            hits += 1
+    return hits
+
+
+def note_metrics(ref: Piece, pred: Piece) -> dict[str, float]:
+    """note_precision, note_recall, note_f1 (onsets) and note_f1_offset. Two pieces with no
+    notes agree perfectly (1.0); one side empty is 0.0 (mir_eval returns 0 for both)."""
+    r, e = note_events(ref), note_events(pred)
+    if not r and not e:
+        return {"note_f1": 1.0, "note_precision": 1.0, "note_recall": 1.0, "note_f1_offset": 1.0}
+    if not r or not e:
+        return {"note_f1": 0.0, "note_precision": 0.0, "note_recall": 0.0, "note_f1_offset": 0.0}
+    m = note_matches(r, e)
+    mo = note_matches(r, e, offset_ratio=OFFSET_RATIO)
+    p, rc = m / len(e), m / len(r)
+    return {
+        "note_f1": _f1(p, rc), "note_precision": p, "note_recall": rc,
+        "note_f1_offset": _f1(mo / len(e), mo / len(r)),
+    }
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+# ---- the reward ------------------------------------------------------------------------
+
+
+def _unit(x: float) -> float:
+    """Clamp to [0, 1]; NaN counts as the worst loss."""
+    if x != x:  # NaN
+        return 1.0
+    return 0.0 if x < 0 else 1.0 if x > 1 else float(x)
+
+
+def score_pieces(ref: Piece, pred: Piece | None, weights: dict | None = None,
+                 note_metrics: bool = True, parse_warnings: int = 0) -> Score:
+    """Score a predicted piece against a reference. ``pred=None`` (or a piece with no notes)
+    is an unreadable prediction: reward 0, every loss 1, note metrics 0."""
+    w = check_weights(weights)
+    want_notes = note_metrics or w["note_f1"] > 0
+    if pred is None or pred.note_count == 0:
+        s = Score(reward=0.0, loss=1.0, pitch=1.0, metre=1.0, tempo=1.0, instrument=1.0,
+                  rhythm=1.0, parse_warnings=parse_warnings)
+        if want_notes:
+            s.note_f1 = s.note_precision = s.note_recall = s.note_f1_offset = 0.0
+        return s
+    comps = {
+        "tempo": _unit(tempo_loss(ref.bpm, pred.bpm)),
+        "metre": _unit(metre_loss(ref.meter, pred.meter)),
+    }
+    pl, il, rl = _voice_losses(_views(ref), _views(pred))
+    comps.update(pitch=_unit(pl), instrument=_unit(il), rhythm=_unit(rl))
+    notes = None
+    if want_notes:
+        notes = {k: 1.0 - _unit(1.0 - v) for k, v in note_metrics_fn(ref, pred).items()}
+        comps["note_f1"] = 1.0 - notes["note_f1"]
+    total = sum(w.values())
+    loss = _unit(sum(w[k] * comps[k] for k in WEIGHT_NAMES if w[k]) / total)
+    s = Score(reward=1.0 - loss, loss=loss, pitch=comps["pitch"], metre=comps["metre"],
+              tempo=comps["tempo"], instrument=comps["instrument"], rhythm=comps["rhythm"],
+              parse_warnings=parse_warnings)
+    if notes is not None:
+        s.note_f1, s.note_precision = notes["note_f1"], notes["note_precision"]
+        s.note_recall, s.note_f1_offset = notes["note_recall"], notes["note_f1_offset"]
+    return s
+
+
+note_metrics_fn = note_metrics  # score_pieces' parameter shadows the function's name
+
+
+def read_reference(ref_abc: str) -> Piece:
+    """The reference's first tune; UserError when it cannot be read or has no notes. The last
+    few references read are cached (PPO scores several samples per reference); callers must
+    not modify the returned piece."""
+    if not isinstance(ref_abc, str):
+        raise UserError(f"reference must be ABC text, not {type(ref_abc).__name__}")
+    return _read_reference_cached(ref_abc)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_reference_cached(ref_abc: str) -> Piece:
+    from abcscribe.core.abc import extract_abc, read_abc
+
+    try:
+        piece, _warnings = read_abc(extract_abc(ref_abc))
+    except UserError:
+        raise
+    except Exception as e:  # the reader should not raise, but the reference is the user's data
+        raise UserError(f"reference ABC cannot be read ({type(e).__name__}: {e})") from None
+    if piece.note_count == 0:
+        raise UserError("reference ABC has no notes")
+    return piece
+
+
+def read_prediction(pred_abc: str) -> tuple[Piece | None, int]:
+    """The prediction's first tune (None when unreadable) and its count of reader warnings.
+    Never raises: a model's output may be anything."""
+    from abcscribe.core.abc import extract_abc, read_abc
+
+    try:
+        if not isinstance(pred_abc, str):
+            return None, 1
+        piece, warnings = read_abc(extract_abc(pred_abc))
+        return piece, len(warnings)
+    except Exception:
+        return None, 1
+
+
+def score(ref_abc: str, pred_abc: str, weights: dict | None = None,
+          note_metrics: bool = True) -> Score:
+    """Score predicted ABC text against reference ABC text (both may sit in prose or ```
+    fences). UserError when the reference cannot be read; never raises on the prediction."""
+    ref = read_reference(ref_abc)
+    pred, nwarn = read_prediction(pred_abc)
+    return score_pieces(ref, pred, weights, note_metrics, parse_warnings=nwarn)
+
+
+def score_many(pairs: Iterable[tuple[str, str]], weights: dict | None = None,
+               note_metrics: bool = False) -> list[Score]:
+    """Score (ref_abc, pred_abc) pairs (a PPO batch): the same results as :func:`score` on each
+    pair, with the weights checked once; references are read once each through the cache."""
+    w = check_weights(weights)
+    out = []
+    for ref_abc, pred_abc in pairs:
+        ref = read_reference(ref_abc)
+        pred, nwarn = read_prediction(pred_abc)
+        out.append(score_pieces(ref, pred, w, note_metrics, parse_warnings=nwarn))
+    return out
