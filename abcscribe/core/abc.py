@@ -1,0 +1,1409 @@
+"""ABC notation <-> Piece: an exact ABC 2.1 writer and a tolerant reader.
+
+The writer keeps every note's onset and duration exact: notes are split at bar lines (and at
+tempo/meter changes) with ties; overlapping notes of different lengths in one voice become
+chords of equal length joined by ties; off-grid durations are written as tuplets. The reader
+accepts ABC as people and language models write it and never raises on a malformed body: it
+returns what it could read plus a list of warnings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_right
+
+from abcscribe.core.errors import UserError
+from abcscribe.core.gm import program_name, program_number
+from abcscribe.core.notes import TPQ, Key, Meter, Note, Piece, Tempo, Voice
+
+DEFAULT_UNIT = (1, 16)
+LAYOUTS = ("voices", "interleaved")
+
+# ---- pitch and key tables ------------------------------------------------------------------
+_LETTERS = "CDEFGAB"
+_LETTER_PC = (0, 2, 4, 5, 7, 9, 11)
+_LETTER_INDEX = {c: i for i, c in enumerate(_LETTERS)}
+_LETTER_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+_SHARP_ORDER = (3, 0, 4, 1, 5, 2, 6)  # F C G D A E B as letter indices
+_FLAT_ORDER = (6, 2, 5, 1, 4, 0, 3)  # B E A D G C F
+_ACC_TEXT = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
+_ACC_VALUE = {"__": -2, "_": -1, "=": 0, "^": 1, "^^": 2}
+
+# mode -> fifths relative to the major key on the same tonic
+MODE_OFFSET = {
+    "major": 0, "ionian": 0, "mixolydian": -1, "dorian": -2, "minor": -3, "aeolian": -3,
+    "phrygian": -4, "locrian": -5, "lydian": 1,
+}
+_MODE_ABBREV = {
+    "maj": "major", "ion": "ionian", "mix": "mixolydian", "dor": "dorian", "min": "minor",
+    "m": "minor", "aeo": "aeolian", "phr": "phrygian", "loc": "locrian", "lyd": "lydian",
+}
+_MODE_WRITE = {
+    "major": "", "ionian": "", "minor": "m", "aeolian": "m", "dorian": "dor",
+    "phrygian": "phr", "lydian": "lyd", "mixolydian": "mix", "locrian": "loc",
+}
+
+
+def _fifths_name(f: int) -> str:
+    """Name of the major tonic ``f`` fifths from C (F# for 6, Bb for -2, ...)."""
+    letter = "FCGDAEB"[(f + 1) % 7]
+    acc = (f + 1) // 7
+    return letter + ("#" * acc if acc > 0 else "b" * -acc)
+
+
+def signature(fifths: int) -> list[int]:
+    """Accidental (-2..2) of each letter C..B under a key signature of ``fifths``."""
+    sig = [0] * 7
+    if fifths > 0:
+        for i in range(fifths):
+            sig[_SHARP_ORDER[i % 7]] += 1
+    elif fifths < 0:
+        for i in range(-fifths):
+            sig[_FLAT_ORDER[i % 7]] -= 1
+    return sig
+
+
+def key_from_tonic(tonic: str, mode: str = "major") -> Key:
+    """Key for a tonic name (``F#``, ``Bb``) and a mode name."""
+    letter = tonic[:1].upper()
+    acc = tonic[1:].count("#") - tonic[1:].count("b")
+    fifths = _LETTER_FIFTHS.get(letter, 0) + 7 * acc + MODE_OFFSET.get(mode, 0)
+    return Key(fifths, mode, letter + tonic[1:])
+
+
+def key_text(key: Key | None) -> str:
+    """The ``K:`` value for a key (``G``, ``Am``, ``Ddor``; ``none`` for None)."""
+    if key is None:
+        return "none"
+    mode = key.mode if key.mode in MODE_OFFSET else "major"
+    tonic = _fifths_name(key.fifths - MODE_OFFSET[mode])
+    return tonic + _MODE_WRITE[mode]
+
+
+# Krumhansl-Kessler key profiles (major, minor), tonic first.
+_KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+_KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
+
+
+def estimate_key(piece: Piece) -> Key:
+    """Most likely major/minor key: Krumhansl-Schmuckler correlation of the duration-weighted
+    pitch-class histogram (drums excluded). C major when there are no pitched notes."""
+    hist = [0.0] * 12
+    for v in piece.voices:
+        if v.drum:
+            continue
+        for n in v.notes:
+            hist[n.pitch % 12] += n.duration
+    if not any(hist):
+        return Key(0, "major", "C")
+
+    def corr(prof, shift):
+        xs = [hist[(shift + i) % 12] for i in range(12)]
+        mx, my = sum(xs) / 12, sum(prof) / 12
+        num = sum((x - mx) * (y - my) for x, y in zip(xs, prof))
+        den = math.sqrt(sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in prof))
+        return num / den if den else 0.0
+
+    best = None
+    for pc in range(12):
+        for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
+            c = corr(prof, pc)
+            if best is None or c > best[0] + 1e-12:
+                best = (c, pc, mode)
+    _, pc, mode = best
+    # spell the tonic with the signature nearest to C
+    off = MODE_OFFSET[mode]
+    cands = [f for f in range(-7, 8) if (7 * (f - off)) % 12 == pc]
+    f = min(cands, key=abs)
+    return Key(f, mode, _fifths_name(f - off))
+
+
+def parse_key(text: str) -> tuple[Key | None, list[int], bool]:
+    """Parse a ``K:`` value. Returns (key or None for ``none``, accidental per letter C..B,
+    recognised). Clefs and other keywords after the key are ignored."""
+    s = text.strip()
+    s = s.split("%", 1)[0].strip()
+    low = s.lower()
+    if low in ("", "none") or low.startswith("none "):
+        return None, [0] * 7, bool(low)
+    if low.startswith("hp"):  # Highland pipes: F# C#, G natural
+        sig = [0] * 7
+        sig[3] = sig[0] = 1
+        return Key(2, "mixolydian", "A"), sig, True
+    m = re.match(r"([A-Ga-g])([#b]?)\s*([A-Za-z]*)", s)
+    if not m:
+        # a clef or an instruction only ("K:bass", "K:clef=treble"): C major
+        return Key(0, "major", "C"), [0] * 7, False
+    tonic = m.group(1).upper() + m.group(2)
+    mword = m.group(3).lower()
+    mode = "major"
+    rest = s[m.end():]
+    if mword:
+        ab = mword[:3]
+        if mword == "m" or (mword.startswith("m") and ab not in ("maj", "mix") and len(mword) <= 3
+                            and mword in ("m", "mi", "min")):
+            mode = "minor"
+        elif ab in _MODE_ABBREV:
+            mode = _MODE_ABBREV[ab]
+        else:
+            rest = mword + rest  # not a mode: maybe "exp" or a clef word
+    key = key_from_tonic(tonic, mode)
+    sig = signature(key.fifths)
+    toks = rest.split()
+    if toks and toks[0].lower() == "exp":
+        sig = [0] * 7
+    for tok in toks:
+        am = re.fullmatch(r"(\^\^|\^|__|_|=)([A-Ga-g])", tok)
+        if am:
+            sig[_LETTER_INDEX[am.group(2).upper()]] = _ACC_VALUE[am.group(1)]
+    return key, sig, True
+
+
+def _spelling(sig: list[int], fifths: int) -> list[tuple[int, int]]:
+    """(letter index, accidental) for each pitch class under a key signature."""
+    spell: list[tuple[int, int] | None] = [None] * 12
+    for i in range(7):
+        spell[(_LETTER_PC[i] + sig[i]) % 12] = (i, sig[i])
+    for pc in range(12):
+        if spell[pc] is not None:
+            continue
+        if pc in _LETTER_PC:
+            spell[pc] = (_LETTER_PC.index(pc), 0)
+        elif fifths >= 0:
+            spell[pc] = (_LETTER_PC.index((pc - 1) % 12), 1)
+        else:
+            spell[pc] = (_LETTER_PC.index((pc + 1) % 12), -1)
+    return spell  # type: ignore[return-value]
+
+
+def _note_text(letter: int, octave: int) -> str:
+    """ABC letter with octave marks; octave 4 is the one starting at middle C."""
+    c = _LETTERS[letter]
+    if octave >= 5:
+        return c.lower() + "'" * (octave - 5)
+    return c + "," * (4 - octave)
+
+
+# ---- writer --------------------------------------------------------------------------------
+def _odd_part(n: int) -> int:
+    while n and n % 2 == 0:
+        n //= 2
+    return n or 1
+
+
+def _pow2_below(p: int) -> int:
+    q = 1
+    while q * 2 < p:
+        q *= 2
+    return q
+
+
+def _tempo_text(bpm: float) -> str:
+    """``Q:`` value; picks a beat unit that keeps a non-integral tempo exact when it can."""
+    for beat, mul in ((4, 1), (8, 2), (16, 4), (2, 0.5)):
+        v = bpm * mul
+        if v >= 1 and abs(v - round(v)) < 0.01:
+            return f"1/{beat}={int(round(v))}"
+    return f"1/4={max(1, int(round(bpm)))}"
+
+
+class _Writer:
+    def __init__(self, piece: Piece, unit, key, layout, bars_per_line):
+        self.p = piece
+        self.tpq = piece.tpq or TPQ
+        num, den = unit
+        ut = self.tpq * 4 * num
+        if ut % den:
+            raise UserError(f"unit {num}/{den} does not fit {self.tpq} ticks per quarter")
+        self.unit = ut // den
+        self.odd = _odd_part(self.tpq)
+        self.layout = layout
+        self.bpl = max(1, int(bars_per_line))
+        # key signature
+        if isinstance(key, str):
+            if key.strip().lower() in ("auto", ""):
+                key = None
+            else:
+                k, sig, ok = parse_key(key)
+                if not ok:
+                    raise UserError(f"not a key: {key!r} (try G, Am, Ddor or none)")
+                self.key, self.sig, self.ktext = k, sig, ("none" if k is None else key.strip())
+                key = False
+        if key is not False:
+            if key is None:
+                key = piece.key if piece.key is not None else estimate_key(piece)
+            self.key = key
+            self.sig = signature(key.fifths)
+            self.ktext = key_text(key)
+        fifths = self.key.fifths if self.key is not None else 0
+        spell = _spelling(self.sig, fifths)
+        # per MIDI pitch: (letter, accidental, octave, text without accidental)
+        self.pitch = []
+        for p in range(128):
+            li, acc = spell[p % 12]
+            octave = (p - acc) // 12 - 1
+            self.pitch.append((li, acc, octave, _note_text(li, octave)))
+        self.len_cache: dict[tuple[int, int], str] = {}
+
+    # -- durations
+    def length(self, num: int, den: int = 1) -> str:
+        """Text for a duration of ``num/den`` ticks written in units of L."""
+        k = (num, den)
+        s = self.len_cache.get(k)
+        if s is None:
+            n, d = num, den * self.unit
+            g = math.gcd(n, d)
+            n, d = n // g, d // g
+            if d == 1:
+                s = "" if n == 1 else str(n)
+            elif d & (d - 1):  # not a power of two: cannot happen after tuplet handling
+                n2 = max(1, round(n * 64 / d))
+                s = self.length(n2 * self.unit, 64)
+            elif n == 1:
+                s = "/" if d == 2 else f"/{d}"
+            else:
+                s = f"{n}/{d}"
+            self.len_cache[k] = s
+        return s
+
+    # -- timeline
+    def bars(self) -> list[tuple[int, int]]:
+        p = self.p
+        end = p.end_tick
+        if end <= 0:
+            return []
+        starts = [s for s in p.bar_starts(end) if s < end] or [0]
+        meter_ticks = sorted(m.tick for m in p.meters)
+        out = []
+        for i, s in enumerate(starts):
+            if i + 1 < len(starts):
+                e = starts[i + 1]
+            else:
+                e = s + (p.meter_at(s).bar_ticks if not (i == 0 and p.anacrusis > 0) else p.anacrusis)
+                j = bisect_right(meter_ticks, s)
+                if j < len(meter_ticks) and meter_ticks[j] < e:
+                    e = meter_ticks[j]
+                if e < end:  # the pickup was all there is before the end: one more bar
+                    out.append((s, e))
+                    s, e = e, e + p.meter_at(e).bar_ticks
+            out.append((s, e))
+        return out
+
+    def segments(self, voice: Voice, cuts: list[int], total_end: int):
+        """Exact chord segments of a voice: [(start, end, pitches, tied pitches)], rests as ()."""
+        notes = sorted(
+            ((n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
+             and 0 <= n.pitch <= 127 and n.start >= 0),
+        )
+        # one sounding note per pitch: a new onset ends an earlier note of the same pitch
+        clean: list[list[int]] = []
+        last: dict[int, list[int]] = {}
+        for s, pch, d in notes:
+            prev = last.get(pch)
+            if prev is not None and prev[0] + prev[2] > s:
+                if prev[0] == s:
+                    prev[2] = max(prev[2], d)
+                    continue
+                prev[2] = s - prev[0]
+            rec = [s, pch, d]
+            clean.append(rec)
+            last[pch] = rec
+        bset = set(cuts)
+        bset.add(0)
+        bset.add(total_end)
+        for s, _, d in clean:
+            bset.add(s)
+            bset.add(s + d)
+        bounds = sorted(b for b in bset if 0 <= b <= total_end)
+        segs = []
+        active: dict[int, int] = {}
+        i, n = 0, len(clean)
+        for k in range(len(bounds) - 1):
+            b0, b1 = bounds[k], bounds[k + 1]
+            if active:
+                active = {q: e for q, e in active.items() if e > b0}
+            while i < n and clean[i][0] <= b0:
+                s, pch, d = clean[i]
+                if s + d > b0:
+                    active[pch] = s + d
+                i += 1
+            if active:
+                ps = tuple(sorted(active))
+                tied = frozenset(q for q in ps if active[q] > b1)
+            else:
+                ps, tied = (), frozenset()
+            segs.append((b0, b1, ps, tied))
+        return segs
+
+    # -- one bar of one voice
+    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead) -> str:
+        odd = self.odd
+        if any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
+            groups = self.tuplets(segs, b0, b1, pickup)
+        else:
+            groups = [(None, segs)]
+        out: list[str] = [lead] if lead else []
+        letter_acc: dict[int, int] = {}
+        oct_acc: dict[tuple[int, int], int] = {}
+        sig = self.sig
+        pitch = self.pitch
+        beat = self.beat
+        for tup, gsegs in groups:
+            if tup is not None:
+                p, q = tup
+                out.append(" (3" if (p == 3 and len(gsegs) == 3) else f" ({p}:{q}:{len(gsegs)}")
+            else:
+                p = q = 1
+            for s, e, ps, tied in gsegs:
+                if s in tempo_at:
+                    out.append(f" [Q:{_tempo_text(tempo_at[s])}] ")
+                elif tup is None and s != b0 and (s - b0) % beat == 0:
+                    out.append(" ")
+                ln = self.length((e - s) * p, q)
+                if not ps:
+                    out.append("z" + ln)
+                    continue
+                parts = []
+                for x in ps:
+                    li, acc, octv, txt = pitch[x]
+                    if letter_acc.get(li, sig[li]) != acc or oct_acc.get((li, octv), sig[li]) != acc:
+                        txt = _ACC_TEXT[acc] + txt
+                        letter_acc[li] = acc
+                        oct_acc[(li, octv)] = acc
+                    parts.append(txt)
+                if len(ps) == 1:
+                    out.append(parts[0] + ln + ("-" if tied else ""))
+                elif len(tied) == len(ps):
+                    out.append("[" + "".join(parts) + "]" + ln + "-")
+                else:
+                    out.append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
+                               + "]" + ln)
+        return "".join(out).strip()
+
+    def tuplets(self, segs, b0, b1, pickup):
+        """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
+        odd, tpq = self.odd, self.tpq
+        ref = b1 if pickup else b0
+
+        def chunks(R):
+            edges = {b0, b1}
+            k = (b0 - ref) // R
+            t = ref + k * R
+            while t < b1:
+                if t > b0:
+                    edges.add(t)
+                t += R
+            es = sorted(edges)
+            return list(zip(es, es[1:]))
+
+        def needs(c0, c1):
+            for s, e, _, _ in segs:
+                if c0 <= s < c1 and (s - c0) % odd:
+                    return True
+                if c0 < e <= c1 and (e - c0) % odd:
+                    return True
+            return (c1 - c0) % odd != 0
+
+        def factor(c0, c1):
+            pts = [c1 - c0]
+            for s, e, _, _ in segs:
+                if c0 < s < c1:
+                    pts.append(s - c0)
+                if c0 < e < c1:
+                    pts.append(e - c0)
+            for p in (3, 5, 7, 9):
+                if all((x * p) % odd == 0 for x in pts):
+                    return p
+            return None
+
+        plan = None
+        for R in (tpq, 2 * tpq, tpq // 2, tpq // 4):
+            if R <= 0:
+                continue
+            cs = chunks(R)
+            ok, clean, spec = True, True, []
+            for c0, c1 in cs:
+                if needs(c0, c1):
+                    p = factor(c0, c1)
+                    if p is None:
+                        ok = False
+                        break
+                    if any(s < c0 < e or s < c1 < e for s, e, _, _ in segs):
+                        clean = False
+                    spec.append((c0, c1, p))
+                else:
+                    spec.append((c0, c1, None))
+            if ok and clean:
+                plan = spec
+                break
+            if ok and plan is None:
+                plan = spec  # usable with ties at the chunk edges; keep looking for a clean one
+        if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
+            snapped = []
+            for s, e, ps, tied in segs:
+                s2 = b0 + round((s - b0) / odd) * odd
+                e2 = min(b1, b0 + round((e - b0) / odd) * odd)
+                if e2 > s2:
+                    if snapped and snapped[-1][1] > s2:
+                        continue
+                    snapped.append((s2, e2, ps, tied))
+            return [(None, snapped)]
+        groups = []
+        for c0, c1, p in plan:
+            part = []
+            for s, e, ps, tied in segs:
+                if e <= c0 or s >= c1:
+                    continue
+                s2, e2 = max(s, c0), min(e, c1)
+                t2 = tied if e2 == e else frozenset(ps)
+                part.append((s2, e2, ps, t2))
+            if p is None:
+                if groups and groups[-1][0] is None:
+                    groups[-1][1].extend(part)
+                else:
+                    groups.append((None, part))
+            else:
+                groups.append(((p, _pow2_below(p)), part))
+        return groups
+
+    # -- whole tune
+    def write(self, x: int, title: str | None) -> str:
+        p = self.p
+        m0 = p.meter_at(0)
+        self.beat = max(1, self.tpq * 4 // m0.denominator)
+        if m0.denominator >= 8 and m0.numerator % 3 == 0 and m0.numerator > 3:
+            self.beat *= 3
+        bars = self.bars()
+        total_end = bars[-1][1] if bars else 0
+        tempos = sorted(p.tempos or [Tempo(0, 120.0)], key=lambda t: t.tick)
+        tempo_at = {t.tick: t.bpm for t in tempos if 0 < t.tick < total_end}
+        meter_at = {m.tick: m for m in p.meters if 0 < m.tick < total_end}
+        cuts = [b for b, _ in bars] + list(tempo_at)
+        head = [f"X:{x}"]
+        t = title if title is not None else p.title
+        if t:
+            head.append("T:" + " ".join(str(t).split()))
+        head.append(f"M:{m0.numerator}/{m0.denominator}")
+        head.append("L:" + self._unit_text())
+        head.append("Q:" + _tempo_text(tempos[0].bpm if tempos[0].tick == 0 else 120.0))
+        head.append("K:" + self.ktext)
+        # per voice: bar texts
+        voice_bars: list[list[str]] = []
+        for vi, v in enumerate(p.voices):
+            segs = self.segments(v, cuts, total_end)
+            texts = []
+            j = 0
+            for bi, (b0, b1) in enumerate(bars):
+                k = j
+                while k < len(segs) and segs[k][0] < b1:
+                    k += 1
+                lead = ""
+                m = meter_at.get(b0)
+                if m is not None:
+                    lead = f"[M:{m.numerator}/{m.denominator}] "
+                texts.append(self.bar_text(segs[j:k], b0, b1, bi == 0 and p.anacrusis > 0,
+                                           tempo_at if vi == 0 else {}, lead))
+                j = k
+            voice_bars.append(texts)
+        body = []
+        for vi, v in enumerate(p.voices):
+            body.append(f'V:{vi + 1} name="{program_name(v.program, v.drum)}"')
+            body.append("%%MIDI channel 10" if v.drum else f"%%MIDI program {int(v.program)}")
+            if self.layout == "voices":
+                body.extend(self._lines(voice_bars[vi], ""))
+        if self.layout == "interleaved" and voice_bars:
+            nb = len(bars)
+            for a in range(0, nb, self.bpl):
+                last = a + self.bpl >= nb
+                for vi in range(len(p.voices)):
+                    seg = voice_bars[vi][a:a + self.bpl]
+                    body.append(f"[V:{vi + 1}] " + " | ".join(seg) + (" |]" if last else " |"))
+        return "\n".join(head + body) + "\n"
+
+    def _unit_text(self) -> str:
+        g = math.gcd(self.unit, self.tpq * 4)
+        return f"{self.unit // g}/{self.tpq * 4 // g}"
+
+    def _lines(self, texts: list[str], prefix: str) -> list[str]:
+        out = []
+        n = len(texts)
+        for a in range(0, n, self.bpl):
+            seg = texts[a:a + self.bpl]
+            out.append(prefix + " | ".join(seg) + (" |]" if a + self.bpl >= n else " |"))
+        return out
+
+
+def write_abc(
+    piece: Piece,
+    *,
+    x: int = 1,
+    unit: tuple[int, int] | None = None,
+    layout: str = "voices",
+    bars_per_line: int = 4,
+    key: Key | str | None = None,
+    title: str | None = None,
+) -> str:
+    """One ABC 2.1 tune for ``piece``. Every note's onset and duration is kept exactly.
+
+    ``unit`` is L (default 1/16); ``key`` a Key, a K: text (``"none"`` writes explicit
+    accidentals only), or None (the piece's key, estimated when unknown); ``layout`` is
+    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars)."""
+    if layout not in LAYOUTS:
+        raise UserError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if bars_per_line < 1:
+        raise UserError(f"bars per line must be at least 1, got {bars_per_line}")
+    unit = tuple(unit) if unit is not None else DEFAULT_UNIT
+    if len(unit) != 2 or unit[0] <= 0 or unit[1] <= 0:
+        raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
+    return _Writer(piece, unit, key, layout, bars_per_line).write(x, title)
+
+
+def parse_unit(text: str) -> tuple[int, int]:
+    """``1/16`` -> (1, 16); UserError when malformed."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        raise UserError(f"unit must look like 1/16, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# ---- reader --------------------------------------------------------------------------------
+_TOKEN = re.compile(
+    r"""
+    (\[[A-Za-z]:[^\]\n]*\])                                   # 1 inline field
+  | ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*)(/*)(\d*)          # 2-5 note, length
+  | ([zx])(\d*)(/*)(\d*)                                      # 6-9 rest, length
+  | ([ZX])(\d*)                                               # 10-11 multi-bar rest
+  | (\[\d+(?:[,-]\d+)*)                                       # 12 ending "[1" "[1,3"
+  | ((?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)     # 13 bar line, maybe ending
+  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 14-16 tuplet
+  | (\[)                                                      # 17 chord open
+  | (\])(\d*)(/*)(\d*)                                        # 18-21 chord close, length
+  | (-)                                                       # 22 tie
+  | ([<>]+)                                                   # 23 broken rhythm
+  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 24 skipped groups
+  | (&)                                                       # 25 voice overlay
+  | ([\s().~HLMOPSTuvy`$*#;?@'\\]+)                           # 26 ignorable
+  | (.)                                                       # 27 unknown
+    """,
+    re.X,
+)
+_FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
+_MODERN = (2, 0)
+
+
+def _len_frac(num: str, slashes: str, den: str) -> tuple[int, int]:
+    n = int(num) if num else 1
+    if not slashes:
+        return n, 1
+    if den:
+        return n, int(den) * (2 ** (len(slashes) - 1))
+    return n, 2 ** len(slashes)
+
+
+def _parse_meter(text: str) -> tuple[int, int] | None:
+    s = text.strip().split("%", 1)[0].strip()
+    if s in ("C", "c"):
+        return 4, 4
+    if s in ("C|", "c|"):
+        return 2, 2
+    m = re.match(r"\(?([\d+ ]+)\)?\s*/\s*(\d+)", s)
+    if not m:
+        return None
+    try:
+        num = sum(int(x) for x in re.split(r"[+ ]+", m.group(1).strip()) if x)
+        den = int(m.group(2))
+    except ValueError:
+        return None
+    if num <= 0 or den <= 0 or num > 64 or den > 64:
+        return None
+    return num, den
+
+
+def _parse_unit_field(text: str) -> tuple[int, int] | None:
+    m = re.match(r"\s*(\d+)\s*/\s*(\d+)", text)
+    if not m:
+        m1 = re.match(r"\s*1\s*$", text)
+        return (1, 1) if m1 else None
+    a, b = int(m.group(1)), int(m.group(2))
+    if a <= 0 or b <= 0 or b > 512:
+        return None
+    return a, b
+
+
+def _parse_tempo(text: str) -> float | None:
+    """Quarter notes per minute from a ``Q:`` value (``1/4=120``, ``3/8=60``, ``120``)."""
+    s = re.sub(r'"[^"]*"', " ", text).strip()
+    m = re.search(r"((?:\d+/\d+\s*)+)=\s*(\d+(?:\.\d+)?)", s)
+    if m:
+        beats = sum(int(a) / int(b) for a, b in re.findall(r"(\d+)/(\d+)", m.group(1)) if int(b))
+        bpm = float(m.group(2)) * beats * 4
+    else:
+        m = re.match(r"(?:[Cc]\s*=\s*)?(\d+(?:\.\d+)?)", s)
+        if not m:
+            return None
+        bpm = float(m.group(1))
+    return bpm if 1 <= bpm <= 2000 else None
+
+
+class _VoiceState:
+    __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
+                 "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
+                 "first_bar", "used", "bar_count", "in_chord", "chord")
+
+    def __init__(self, vid, voice, sig, key, unit, meter):
+        self.vid = vid
+        self.voice = voice
+        self.t = 0
+        self.sig = sig
+        self.key = key
+        self.unit = unit  # ticks of L
+        self.bar_acc: dict = {}
+        self.ties: dict[int, Note] = {}
+        self.tie_letters: dict[tuple[int, int], int] = {}
+        self.tuplet = None  # [p, q, remaining]
+        self.broken = None  # (num, den) for the next note
+        self.last = None  # (notes, start, duration) of the last note/chord/rest
+        self.bar_start = 0
+        self.bar_max = 0
+        self.markers: list[tuple[int, str, tuple[int, ...] | None]] = []
+        self.meter = meter
+        self.first_bar = None
+        self.used = False
+        self.bar_count = 0
+        self.in_chord = False
+        self.chord = None
+
+
+class _TuneReader:
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self.piece = Piece(voices=[], tempos=[], meters=[])
+        self.tpq = self.piece.tpq
+        self.voices: dict[str, _VoiceState] = {}
+        self.order: list[_VoiceState] = []
+        self.cur: _VoiceState | None = None
+        self.meter = (4, 4)
+        self.meter_given = False
+        self.unit_frac: tuple[int, int] | None = None
+        self.key: Key | None = Key(0, "major", "C")
+        self.sig = [0] * 7
+        self.key_seen = False
+        self.propagate = "pitch"
+        self.pending_program: int | None = None
+        self.pending_drum = False
+
+    def warn(self, msg: str, once: str | None = None) -> None:
+        if once is not None:
+            if once in self._warned:
+                return
+            self._warned.add(once)
+        if len(self.warnings) < 50:
+            self.warnings.append(msg)
+
+    # -- voices
+    def unit_ticks(self) -> int:
+        if self.unit_frac is not None:
+            a, b = self.unit_frac
+        else:  # ABC 2.1 default: 1/16 for meters below 3/4, else 1/8
+            a, b = (1, 16) if self.meter[0] / self.meter[1] < 0.75 else (1, 8)
+        return max(1, round(self.tpq * 4 * a / b))
+
+    def voice(self, vid: str, name: str = "") -> _VoiceState:
+        vs = self.voices.get(vid)
+        if vs is None:
+            v = Voice(notes=[], program=0, name=name)
+            vs = _VoiceState(vid, v, list(self.sig), self.key, self.unit_ticks(), self.meter)
+            self.voices[vid] = vs
+            self.order.append(vs)
+        return vs
+
+    def current(self) -> _VoiceState:
+        if self.cur is None:
+            self.cur = self.order[0] if self.order else self.voice("1")
+        return self.cur
+
+    def voice_field(self, text: str) -> None:
+        toks = text.strip().split(None, 1)
+        if not toks:
+            return
+        vid = toks[0]
+        rest = toks[1] if len(toks) > 1 else ""
+        vs = self.voice(vid)
+        self.cur = vs
+        m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(
+            r"(?:name|nm)\s*=\s*(\S+)", rest)
+        if m and not vs.voice.name:
+            vs.voice.name = m.group(1).strip()
+            if not vs.used and vs.voice.program == 0:
+                prog = program_number(vs.voice.name)
+                if prog is not None:
+                    vs.voice.program = prog
+                if vs.voice.name.lower() in ("drum kit", "drums", "drum set", "percussion"):
+                    vs.voice.drum = True
+
+    def directive(self, line: str) -> None:
+        words = line[2:].split()
+        if not words:
+            return
+        head = words[0].lower()
+        if head == "midi" and len(words) >= 3:
+            what = words[1].lower()
+            nums = [int(w) for w in words[2:4] if w.isdigit()]
+            if what == "program" and nums:
+                prog = nums[-1] if len(nums) == 2 else nums[0]
+                if 0 <= prog <= 127:
+                    self._set_program(prog)
+            elif what == "channel" and nums:
+                self._set_drum(nums[0] == 10)
+        elif head == "propagate-accidentals" and len(words) >= 2:
+            if words[1] in ("not", "octave", "pitch"):
+                self.propagate = words[1]
+
+    def _set_program(self, prog: int) -> None:
+        if self.cur is None and not self.order:
+            self.pending_program = prog
+            return
+        self.current().voice.program = prog
+
+    def _set_drum(self, drum: bool) -> None:
+        if self.cur is None and not self.order:
+            self.pending_drum = drum
+            return
+        self.current().voice.drum = drum
+
+    # -- fields
+    def field(self, f: str, val: str, inline: bool) -> None:
+        if f == "K":
+            key, sig, ok = parse_key(val)
+            if not ok and val.strip():
+                if not re.search(r"clef|bass|treble|alto|tenor|perc|middle|transpose|octave",
+                                 val):
+                    self.warn(f"unrecognised key {val.strip()!r}; using C major", once="K:" + val)
+            elif not ok and not val.strip():
+                key, sig = Key(0, "major", "C"), [0] * 7
+            if not ok and val.strip():
+                # a clef-only K: keeps the current key
+                return
+            if self.cur is None and not self.key_seen:
+                self.key, self.sig = key, sig
+                self.piece.key = key
+                for vs in self.order:
+                    vs.sig, vs.key = list(sig), key
+            else:
+                vs = self.current()
+                vs.sig, vs.key = list(sig), key
+                vs.bar_acc = {}
+                if self.piece.key is None and key is not None and not self.key_seen:
+                    self.piece.key = key
+            self.key_seen = True
+        elif f == "M":
+            m = _parse_meter(val)
+            if m is None:
+                if val.strip().lower() not in ("none", ""):
+                    self.warn(f"unrecognised meter {val.strip()!r}", once="M:" + val)
+                return
+            if self.cur is None:
+                self.meter = m
+                self.meter_given = True
+                for vs in self.order:
+                    vs.meter = m
+                    if self.unit_frac is None:
+                        vs.unit = self.unit_ticks()
+            else:
+                vs = self.current()
+                vs.meter = m
+                self._add_meter(vs.t, m)
+        elif f == "L":
+            u = _parse_unit_field(val)
+            if u is None:
+                self.warn(f"unrecognised unit length {val.strip()!r}", once="L:" + val)
+                return
+            if self.cur is None:
+                self.unit_frac = u
+                for vs in self.order:
+                    vs.unit = self.unit_ticks()
+            else:
+                self.current().unit = max(1, round(self.tpq * 4 * u[0] / u[1]))
+        elif f == "Q":
+            bpm = _parse_tempo(val)
+            if bpm is None:
+                self.warn(f"unrecognised tempo {val.strip()!r}", once="Q:" + val)
+                return
+            t = self.cur.t if self.cur is not None else 0
+            self._add_tempo(t, bpm)
+        elif f == "V":
+            self.voice_field(val)
+        elif f == "T":
+            if not self.piece.title:
+                self.piece.title = val.strip()
+
+    def _add_tempo(self, t: int, bpm: float) -> None:
+        ts = self.piece.tempos
+        for i, x in enumerate(ts):
+            if x.tick == t:
+                if t == 0 or self.cur is self.order[0]:
+                    ts[i] = Tempo(t, bpm)
+                return
+        ts.append(Tempo(t, bpm))
+
+    def _add_meter(self, t: int, m: tuple[int, int]) -> None:
+        ms = self.piece.meters
+        for x in ms:
+            if x.tick == t:
+                return
+        ms.append(Meter(t, m[0], m[1]))
+
+    # -- the tune
+    def read(self) -> tuple[Piece, list[str]]:
+        try:
+            self._read()
+        except Exception as e:  # never let a malformed body escape as a traceback
+            self.warn(f"stopped reading: {type(e).__name__}: {e}")
+        return self._finish()
+
+    def _read(self) -> None:
+        in_header = True
+        lines = self.lines
+        i, n = 0, len(lines)
+        while i < n:
+            line = lines[i]
+            i += 1
+            if line.startswith("%%"):
+                self.directive(line)
+                continue
+            if "%" in line:
+                line = _strip_comment(line)
+            s = line.strip()
+            if not s:
+                continue
+            fm = _FIELD_LINE.match(s)
+            if fm and (in_header or fm.group(1) in "KLMQVTPwWINRrsUZmH+" or
+                       not _looks_like_music(s)):
+                f, val = fm.group(1), fm.group(2)
+                if f in ("w", "W", "+"):
+                    continue
+                if in_header and f == "K":
+                    self.field("K", val, False)
+                    in_header = False
+                    continue
+                if f == "X":
+                    continue
+                self.field(f, val, False)
+                continue
+            # a music line (continuations joined)
+            while s.endswith("\\") and i < n:
+                nxt = lines[i]
+                i += 1
+                if "%" in nxt:
+                    nxt = _strip_comment(nxt)
+                if _FIELD_LINE.match(nxt.strip()) and nxt.strip()[:1] in "wW":
+                    continue
+                s = s[:-1] + " " + nxt.strip()
+            if s.endswith("\\"):
+                s = s[:-1]
+            if in_header:
+                in_header = False
+                if not self.key_seen:
+                    self.warn("no K: field before the music", once="noK")
+            self.music(s)
+
+    def music(self, s: str) -> None:
+        vs = self.current()
+        tpq = self.tpq
+        for m in _TOKEN.finditer(s):
+            k = m.lastindex
+            if k is None:
+                continue
+            if k in (2, 3, 4, 5) and m.group(2) is not None:
+                self.note(vs, m.group(2), m.group(3), m.group(4), m.group(5))
+            elif k in (6, 7, 8, 9) and m.group(6) is not None:
+                self.rest(vs, m.group(7), m.group(8), m.group(9))
+            elif k == 26:
+                continue
+            elif k == 13:
+                self.bar(vs, m.group(13))
+            elif k == 22:
+                if vs.in_chord:
+                    if vs.chord:
+                        vs.chord[-1][4] = True
+                elif vs.last is not None:
+                    for x, lo in zip(vs.last[0], vs.last[3]):
+                        vs.ties[x.pitch] = x
+                        vs.tie_letters[lo] = x.pitch
+            elif k == 17:
+                vs.in_chord = True
+                vs.chord = []
+            elif k in (18, 19, 20, 21) and m.group(18) is not None:
+                self.chord_close(vs, m.group(19), m.group(20), m.group(21))
+            elif k == 1:
+                text = m.group(1)
+                f, val = text[1], text[3:-1]
+                if f == "V":
+                    self.field("V", val, True)
+                    vs = self.current()
+                elif f in "KLMQ":
+                    self.field(f, val, True)
+                elif f in "IrNRPT":
+                    pass
+                else:
+                    self.warn(f"ignored inline field {text!r}", once="if" + f)
+            elif k in (14, 15, 16):
+                p = int(m.group(14))
+                if not 2 <= p <= 32:
+                    self.warn(f"ignored tuplet ({p}", once="tup")
+                    continue
+                q = m.group(15)
+                r = m.group(16)
+                compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
+                if q:
+                    qv = int(q)
+                elif p in (2, 4, 8):
+                    qv = 3
+                elif p in (3, 6):
+                    qv = 2
+                else:
+                    qv = 3 if compound else 2
+                rv = int(r) if r else p
+                if qv > 0 and rv > 0:
+                    vs.tuplet = [p, qv, rv]
+            elif k == 23:
+                self.broken(vs, m.group(23))
+            elif k == 12:
+                self.ending(vs, m.group(12)[1:])
+            elif k in (10, 11):
+                self.multi_rest(vs, m.group(11))
+            elif k == 25:
+                vs.bar_max = max(vs.bar_max, vs.t)
+                vs.t = vs.bar_start
+            elif k == 24:
+                continue
+            elif k == 27:
+                self.warn(f"ignored character {m.group(27)!r}", once="ch" + m.group(27))
+        del tpq
+
+    def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
+        n = vs.unit * num
+        d = den
+        tup = vs.tuplet
+        if tup is not None and not vs.in_chord:
+            n *= tup[1]
+            d *= tup[0]
+            tup[2] -= 1
+            if tup[2] <= 0:
+                vs.tuplet = None
+        if vs.broken is not None and not vs.in_chord:
+            bn, bd = vs.broken
+            n *= bn
+            d *= bd
+            vs.broken = None
+        return n // d if n % d == 0 else max(1, round(n / d))
+
+    def _pitch(self, vs: _VoiceState, text: str) -> tuple[int, tuple[int, int]]:
+        acc = None
+        j = 0
+        if text[0] in "^_=":
+            j = 2 if text[:2] in ("^^", "__") else 1
+            acc = _ACC_VALUE[text[:j]]
+        c = text[j]
+        octave = 5 if c.islower() else 4
+        li = _LETTER_INDEX[c.upper()]
+        for ch in text[j + 1:]:
+            octave += 1 if ch == "'" else -1
+        lo = (li, octave)
+        prop = self.propagate
+        if acc is None:
+            if prop == "pitch":
+                acc = vs.bar_acc.get(li)
+            elif prop == "octave":
+                acc = vs.bar_acc.get(lo)
+            if acc is None:
+                tp = vs.tie_letters.get(lo)
+                if tp is not None and vs.ties.get(tp) is not None:
+                    return tp, lo
+                acc = vs.sig[li]
+        else:
+            if prop == "pitch":
+                vs.bar_acc[li] = acc
+            elif prop == "octave":
+                vs.bar_acc[lo] = acc
+        return 12 * (octave + 1) + _LETTER_PC[li] + acc, lo
+
+    def note(self, vs, ptext, num, slashes, den) -> None:
+        pitch, lo = self._pitch(vs, ptext)
+        n, d = _len_frac(num, slashes, den)
+        if vs.in_chord:
+            vs.chord.append([pitch, lo, n, d, False])
+            return
+        dur = self._duration(vs, n, d)
+        self._emit(vs, [(pitch, lo, dur, False)], dur)
+
+    def chord_close(self, vs, num, slashes, den) -> None:
+        chord = vs.chord or []
+        vs.in_chord = False
+        vs.chord = None
+        n, d = _len_frac(num, slashes, den)
+        if not chord:
+            return
+        # each note: its own length times the outer one; the chord lasts its first note's
+        items = [(pitch, lo, cn * n, cd * d, tied) for pitch, lo, cn, cd, tied in chord]
+        first = items[0]
+        save_t, save_b = (list(vs.tuplet) if vs.tuplet else None), vs.broken
+        dur = self._duration(vs, first[2], first[3])
+        notes = []
+        for pitch, lo, cn, cd, tied in items:
+            if cn * first[3] == cd * first[2]:
+                notes.append((pitch, lo, dur, tied))
+            else:
+                cur_t, cur_b = vs.tuplet, vs.broken
+                vs.tuplet, vs.broken = (list(save_t) if save_t else None), save_b
+                notes.append((pitch, lo, self._duration(vs, cn, cd), tied))
+                vs.tuplet, vs.broken = cur_t, cur_b
+        self._emit(vs, notes, dur)
+
+    def _emit(self, vs: _VoiceState, items, dur: int) -> None:
+        t = vs.t
+        old = vs.ties
+        ties: dict[int, Note] = {}
+        letters: dict[tuple[int, int], int] = {}
+        out, los = [], []
+        for pitch, lo, d, tied in items:
+            if not 0 <= pitch <= 127:
+                self.warn("note outside the MIDI range skipped", once="range")
+                continue
+            prev = old.get(pitch)
+            if prev is not None and prev.start + prev.duration == t:
+                prev.duration += d
+                note = prev
+            else:
+                note = Note(pitch, t, d)
+                vs.voice.notes.append(note)
+            out.append(note)
+            los.append(lo)
+            if tied:
+                ties[pitch] = note
+                letters[lo] = pitch
+        vs.ties = ties
+        vs.tie_letters = letters
+        vs.last = (out, t, dur, los)
+        vs.t = t + dur
+        vs.used = True
+
+    def rest(self, vs, num, slashes, den) -> None:
+        n, d = _len_frac(num, slashes, den)
+        if vs.in_chord:
+            return
+        dur = self._duration(vs, n, d)
+        vs.ties = {}
+        vs.tie_letters = {}
+        vs.last = ([], vs.t, dur, [])
+        vs.t += dur
+        vs.used = True
+
+    def multi_rest(self, vs, num) -> None:
+        bars = int(num) if num else 1
+        bar = vs.meter[0] * self.tpq * 4 // vs.meter[1]
+        vs.ties = {}
+        vs.last = ([], vs.t, bar * bars, [])
+        vs.t += bar * max(1, min(bars, 1000))
+        vs.used = True
+
+    def broken(self, vs, text: str) -> None:
+        k = len(text)
+        if vs.last is None:
+            return
+        notes, start, dur, los = vs.last
+        if text[0] == ">":
+            new = dur * (2 ** (k + 1) - 1) // (2 ** k)
+            vs.broken = (1, 2 ** k)
+        else:
+            new = dur // (2 ** k)
+            vs.broken = (2 ** (k + 1) - 1, 2 ** k)
+        delta = new - dur
+        for x in notes:
+            if x.start + x.duration == start + dur:
+                x.duration = max(1, x.duration + delta)
+        vs.t += delta
+        vs.last = (notes, start, new, los)
+
+    def bar(self, vs, text: str) -> None:
+        vs.in_chord = False
+        vs.t = max(vs.t, vs.bar_max)
+        vs.bar_max = 0
+        ending = None
+        m = re.search(r"(\d+(?:[,-]\d+)*)$", text)
+        if m:
+            ending = _ending_numbers(m.group(1))
+            text = text[:m.start()]
+        if vs.bar_count == 0 and vs.first_bar is None:
+            vs.first_bar = vs.t
+        vs.bar_count += 1
+        vs.bar_start = vs.t
+        vs.bar_acc = {}
+        vs.tuplet = None
+        if text:
+            vs.markers.append((vs.t, text, None))
+        if ending is not None:
+            vs.markers.append((vs.t, "[", ending))
+
+    def ending(self, vs, nums: str) -> None:
+        vs.markers.append((vs.t, "[", _ending_numbers(nums)))
+
+    # -- finishing: repeats, anacrusis, the Piece
+    def _finish(self) -> tuple[Piece, list[str]]:
+        piece = self.piece
+        if self.pending_program is not None and self.order:
+            self.order[0].voice.program = self.pending_program
+        if self.pending_drum and self.order:
+            self.order[0].voice.drum = True
+        used = [vs for vs in self.order if vs.used]
+        spans = None
+        for vs in used:
+            v = vs.voice
+            if any(mk[1] != "|" for mk in vs.markers):
+                sp = _repeat_spans(vs.markers, vs.t)
+                if sp is not None:
+                    v.notes = _apply_spans(v.notes, sp)
+                    if spans is None:
+                        spans = sp
+            v.sort()
+            piece.voices.append(v)
+        if spans is not None:
+            piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
+            piece.meters = _map_events(piece.meters, spans,
+                                       lambda e, t: Meter(t, e.numerator, e.denominator))
+        if not piece.tempos or piece.tempos[0].tick != 0:
+            piece.tempos.insert(0, Tempo(0, piece.tempos[0].bpm if piece.tempos else 120.0))
+        m = self.meter
+        piece.meters.insert(0, Meter(0, m[0], m[1]))
+        piece.meters = _dedupe_ticks(sorted(piece.meters, key=lambda x: x.tick))
+        piece.tempos = _dedupe_ticks(sorted(piece.tempos, key=lambda x: x.tick))
+        if self.key_seen:
+            piece.key = piece.key if piece.key is not None else None
+        if used:
+            first = used[0]
+            bar = m[0] * self.tpq * 4 // m[1]
+            fb = first.first_bar
+            if fb is not None and 0 < fb < bar and first.bar_count > 1 and self.meter_given:
+                piece.anacrusis = fb
+        return piece, self.warnings
+
+
+def _strip_comment(line: str) -> str:
+    i = line.find("%")
+    while i > 0 and line[i - 1] == "\\":
+        i = line.find("%", i + 1)
+    return line if i < 0 else line[:i]
+
+
+def _looks_like_music(s: str) -> bool:
+    return "|" in s
+
+
+def _ending_numbers(text: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, _, b = part.partition("-")
+            if a.isdigit() and b.isdigit() and int(b) - int(a) < 20:
+                out.extend(range(int(a), int(b) + 1))
+        elif part.isdigit():
+            out.append(int(part))
+    return tuple(out) or (1,)
+
+
+def _repeat_spans(markers, end: int):
+    """Play order of a voice with repeats and endings, as [(start, end)] tick spans."""
+    # cut points: every marker position; each section between cuts carries flags
+    pts = sorted({0, end, *(t for t, _, _ in markers if 0 <= t <= end)})
+    if len(pts) < 2:
+        return None
+    idx = {t: i for i, t in enumerate(pts)}
+    nsec = len(pts) - 1
+    start_rep = [False] * nsec
+    end_rep = [False] * nsec  # repeat sign at the END of section i
+    ending: list = [None] * nsec
+    closes = [False] * nsec  # section i ends an ending region (double bar / final)
+    for t, kind, nums in markers:
+        i = idx.get(t)
+        if i is None:
+            continue
+        if kind == "[":
+            if i < nsec:
+                ending[i] = nums
+            continue
+        colon_before = kind.startswith(":")
+        colon_after = kind.endswith(":")
+        if kind.strip(":") == "" and len(kind) >= 2:  # "::"
+            colon_before = colon_after = True
+        if colon_before and i > 0:
+            end_rep[i - 1] = True
+        if colon_after and i < nsec:
+            start_rep[i] = True
+        if ("||" in kind or "]" in kind) and i > 0:
+            closes[i - 1] = True
+    # endings extend until a repeat end, a double bar, or the next ending
+    cur = None
+    for i in range(nsec):
+        if ending[i] is not None:
+            cur = ending[i]
+        elif cur is not None:
+            if start_rep[i]:
+                cur = None
+            else:
+                ending[i] = cur
+        if end_rep[i] or closes[i]:
+            cur = None
+    spans: list[tuple[int, int]] = []
+    i, sec, npass = 0, 0, 1
+    done: set[int] = set()
+    guard = 0
+    while i < nsec and guard < 10000:
+        guard += 1
+        if start_rep[i] and i != sec and (i not in done or npass == 1):
+            sec, npass = i, 1
+        e = ending[i]
+        if e is not None and npass not in e:
+            i += 1
+            if i < nsec and ending[i] is None and npass > 1:
+                sec, npass = i, 1
+            continue
+        a, b = pts[i], pts[i + 1]
+        if spans and spans[-1][1] == a:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+        if end_rep[i] and i not in done:
+            done.add(i)
+            npass += 1
+            i = sec
+            continue
+        if end_rep[i]:
+            sec, npass = i + 1, 1
+        elif e is not None and npass > 1 and (i + 1 >= nsec or ending[i + 1] is None):
+            sec, npass = i + 1, 1
+        i += 1
+    return spans
+
+
+def _apply_spans(notes: list[Note], spans) -> list[Note]:
+    notes = sorted(notes, key=lambda n: n.start)
+    starts = [n.start for n in notes]
+    out = []
+    pos = 0
+    for a, b in spans:
+        j = bisect_right(starts, a - 1)
+        while j < len(notes) and notes[j].start < b:
+            n = notes[j]
+            dur = min(n.duration, b - n.start)
+            out.append(Note(n.pitch, pos + n.start - a, dur, n.velocity))
+            j += 1
+        pos += b - a
+    return out
+
+
+def _map_events(events, spans, make):
+    out = []
+    pos = 0
+    for a, b in spans:
+        for e in events:
+            if a <= e.tick < b or (e.tick == 0 and a == 0):
+                out.append(make(e, pos + e.tick - a))
+        pos += b - a
+    return out
+
+
+def _dedupe_ticks(xs):
+    out = []
+    for x in xs:
+        if out and out[-1].tick == x.tick:
+            continue
+        if out and type(x) is Tempo and out[-1].bpm == x.bpm:
+            continue
+        if out and type(x) is Meter and (out[-1].numerator, out[-1].denominator) == (
+                x.numerator, x.denominator):
+            continue
+        out.append(x)
+    return out
+
+
+def _as_text(text) -> str:
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError("not ABC text: the input is not UTF-8") from None
+    if not isinstance(text, str):
+        raise UserError(f"not ABC text: got {type(text).__name__}")
+    if "\x00" in text:
+        raise UserError("not ABC text: the input contains NUL bytes")
+    return text
+
+
+def _split_tunes(text: str) -> list[list[str]]:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("X:")]
+    if not starts:
+        return [lines]
+    header = [ln for ln in lines[:starts[0]] if ln.startswith("%%")]
+    tunes = []
+    for a, b in zip(starts, starts[1:] + [len(lines)]):
+        tunes.append(header + lines[a:b])
+    return tunes
+
+
+def read_abc_tunes(text: str) -> list[tuple[Piece, list[str]]]:
+    """Every tune of an ABC text, each as (Piece, warnings). Never raises on a malformed body;
+    input that is not text (bytes that are not UTF-8, NUL bytes) is a UserError."""
+    text = _as_text(text)
+    return [_TuneReader(lines).read() for lines in _split_tunes(text)]
+
+
+def read_abc(text: str) -> tuple[Piece, list[str]]:
+    """The first tune of an ABC text as (Piece, warnings); see read_abc_tunes."""
+    text = _as_text(text)
+    tunes = _split_tunes(text)
+    return _TuneReader(tunes[0]).read()
+
+
+# ---- ABC inside prose ---------------------------------------------------------------------
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_HEADER_LINE = re.compile(r"^\s*[XTMLKQV]:\s*\S")
+
+
+def extract_abc(text: str) -> str:
+    """The ABC in a language model's answer: the first fenced block that holds ABC (or is
+    tagged ``abc``), else the lines from the first header field on; the text itself otherwise."""
+    if not isinstance(text, str):
+        text = _as_text(text)
+    for m in _FENCE.finditer(text):
+        lang, body = m.group(1).lower(), m.group(2)
+        if lang == "abc" or any(_HEADER_LINE.match(ln) for ln in body.split("\n")):
+            return body.strip() + "\n"
+    lines = text.split("\n")
+    start = None
+    for i, ln in enumerate(lines):
+        if re.match(r"^\s*X:\s*\d", ln):
+            start = i
+            break
+    if start is None:
+        for i, ln in enumerate(lines):
+            if _HEADER_LINE.match(ln):
+                start = i
+                break
+    if start is None:
+        return text.strip() + ("\n" if text.strip() else "")
+    out = []
+    for ln in lines[start:]:
+        s = ln.strip()
+        if s and not _FIELD_LINE.match(s) and not s.startswith("%") and _is_prose(s):
+            break
+        out.append(ln.rstrip())
+    return "\n".join(out).strip() + "\n"
+
+
+def _is_prose(s: str) -> bool:
+    words = re.findall(r"[A-Za-z]{3,}", s)
+    return len(words) >= 4 and "|" not in s and sum(len(w) for w in words) > 0.5 * len(s)
