@@ -1,8 +1,209 @@
-"""abcscribe transcribe (being built; see the open issue)."""
+"""abcscribe transcribe: audio files, folders or mkqa JSONL to ABC (and MIDI, MusicXML)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from abcscribe.cmds._base import Batch, check_top_p, emit, progress, warn
 from abcscribe.core.errors import UserError
 
 
-def main() -> None:
-    """Not built yet."""
-    raise UserError("'transcribe' is not built yet")
+def main(
+    inputs: List[str] = typer.Argument(
+        ...,
+        metavar="AUDIO|DIR|JSONL...",
+        help="Audio files, folders (walked recursively), mkqa JSONL files, or '-' for JSONL on stdin.",
+    ),
+    model: str = typer.Option(
+        "baseline",
+        "--model",
+        "-m",
+        help="An sft/ppo output directory, a transformers audio LLM directory or hub id, or "
+        "'baseline' (onset and pitch tracking, no trained weights).",
+    ),
+    prompt: Optional[str] = typer.Option(
+        None,
+        "--prompt",
+        help="Question asked for each window (default: a JSONL record's own question, else "
+        "'Transcribe this audio into ABC notation.').",
+    ),
+    window_seconds: Optional[float] = typer.Option(
+        None,
+        "--window-seconds",
+        help="Longest window given to the model, in seconds (default: the model's clip length, "
+        "30 for Whisper-based encoders and the baseline).",
+    ),
+    temperature: float = typer.Option(
+        0.7, "--temperature", help="Sampling temperature; 0 decodes greedily."
+    ),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass, in (0, 1]."),
+    max_new_tokens: int = typer.Option(
+        2048, "--max-new-tokens", min=1, help="Most tokens generated per window."
+    ),
+    num_samples: int = typer.Option(
+        1,
+        "--num-samples",
+        min=1,
+        help="Transcriptions per input; with more than one, the .abc file holds one tune per "
+        "sample and the record a 'samples' list.",
+    ),
+    best_of: int = typer.Option(
+        1,
+        "--best-of",
+        min=1,
+        help="Sample N per window and keep the one that reads cleanly and agrees most with the "
+        "others (tempo, metre, instruments, notes).",
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    output_dir: Optional[Path] = typer.Option(
+        None,
+        "--output-dir",
+        "-o",
+        help="Write <stem>.abc per input here, mirroring sub-folders (records still go to stdout).",
+    ),
+    midi: bool = typer.Option(False, "--midi", help="With -o, also write <stem>.mid."),
+    musicxml: bool = typer.Option(
+        False, "--musicxml", help="With -o, also write <stem>.musicxml (for score editors)."
+    ),
+    batch_size: int = typer.Option(
+        1, "--batch-size", min=1, help="Windows generated together (across inputs)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help="Model weights dtype: float32, bfloat16, float16 (default: the model's)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Transcribe again inputs whose outputs exist in -o DIR."
+    ),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="I/N: take only inputs I, I+N, I+2N, ... (I from 0 to N-1)."
+    ),
+) -> None:
+    """Transcribe recordings to ABC: one JSONL record per input on stdout
+    {path, abc, windows, seconds, warnings, error} (+ id, ref, pred for mkqa JSONL, so the
+    output pipes into 'abcscribe score'). Long audio is cut into windows at bar lines and the
+    windows' ABC stitched into one tune."""
+    from abcscribe.core.files import AUDIO_EXTS, expand_inputs
+    from abcscribe.core.models.base import GenerationOptions
+    from abcscribe.core.transcribe import (
+        Input,
+        TranscribeOptions,
+        load_transcriber,
+        output_paths,
+        read_done,
+        write_outputs,
+    )
+
+    check_top_p(top_p)
+    if temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {temperature}")
+    if (midi or musicxml) and output_dir is None:
+        raise UserError("--midi and --musicxml write files: give -o DIR")
+    index, count = _parse_shard(shard)
+
+    items = list(expand_inputs(inputs, AUDIO_EXTS))
+    if count > 1:
+        items = items[index::count]
+    other_tasks = [it for it in items if it.record.get("task") not in (None, "transcribe")]
+    if other_tasks:
+        warn(f"skipping {len(other_tasks)} JSONL records whose task is not 'transcribe'")
+        items = [it for it in items if it.record.get("task") in (None, "transcribe")]
+
+    batch = Batch()
+    todo = []
+    for it in items:
+        rec = _record(it)
+        if it.path is None:
+            with batch.guard(rec):
+                raise UserError(f"{it.name}: record has no audio path")
+            emit(rec)
+            continue
+        paths = output_paths(output_dir, it.rel, bool(it.record), midi, musicxml)
+        if paths and not overwrite and all(p.exists() for p in paths.values()):
+            rec.update(abc=read_done(paths["abc"]), skipped=True)
+            if it.record:
+                rec["pred"] = rec["abc"]
+            batch.done += 1
+            emit(rec)
+            continue
+        todo.append(
+            Input(it.path, float(it.record.get("offset") or 0.0), it.record.get("duration"),
+                  it.record or None, tag=(rec, paths))
+        )
+
+    if not todo:
+        batch.finish()
+        return
+    tx = load_transcriber(model, device=device, dtype=dtype)
+    if seed is not None:
+        _seed_everything(seed)
+    options = TranscribeOptions(
+        generation=GenerationOptions(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            num_samples=num_samples, seed=seed,
+        ),
+        window_seconds=window_seconds,
+        best_of=best_of,
+        prompt=prompt,
+        batch_size=batch_size,
+    )
+    from abcscribe.core.transcribe import transcribe_items
+
+    results = transcribe_items(tx, todo, options)
+    for inp, res in progress(results, total=len(todo), desc="transcribe"):
+        rec, paths = inp.tag
+        with batch.guard(rec):
+            if isinstance(res, Exception):
+                raise res
+            rec.update(abc=res.abc, windows=res.windows, seconds=res.seconds, warnings=res.warnings)
+            if inp.record is not None:
+                rec["pred"] = res.abc
+            if res.samples:
+                rec["samples"] = res.samples
+            if paths:
+                write_outputs(res, paths)
+        emit(rec)
+    batch.finish()
+
+
+def _record(it) -> dict:
+    """The output record, before the work: the input's identity (and an mkqa record's id,
+    span and reference ABC, so 'abcscribe score' can read it)."""
+    rec: dict = {"path": str(it.path) if it.path is not None else None}
+    src = it.record
+    if src:
+        for key in ("id", "piece", "split", "offset", "duration"):
+            if key in src:
+                rec[key] = src[key]
+        if src.get("abc"):
+            rec["ref"] = src["abc"]
+    rec.update(abc=None, windows=0, seconds=None, warnings=[], error=None)
+    return rec
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    i, sep, n = text.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        raise UserError(f"--shard must be I/N (e.g. 0/4), got {text!r}") from None
+    if not sep or count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard must be I/N with 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+    import sys
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
