@@ -89,7 +89,7 @@ def read_midi(
     # A constant lead-in: given in seconds, or estimated from how the onsets sit on the grid.
     if offset is not None:
         shift = Piece(tempos=tempos).tick_at(max(float(offset), 0.0))
-    elif step is not None:
+    elif step is not None and not _is_notated(starts, ends, step, tol=0.5 * scale):
         shift = estimate_shift(starts, step, _triplet_step(grid, step) if triplets else None)
     else:
         shift = 0.0
@@ -102,7 +102,8 @@ def read_midi(
         )
 
     if step is not None:
-        qs, qe = _quantize_arrays(starts, ends, vidx, step, _triplet_step(grid, step) if triplets else None)
+        tstep = _triplet_step(grid, step) if triplets else None
+        qs, qe = _quantize_arrays(starts, ends, vidx, step, tstep, tol=0.5 * scale)
         piece.tempos = _snap_events(piece.tempos, step)
         piece.meters = _snap_events(piece.meters, step)
     else:
@@ -196,7 +197,9 @@ def _read_tempos(score, scale: float) -> list[Tempo]:
         mspq = int(t.mspq)
         if mspq <= 0:
             continue
-        bpm = round(60_000_000.0 / mspq, 3)
+        bpm = 60_000_000.0 / mspq
+        if int(round(60_000_000.0 / round(bpm, 3))) == mspq:
+            bpm = round(bpm, 3)  # 107.0 rather than 106.99994 when the file cannot tell apart
         tick = int(round(int(t.time) * scale))
         if out and out[-1].tick == tick:
             out[-1] = Tempo(tick, bpm)
@@ -333,7 +336,7 @@ def quantize(piece: Piece, grid: int = 16, triplets: bool = True) -> Piece:
     ends = starts + np.fromiter((n.duration for _, n in notes), np.float64, len(notes)) * scale
     pitches = np.fromiter((n.pitch for _, n in notes), np.int64, len(notes))
     vels = np.fromiter((n.velocity for _, n in notes), np.int64, len(notes))
-    qs, qe = _quantize_arrays(starts, ends, vidx, step, tstep)
+    qs, qe = _quantize_arrays(starts, ends, vidx, step, tstep, tol=0.5 * scale)
     _fill_voices(out, qs, qe, pitches, vels, vidx)
     return out
 
@@ -342,10 +345,44 @@ def _snap(x: np.ndarray, step: int) -> np.ndarray:
     return np.floor(x / step + 0.5).astype(np.int64) * step
 
 
-def _quantize_arrays(starts, ends, vidx, step: int, tstep: int | None):
+def _fine_steps(step: int, tstep: int | None) -> list[int]:
+    """Grids, coarsest first, that notes written from notation may sit on exactly: the grid,
+    its triplet, and their halves, quarters and eighths down to 1/128 (each dividing a beat)."""
+    out = []
+    t = tstep or 0
+    for g in (step, t, step // 2, t // 2, step // 4, t // 4, step // 8, t // 8):
+        if g and g >= TPQ // 32 and TPQ % g == 0 and g not in out:
+            out.append(g)
+    if step not in out:
+        out.insert(0, step)
+    return out
+
+
+def _exact_grid(x: np.ndarray, steps: list[int], tol: float) -> np.ndarray:
+    """For each value, the coarsest of ``steps`` it lies on within ``tol`` ticks (0: none)."""
+    found = np.zeros(len(x), np.int64)
+    for g in reversed(steps):  # coarser grids overwrite finer ones
+        on = np.abs(x - _snap(x, g)) <= tol
+        found[on] = g
+    return found
+
+
+def _is_notated(starts, ends, step: int, tol: float, tstep: int | None = None) -> bool:
+    """True when (nearly) every onset and end sits exactly on a straight or triplet grid down
+    to 1/128: a file written from notation, whose timing needs no estimate and no snapping."""
+    if len(starts) == 0:
+        return True
+    tstep = tstep or (step * 4 // 3 if TPQ % max(step * 4 // 3, 1) == 0 else step * 2 // 3)
+    steps = _fine_steps(step, tstep)
+    x = np.concatenate([starts[:20000], ends[:20000]])
+    return float(np.mean(_exact_grid(x, steps, tol) > 0)) >= 0.98
+
+
+def _quantize_arrays(starts, ends, vidx, step: int, tstep: int | None, tol: float = 0.5):
     """Snap onsets and ends (float ticks) to the straight grid, or, per voice and beat, to the
-    triplet grid where the onsets there sit clearly closer to it. Returns int64 arrays with
-    every end at least one step after its onset."""
+    triplet grid where the onsets there sit clearly closer to it. In a file written from
+    notation (``_is_notated``) a time that lies exactly on a finer grid (down to 1/128) keeps
+    its place. Returns int64 arrays with every end at least one step after its onset."""
     qs_s = _snap(starts, step)
     qe_s = _snap(ends, step)
     if tstep is None or len(starts) == 0:
@@ -371,14 +408,22 @@ def _quantize_arrays(starts, ends, vidx, step: int, tstep: int | None):
         qs = np.where(ts, qs_t, qs_s)
         qe = np.where(te, qe_t, qe_s)
         min_len = np.where(ts, tstep, step).astype(np.int64)
+    if len(starts) and _is_notated(starts, ends, step, tol, tstep):
+        steps = _fine_steps(step, tstep)
+        for x, q in ((starts, qs), (ends, qe)):
+            g = _exact_grid(x, steps, tol)
+            fine = g > 0
+            q[fine] = np.floor(x[fine] / g[fine] + 0.5).astype(np.int64) * g[fine]
+        min_len = np.where(qs % step == 0, min_len, np.minimum(min_len, steps[-1]))
     qs = np.maximum(qs, 0)
     qe = np.where(qe <= qs, qs + min_len, qe)
     return qs, qe
 
 
 def estimate_shift(starts: np.ndarray, step: int, tstep: int | None = None) -> float:
-    """Ticks of constant lead-in to remove so the onsets sit on the grid; 0.0 when they already
-    do (files written from notation) or no shift puts them clearly closer."""
+    """Ticks of constant lead-in to remove so the onsets sit on the grid and the music starts
+    in the first beat; 0.0 when the onsets already sit on the grid or no shift puts them
+    clearly closer."""
     on = np.unique(np.asarray(starts, np.float64))
     if len(on) < 4:
         return 0.0
@@ -400,20 +445,25 @@ def estimate_shift(starts: np.ndarray, step: int, tstep: int | None = None) -> f
     for level, w in ((2 * step, 0.5), (TPQ, 0.25)):
         if level <= TPQ:
             cost = cost + w * (np.abs(x - _snap(x, level)) / level).mean(axis=1)
+    # Music mostly begins on a beat: a light preference for shifts that put the first onset
+    # there settles what the statistics leave open (e.g. melodies with little beat structure).
+    first = on[0] - cands
+    cost = cost + 0.1 * np.abs(first - _snap(first, TPQ)) / TPQ
     best = int(np.argmin(cost))
     zero = int(np.argmin(np.abs(cands)))
-    if cost[best] > cost[zero] - 0.02:
-        return 0.0
-    shift = float(cands[best])
-    # Refine: the mean residual of onsets near the grid at that shift.
-    r = on - shift
-    res = r - _snap(r, step)
-    near = np.abs(res) < step * 0.25
-    if near.any():
-        shift += float(np.median(res[near]))
-    if shift > on[0]:  # never push the first note before 0: delay instead of cutting
-        shift -= TPQ
-    return shift
+    shift = 0.0
+    if cost[best] <= cost[zero] - 0.02:
+        shift = float(cands[best])
+        # Refine: the median residual of onsets near the grid at that shift.
+        r = on - shift
+        res = r - _snap(r, step)
+        near = np.abs(res) < step * 0.25
+        if near.any():
+            shift += float(np.median(res[near]))
+    # The phase is known modulo a beat; whole beats of silence before the first note are part
+    # of the lead-in too (a file from notation, which may open with rests, never gets here).
+    shift += np.floor((on[0] - shift + TPQ / 8) / TPQ) * TPQ
+    return float(shift)
 
 
 def _snap_events(events, step: int):
