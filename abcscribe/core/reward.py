@@ -29,6 +29,7 @@ import bisect
 import functools
 import itertools
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
 
@@ -517,9 +518,12 @@ def _unit(x: float) -> float:
 
 
 def score_pieces(ref: Piece, pred: Piece | None, weights: dict | None = None,
-                 note_metrics: bool = True, parse_warnings: int = 0) -> Score:
+                 note_metrics: bool = True, parse_warnings: int = 0,
+                 missing: Iterable[str] = ()) -> Score:
     """Score a predicted piece against a reference. ``pred=None`` (or a piece with no notes)
-    is an unreadable prediction: reward 0, every loss 1, note metrics 0."""
+    is an unreadable prediction: reward 0, every loss 1, note metrics 0. ``missing`` names
+    components the prediction did not state ("tempo", "metre"): their loss is 1 rather than
+    a comparison against the reader's default."""
     w = check_weights(weights)
     want_notes = note_metrics or w["note_f1"] > 0
     if pred is None or pred.note_count == 0:
@@ -529,8 +533,8 @@ def score_pieces(ref: Piece, pred: Piece | None, weights: dict | None = None,
             s.note_f1 = s.note_precision = s.note_recall = s.note_f1_offset = 0.0
         return s
     comps = {
-        "tempo": _unit(tempo_loss(ref.bpm, pred.bpm)),
-        "metre": _unit(metre_loss(ref.meter, pred.meter)),
+        "tempo": 1.0 if "tempo" in missing else _unit(tempo_loss(ref.bpm, pred.bpm)),
+        "metre": 1.0 if "metre" in missing else _unit(metre_loss(ref.meter, pred.meter)),
     }
     pl, il, rl = _voice_losses(_views(ref), _views(pred))
     comps.update(pitch=_unit(pl), instrument=_unit(il), rhythm=_unit(rl))
@@ -552,51 +556,76 @@ def score_pieces(ref: Piece, pred: Piece | None, weights: dict | None = None,
 note_metrics_fn = note_metrics  # score_pieces' parameter shadows the function's name
 
 
+# an ABC header field line (X:, T:, M:, ...), and the fields whose absence costs a component
+_FIELD = re.compile(r"^[ \t]*[A-Za-z]:", re.M)
+_STATED = {"metre": re.compile(r"^[ \t]*M:|\[M:", re.M), "tempo": re.compile(r"^[ \t]*Q:|\[Q:", re.M)}
+
+
+def _stated(text: str) -> frozenset[str]:
+    return frozenset(k for k, rx in _STATED.items() if rx.search(text))
+
+
 def read_reference(ref_abc: str) -> Piece:
     """The reference's first tune; UserError when it cannot be read or has no notes. The last
     few references read are cached (PPO scores several samples per reference); callers must
     not modify the returned piece."""
+    return _read_reference(ref_abc)[0]
+
+
+def _read_reference(ref_abc: str) -> tuple[Piece, frozenset[str]]:
     if not isinstance(ref_abc, str):
         raise UserError(f"reference must be ABC text, not {type(ref_abc).__name__}")
     return _read_reference_cached(ref_abc)
 
 
 @functools.lru_cache(maxsize=256)
-def _read_reference_cached(ref_abc: str) -> Piece:
+def _read_reference_cached(ref_abc: str) -> tuple[Piece, frozenset[str]]:
     from abcscribe.core.abc import extract_abc, read_abc
 
     try:
-        piece, _warnings = read_abc(extract_abc(ref_abc))
-    except UserError:
-        raise
+        text = extract_abc(ref_abc)
+        piece, _warnings = read_abc(text)
+    except UserError as e:
+        raise UserError(f"reference ABC cannot be read: {e}") from None
     except Exception as e:  # the reader should not raise, but the reference is the user's data
         raise UserError(f"reference ABC cannot be read ({type(e).__name__}: {e})") from None
     if piece.note_count == 0:
         raise UserError("reference ABC has no notes")
-    return piece
+    return piece, _stated(text)
 
 
-def read_prediction(pred_abc: str) -> tuple[Piece | None, int]:
-    """The prediction's first tune (None when unreadable) and its count of reader warnings.
-    Never raises: a model's output may be anything."""
+def read_prediction(pred_abc: str) -> tuple[Piece | None, int, frozenset[str]]:
+    """The prediction's first tune (None when unreadable: no header field or no notes), its
+    count of reader warnings, and which of metre/tempo it states. Never raises: a model's
+    output may be anything."""
     from abcscribe.core.abc import extract_abc, read_abc
 
     try:
         if not isinstance(pred_abc, str):
-            return None, 1
-        piece, warnings = read_abc(extract_abc(pred_abc))
-        return piece, len(warnings)
+            return None, 1, frozenset()
+        text = extract_abc(pred_abc)
+        if not _FIELD.search(text):  # prose or note-like garbage, not an ABC tune
+            return None, 1, frozenset()
+        piece, warnings = read_abc(text)
+        return (piece if piece.note_count else None), len(warnings), _stated(text)
     except Exception:
-        return None, 1
+        return None, 1, frozenset()
+
+
+def _score_texts(ref_abc: str, pred_abc: str, weights: dict | None, note_metrics: bool) -> Score:
+    ref, ref_stated = _read_reference(ref_abc)
+    pred, nwarn, pred_stated = read_prediction(pred_abc)
+    return score_pieces(ref, pred, weights, note_metrics, parse_warnings=nwarn,
+                        missing=ref_stated - pred_stated)
 
 
 def score(ref_abc: str, pred_abc: str, weights: dict | None = None,
           note_metrics: bool = True) -> Score:
     """Score predicted ABC text against reference ABC text (both may sit in prose or ```
-    fences). UserError when the reference cannot be read; never raises on the prediction."""
-    ref = read_reference(ref_abc)
-    pred, nwarn = read_prediction(pred_abc)
-    return score_pieces(ref, pred, weights, note_metrics, parse_warnings=nwarn)
+    fences). UserError when the reference cannot be read; never raises on the prediction.
+    A prediction with no header field or no notes scores 0; one that leaves out the M: or Q:
+    the reference states gets metre or tempo loss 1."""
+    return _score_texts(ref_abc, pred_abc, weights, note_metrics)
 
 
 def score_many(pairs: Iterable[tuple[str, str]], weights: dict | None = None,
@@ -604,9 +633,32 @@ def score_many(pairs: Iterable[tuple[str, str]], weights: dict | None = None,
     """Score (ref_abc, pred_abc) pairs (a PPO batch): the same results as :func:`score` on each
     pair, with the weights checked once; references are read once each through the cache."""
     w = check_weights(weights)
-    out = []
-    for ref_abc, pred_abc in pairs:
-        ref = read_reference(ref_abc)
-        pred, nwarn = read_prediction(pred_abc)
-        out.append(score_pieces(ref, pred, w, note_metrics, parse_warnings=nwarn))
+    return [_score_texts(r, p, w, note_metrics) for r, p in pairs]
+
+
+# ---- summaries over many pairs ----------------------------------------------------------
+
+
+def summarize(records: Iterable[dict], metrics: Sequence[str] = METRICS, resamples: int = 1000,
+              seed: int = 0) -> dict[str, dict]:
+    """Per metric over the records that have it (numbers, not None): n, mean, median and a 95%
+    percentile-bootstrap interval of the mean (``resamples`` draws, fixed ``seed``)."""
+    import numpy as np
+
+    records = list(records)
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict] = {}
+    for m in metrics:
+        vals = np.array([float(r[m]) for r in records
+                         if isinstance(r.get(m), (int, float)) and not isinstance(r.get(m), bool)])
+        if vals.size == 0:
+            continue
+        if vals.size > 1 and resamples > 0:
+            idx = rng.integers(0, vals.size, size=(resamples, vals.size))
+            means = vals[idx].mean(axis=1)
+            lo, hi = np.percentile(means, [2.5, 97.5])
+        else:
+            lo = hi = vals.mean()
+        out[m] = {"n": int(vals.size), "mean": float(vals.mean()), "median": float(np.median(vals)),
+                  "ci95": [float(lo), float(hi)]}
     return out
