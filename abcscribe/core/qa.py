@@ -301,9 +301,11 @@ def piece_records(
     audio: str,
     split: str,
     opts: QAOptions,
+    key_known: bool = True,
 ) -> list[dict[str, Any]]:
     """Every (clip, task) record of one piece, clips in time order, tasks in ``opts.tasks``
-    order. Clips without notes are skipped."""
+    order. Clips without notes are skipped; so is the key question when ``key_known`` is
+    False (the ABC then carries an estimated key, which is no answer to learn)."""
     records: list[dict[str, Any]] = []
     spans = clip_piece(piece, opts.max_seconds, opts.min_bars, opts.hop_bars, opts.max_bars)
     k = 0
@@ -316,6 +318,8 @@ def piece_records(
         offset = piece.seconds(start)
         duration = piece.seconds(end) - offset
         for task in opts.tasks:
+            if task == "key" and not key_known:
+                continue
             a = answer(task, meta, abc, len(clip.voices))
             if a is None:
                 continue
@@ -405,8 +409,15 @@ def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str
         raise UserError(f"{audio}: audio file not found")
     length = audio_seconds(audio)
     split = split_of(src.id, dict(opts.splits))
-    recs = piece_records(src.id, piece, audio_ref(audio, opts.audio_base), split, opts)
+    key_known = piece.key is not None
+    if not key_known:  # one estimate for the whole piece, so every clip has the same K:
+        from abcscribe.core.abc import estimate_key
+
+        piece.key = estimate_key(piece)
+    recs = piece_records(src.id, piece, audio_ref(audio, opts.audio_base), split, opts, key_known)
     kept = [r for r in recs if r["offset"] < length - 1e-3]
+    for r in kept:  # the last clip's bar may run past the recording's end: what is there
+        r["duration"] = round(min(r["duration"], length - r["offset"]), 6)
     if len(kept) < len(recs):
         remarks.append(f"{src.id}: the score runs past the end of {audio} "
                        f"({length:.1f} s); clips beyond it left out")
