@@ -3,6 +3,7 @@
 Pieces are built with core.notes, or written as ABC and read back the way `ppo` and `score` do."""
 
 import math
+import os
 import random
 
 import pytest
@@ -296,3 +297,244 @@ def test_values_stay_in_unit_interval_on_random_pieces():
             if k != "parse_warnings":
                 assert 0.0 <= v <= 1.0, (k, v)
         assert s.reward == pytest.approx(1 - s.loss)
+
+
+# ---- from ABC text, as `ppo` and `abcscribe score` call it ---------------------------------
+
+REF_ABC = """X:1
+T:Two voices
+M:4/4
+L:1/8
+Q:1/4=96
+K:G
+V:1 name="Violin"
+%%MIDI program 40
+GABc dedB|dcBA G2 z2|[GBd]4 B2 AG|FGAF G4|]
+V:2 name="Electric Bass (finger)"
+%%MIDI program 33
+G,4 D,4|G,4 D,4|G,4 C,4|D,4 G,4|]
+"""
+
+
+def swap_voice_blocks(abc: str) -> str:
+    head, v1 = abc.split("V:1", 1)
+    v1, v2 = v1.split("V:2", 1)
+    return head + "V:2" + v2.rstrip("\n") + "\nV:1" + v1
+
+
+def test_abc_identical_and_reordered_voices_score_one():
+    assert R.score(REF_ABC, REF_ABC).reward == 1.0
+    reordered = swap_voice_blocks(REF_ABC)
+    assert reordered != REF_ABC
+    s = R.score(REF_ABC, reordered)
+    assert s.reward == 1.0 and s.note_f1 == 1.0
+
+
+def test_abc_each_field_moves_its_own_component():
+    tempo = R.score(REF_ABC, REF_ABC.replace("Q:1/4=96", "Q:1/4=130"))
+    assert tempo.tempo > 0.2 and (tempo.pitch, tempo.metre, tempo.instrument) == (0, 0, 0)
+    metre = R.score(REF_ABC, REF_ABC.replace("M:4/4", "M:2/2"))
+    assert 0 < metre.metre < 0.15 and (metre.pitch, metre.tempo, metre.instrument) == (0, 0, 0)
+    instr = R.score(REF_ABC, REF_ABC.replace("%%MIDI program 40", "%%MIDI program 41")
+                    .replace('"Violin"', '"Viola"'))
+    assert instr.instrument == pytest.approx(R.FAMILY_LOSS / 2)
+    assert (instr.pitch, instr.tempo, instr.metre) == (0, 0, 0)
+    pitch = R.score(REF_ABC, REF_ABC.replace("GABc dedB", "GABc dedc"))
+    assert 0 < pitch.pitch < 0.1 and (pitch.tempo, pitch.metre, pitch.instrument) == (0, 0, 0)
+
+
+def test_abc_tempo_is_read_in_quarter_notes_whatever_q_says():
+    dotted = REF_ABC.replace("Q:1/4=96", "Q:3/8=64")  # 64 dotted quarters = 96 quarters
+    assert R.score(REF_ABC, dotted).tempo == 0.0
+    halves = REF_ABC.replace("Q:1/4=96", "Q:1/2=48")
+    assert R.score(REF_ABC, halves).tempo == 0.0
+
+
+def test_abc_in_prose_or_fences_is_extracted():
+    chatty = f"Sure! Here is the transcription:\n\n```abc\n{REF_ABC}```\n\nI hope this helps."
+    assert R.score(REF_ABC, chatty).reward == 1.0
+    no_fence = f"The tune you played is:\n\n{REF_ABC}\nLet me know if you would like any changes."
+    assert R.score(REF_ABC, no_fence).reward == 1.0
+
+
+@pytest.mark.parametrize("garbage", [
+    "", "   \n", "I could not transcribe this recording.", "blah blah blah",
+    "X:1\nT:Half a header\nM:4", "ababab " * 200, "|||||::::[[[[", "```\n```",
+    "\x00\x01\x02", "K:" * 500, "\ufffd" * 50,
+])
+def test_garbage_predictions_score_zero_never_raise(garbage):
+    s = R.score(REF_ABC, garbage)
+    assert s.reward == 0.0 and s.loss == 1.0
+    assert s.parse_warnings >= 1
+
+
+def test_prediction_leaving_out_the_tempo_or_metre_gets_no_credit_for_it():
+    no_q = R.score(REF_ABC, REF_ABC.replace("Q:1/4=96\n", ""))
+    assert no_q.tempo == 1.0 and no_q.metre == 0.0 and no_q.pitch == 0.0
+    no_m = R.score(REF_ABC, REF_ABC.replace("M:4/4\n", ""))
+    assert no_m.metre == 1.0 and no_m.tempo == 0.0
+
+
+@pytest.mark.parametrize("bad_ref", ["", "no music here at all", "X:1\nT:t\nM:4/4\nK:C\n"])
+def test_unreadable_reference_is_a_user_error(bad_ref):
+    with pytest.raises(UserError):
+        R.score(bad_ref, REF_ABC)
+
+
+def test_score_many_equals_score_per_pair():
+    preds = [REF_ABC, REF_ABC.replace("Q:1/4=96", "Q:1/4=100"), "garbage", swap_voice_blocks(REF_ABC)]
+    many = R.score_many([(REF_ABC, p) for p in preds], note_metrics=True)
+    assert many == [R.score(REF_ABC, p) for p in preds]
+
+
+def test_summary_has_mean_median_and_an_interval_around_the_mean():
+    recs = [{"reward": v} for v in (0.2, 0.4, 0.6, 0.8, 1.0)] + [{"reward": None}]
+    st = R.summarize(recs, metrics=["reward", "pitch"])["reward"]
+    assert st["n"] == 5 and st["mean"] == pytest.approx(0.6) and st["median"] == pytest.approx(0.6)
+    lo, hi = st["ci95"]
+    assert 0.2 <= lo < 0.6 < hi <= 1.0
+
+
+# ---- corpus tunes and fuzzing --------------------------------------------------------------
+
+
+def corpus_tunes(limit):
+    """ABC tunes from music21's installed corpus (read as text: music21 is not imported)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(importlib.util.find_spec("music21").origin).parent / "corpus"
+    tunes = []
+    for f in sorted(root.glob("*/*.abc")):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        for chunk in text.split("\nX:")[1:]:
+            tunes.append("X:" + chunk)
+            if len(tunes) >= limit:
+                return tunes
+    return tunes
+
+
+FUZZ = {"generated": 0, "mutated": 0, "readable": 0, "corpus": 0}
+
+
+def test_corpus_tunes_score_one_against_themselves():
+    tunes = corpus_tunes(60)
+    assert len(tunes) == 60
+    for t in tunes:
+        try:
+            R.read_reference(t)
+        except UserError:
+            continue
+        FUZZ["corpus"] += 1
+        assert R.score(t, t).reward == 1.0
+    assert FUZZ["corpus"] >= 50
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ABC_CHARS = "ABCDEFGabcdefgz^_=,'/|[]:2348() \n<>-~.\"xyKMLQVT!%"
+
+
+@st.composite
+def generated_pieces(draw):
+    nvoices = draw(st.integers(1, 4))
+    voices = []
+    for _ in range(nvoices):
+        pitches = draw(st.lists(st.one_of(st.none(), st.integers(36, 96),
+                                          st.tuples(st.integers(48, 72), st.integers(73, 84))),
+                                min_size=1, max_size=24))
+        if all(p is None for p in pitches):
+            pitches[0] = 60
+        dur = draw(st.sampled_from([TPQ // 4, TPQ // 3, TPQ // 2, TPQ, 3 * TPQ // 2]))
+        voices.append(melody(pitches, dur=dur, program=draw(st.integers(0, 127)),
+                             drum=draw(st.booleans()) and nvoices > 1))
+    metre = draw(st.sampled_from([(4, 4), (3, 4), (6, 8), (2, 2), (5, 4), (7, 8)]))
+    return piece(*voices, bpm=float(draw(st.integers(30, 240))), metre=metre)
+
+
+@st.composite
+def mutated(draw, text):
+    """Apply a few edits: delete a span, insert ABC-ish characters, duplicate a span, truncate."""
+    for _ in range(draw(st.integers(1, 4))):
+        n = len(text)
+        i = draw(st.integers(0, n))
+        j = draw(st.integers(i, min(n, i + 40)))
+        kind = draw(st.sampled_from(["delete", "insert", "duplicate", "truncate"]))
+        if kind == "delete":
+            text = text[:i] + text[j:]
+        elif kind == "insert":
+            text = text[:i] + draw(st.text(alphabet=ABC_CHARS, max_size=20)) + text[i:]
+        elif kind == "duplicate":
+            text = text[:j] + text[i:j] * draw(st.integers(1, 5)) + text[j:]
+        else:
+            text = text[:i]
+    return text
+
+
+def check_in_range(s):
+    for k, v in s.as_dict().items():
+        if v is None:
+            continue
+        assert not (isinstance(v, float) and math.isnan(v)), k
+        if k != "parse_warnings":
+            assert 0.0 <= v <= 1.0, (k, v)
+    assert s.reward == pytest.approx(1 - s.loss)
+
+
+def check_self_score(x):
+    try:
+        R.read_reference(x)
+    except UserError:
+        return
+    FUZZ["readable"] += 1
+    assert R.score(x, x).reward == 1.0
+
+
+# ABCSCRIBE_FUZZ_EXAMPLES=2000 for a longer run
+FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("ABCSCRIBE_FUZZ_EXAMPLES", 150)), deadline=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
+
+
+@FUZZ_SETTINGS
+@given(generated_pieces(), st.data())
+def test_fuzz_generated_pieces_and_their_mutations(p, data):
+    from abcscribe.core.abc import write_abc
+
+    ref = write_abc(p)
+    FUZZ["generated"] += 1
+    check_self_score(ref)
+    pred = data.draw(mutated(ref))
+    FUZZ["mutated"] += 1
+    check_in_range(R.score(ref, pred))
+    check_self_score(pred)
+
+
+@FUZZ_SETTINGS
+@given(st.data())
+def test_fuzz_mutated_corpus_tunes(data):
+    tunes = _CORPUS or _CORPUS.extend(corpus_tunes(40)) or _CORPUS
+    ref = data.draw(st.sampled_from(tunes))
+    pred = data.draw(mutated(ref))
+    FUZZ["mutated"] += 1
+    check_in_range(R.score(ref, pred))
+    check_self_score(pred)
+
+
+@FUZZ_SETTINGS
+@given(st.text(max_size=300), st.text(alphabet=ABC_CHARS, max_size=300))
+def test_fuzz_arbitrary_text_never_raises(any_text, abcish):
+    for x in (any_text, abcish, "X:1\nK:C\n" + abcish):
+        FUZZ["mutated"] += 1
+        check_in_range(R.score(REF_ABC, x))
+        check_self_score(x)
+
+
+_CORPUS: list = []
+
+
+def test_fuzz_counts():
+    """Runs after the fuzz tests (file order): they covered what they claim."""
+    print(f"\nfuzzed: {FUZZ}")
+    assert FUZZ["generated"] >= 100 and FUZZ["mutated"] >= 500 and FUZZ["readable"] >= 200

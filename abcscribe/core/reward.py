@@ -266,6 +266,8 @@ def voice_rhythm_loss(ref_onsets: Sequence[float], pred_onsets: Sequence[float],
         return 0.0
     if not ref_onsets or not pred_onsets:
         return 1.0
+    if ref_onsets == pred_onsets:
+        return 0.0
     hits = _match_sorted(ref_onsets, pred_onsets, tolerance)
     return 1.0 - 2.0 * hits / (len(ref_onsets) + len(pred_onsets))
 
@@ -328,26 +330,37 @@ def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float,
         return 0.0, 0.0, 0.0
     if not ref or not pred:
         return 1.0, 1.0, 1.0
+    # each distinct chord/pitch of this pair becomes one character, so the C Levenshtein runs
+    # on plain strings; each voice is encoded once
     table: dict = {}
+    get = table.setdefault
+    rs = ["".join([chr(get(u, len(table))) for u in v.chords]) for v in ref]
+    ps = ["".join([chr(get(u, len(table))) for u in v.chords]) for v in pred]
+    dist = Levenshtein.distance
+    pitch = [[dist(a, b) / (max(len(a), len(b)) or 1) for b in ps] for a in rs]
+    instr = [[voice_instrument_loss(r.program, p.program, r.drum, p.drum) for p in pred]
+             for r in ref]
     tol = RHYTHM_TOLERANCE_BEATS * TPQ
-    cells = [[None] * len(pred) for _ in ref]
-    cost = [[0.0] * len(pred) for _ in ref]
-    for i, r in enumerate(ref):
-        for j, p in enumerate(pred):
-            pl = voice_pitch_loss(r.chords, p.chords, table)
-            il = voice_instrument_loss(r.program, p.program, r.drum, p.drum)
-            rl = voice_rhythm_loss(r.onsets, p.onsets, tol)
-            cells[i][j] = (pl, il, rl)
-            cost[i][j] = pl + _TIE_BREAK * (il + rl)
+    # rhythm breaks ties only where two candidates have the same pitch distance (rare); else it
+    # is needed for the matched voices alone
+    tied = any(len(set(row)) < len(row) for row in pitch) or (
+        len(ref) > 1 and any(len({row[j] for row in pitch}) < len(ref) for j in range(len(pred))))
+    rhythm: dict[tuple[int, int], float] = {}
+    if tied:
+        for i, r in enumerate(ref):
+            for j, p in enumerate(pred):
+                rhythm[i, j] = voice_rhythm_loss(r.onsets, p.onsets, tol)
+    cost = [[pitch[i][j] + _TIE_BREAK * (instr[i][j] + rhythm.get((i, j), 0.0))
+             for j in range(len(pred))] for i in range(len(ref))]
     pairs = assign(cost)
-    unmatched = n - len(pairs)
-    sums = [float(unmatched)] * 3
+    unmatched = float(n - len(pairs))
+    sp = si = sr = unmatched
     for i, j in pairs:
-        c = cells[i][j]
-        sums[0] += c[0]
-        sums[1] += c[1]
-        sums[2] += c[2]
-    return sums[0] / n, sums[1] / n, sums[2] / n
+        sp += pitch[i][j]
+        si += instr[i][j]
+        rl = rhythm.get((i, j))
+        sr += voice_rhythm_loss(ref[i].onsets, pred[j].onsets, tol) if rl is None else rl
+    return sp / n, si / n, sr / n
 
 
 def pitch_loss(ref: Piece, pred: Piece) -> float:
@@ -387,11 +400,12 @@ def note_events(piece: Piece) -> list[tuple[int, float, float]]:
         i = bisect.bisect_right(ticks, tick) - 1 if len(ticks) > 1 else 0
         return secs[i] + (tick - ticks[i]) * rates[i]
 
-    out = []
-    for v in piece.voices:
-        for n in v.notes:
-            out.append((n.pitch, sec(n.start), sec(n.start + max(n.duration, 0))))
-    return out
+    if len(ticks) == 1:  # one tempo: a plain scale
+        k = rates[0]
+        return [(n.pitch, n.start * k, (n.start + max(n.duration, 0)) * k)
+                for v in piece.voices for n in v.notes]
+    return [(n.pitch, sec(n.start), sec(n.start + max(n.duration, 0)))
+            for v in piece.voices for n in v.notes]
 
 
 def _safe_bpm(bpm: float) -> float:
@@ -405,19 +419,31 @@ def note_matches(ref: list[tuple[int, float, float]], est: list[tuple[int, float
     same pitch, onsets within ``onset_tolerance`` seconds and (when ``offset_ratio`` is given)
     offsets within max(offset_min_tolerance, offset_ratio * reference duration), as mir_eval's
     ``match_notes`` (distances rounded to 4 decimals, inclusive comparisons)."""
-    by_pitch_ref: dict[int, list[tuple[float, float]]] = {}
-    by_pitch_est: dict[int, list[tuple[float, float]]] = {}
-    for p, on, off in ref:
-        by_pitch_ref.setdefault(p, []).append((on, off))
-    for p, on, off in est:
-        by_pitch_est.setdefault(p, []).append((on, off))
+    return _note_matches(_by_pitch(ref), _by_pitch(est), onset_tolerance, offset_ratio,
+                         offset_min_tolerance)
+
+
+def _by_pitch(notes) -> dict[int, list[tuple[float, float]]]:
+    """(onset, offset) pairs per pitch, sorted."""
+    out: dict[int, list[tuple[float, float]]] = {}
+    for p, on, off in notes:
+        g = out.get(p)
+        if g is None:
+            out[p] = [(on, off)]
+        else:
+            g.append((on, off))
+    for g in out.values():
+        g.sort()
+    return out
+
+
+def _note_matches(ref_by_pitch, est_by_pitch, onset_tolerance, offset_ratio,
+                  offset_min_tolerance) -> int:
     total = 0
-    for p, rs in by_pitch_ref.items():
-        es = by_pitch_est.get(p)
+    for p, rs in ref_by_pitch.items():
+        es = est_by_pitch.get(p)
         if not es:
             continue
-        rs.sort()
-        es.sort()
         if offset_ratio is None:
             total += _match_sorted_rounded([r[0] for r in rs], [e[0] for e in es], onset_tolerance)
         else:
@@ -494,8 +520,9 @@ def note_metrics(ref: Piece, pred: Piece) -> dict[str, float]:
         return {"note_f1": 1.0, "note_precision": 1.0, "note_recall": 1.0, "note_f1_offset": 1.0}
     if not r or not e:
         return {"note_f1": 0.0, "note_precision": 0.0, "note_recall": 0.0, "note_f1_offset": 0.0}
-    m = note_matches(r, e)
-    mo = note_matches(r, e, offset_ratio=OFFSET_RATIO)
+    rp, ep = _by_pitch(r), _by_pitch(e)
+    m = _note_matches(rp, ep, ONSET_TOLERANCE, None, OFFSET_MIN_TOLERANCE)
+    mo = _note_matches(rp, ep, ONSET_TOLERANCE, OFFSET_RATIO, OFFSET_MIN_TOLERANCE)
     p, rc = m / len(e), m / len(r)
     return {
         "note_f1": _f1(p, rc), "note_precision": p, "note_recall": rc,
@@ -589,6 +616,8 @@ def _read_reference_cached(ref_abc: str) -> tuple[Piece, frozenset[str]]:
         raise UserError(f"reference ABC cannot be read: {e}") from None
     except Exception as e:  # the reader should not raise, but the reference is the user's data
         raise UserError(f"reference ABC cannot be read ({type(e).__name__}: {e})") from None
+    if not _FIELD.search(text):
+        raise UserError("reference is not ABC: no header field (X:, M:, K:, ...)")
     if piece.note_count == 0:
         raise UserError("reference ABC has no notes")
     return piece, _stated(text)
