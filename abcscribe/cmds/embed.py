@@ -66,9 +66,8 @@ def main(
     items = list(expand_inputs(inputs, AUDIO_EXTS, jsonl=True, stdin_kind="jsonl"))
     if not items:
         raise UserError("no audio files found in the inputs")
-    dev = encoders.resolve_device(device)
-    enc = encoders.get_encoder(encoder_name, layer=layer, device=dev,
-                               dtype=encoders.resolve_dtype(dtype, dev), batch_size=batch_size)
+    enc = encoders.get_encoder(encoder_name, layer=layer, device=device, dtype=dtype,
+                               batch_size=batch_size)
 
     batch = Batch()
     done_now: set[Path] = set()

@@ -258,6 +258,7 @@ class HFEncoder(Encoder):
 
 # ---- choosing one -----------------------------------------------------------------------------
 ENCODER_NAMES = ("cqt", "mel", "crepe", "crepe-tiny", "hf:<dir-or-hub-id>")
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -277,6 +278,7 @@ def resolve_dtype(dtype, device: str = "cpu"):
     """torch dtype from a name (float32, float16, bfloat16, auto) or a torch dtype."""
     import torch
 
+    device = resolve_device(device) if device == "auto" else device
     if dtype is None or dtype == "auto":
         return torch.float16 if str(device).startswith("cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -291,11 +293,19 @@ def resolve_dtype(dtype, device: str = "cpu"):
 def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dtype=None,
                 batch_size: int | None = None) -> Encoder:  # fmt: skip
     """The encoder called ``name`` (see ENCODER_NAMES), ready to ``encode``."""
-    device = resolve_device(device)
-    if name in ("cqt", "mel"):
+    if name not in ("cqt", "mel", "crepe", "crepe-tiny") and not (
+        name.startswith("hf:") and len(name) > 3
+    ):
+        raise UserError(f"unknown encoder {name!r} (choose from {', '.join(ENCODER_NAMES)})")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise UserError(f"unknown device {device!r} (auto, cpu, cuda)")
+    if isinstance(dtype, str) and dtype not in DTYPE_NAMES:
+        raise UserError(f"unknown dtype {dtype!r} ({', '.join(DTYPE_NAMES)})")
+    if name in ("cqt", "mel"):  # numpy features: no torch, no device
         if layer is not None:
             raise UserError(f"--layer applies to hf: encoders, not {name}")
         return CQTEncoder() if name == "cqt" else MelEncoder()
+    device = resolve_device(device)
     if name in ("crepe", "crepe-tiny"):
         if layer is not None:
             raise UserError(f"--layer applies to hf: encoders, not {name}")
