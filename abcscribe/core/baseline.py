@@ -26,6 +26,7 @@ FMIN_MIDI = 36  # C2
 N_SEMITONES = 72  # up to C8
 HARMONIC_WEIGHTS = (1.0, 0.8, 0.6, 0.45, 0.3)
 GRID = 4  # positions per beat: sixteenth notes when the beat is a quarter
+ONSET_LAG = 0.03  # seconds from a note's start to the peak of spectral flux, typically
 PROGRAM = 0  # Acoustic Grand Piano: the baseline cannot tell instruments apart
 
 
@@ -237,8 +238,10 @@ def transcribe_audio(
         grid_beats = np.asarray(beats.times, dtype=float)
     else:
         grid_beats = np.arange(0.0, len(audio) / sr + period, period)
-    # ticks run from the start of the audio: the first beat sits this many beats in
-    lead = round(float(grid_beats[0]) / period * GRID) / GRID
+    # ticks run from the start of the audio: the first beat sits this many beats in (onsets
+    # are found a little after a note starts, so the grid is moved back by that much before
+    # rounding; positions on the grid are not affected, the lag is the same for all)
+    lead = round(max(float(grid_beats[0]) - ONSET_LAG, 0.0) / period * GRID) / GRID
     step = TPQ // GRID
     voice = Voice(program=PROGRAM, name="Acoustic Grand Piano")
     if raw:

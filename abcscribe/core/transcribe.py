@@ -304,7 +304,8 @@ def stitch(texts: list[str], windows: list[Window], title: str = "") -> tuple[Pi
             keys[piece.key] += piece.note_count
         # the window's length in its own ticks (its own tempo map when it wrote one)
         timeline = piece if has_q else _with_tempo(out, t0)
-        span = max(int(round(timeline.tick_at(win.seconds))), SNAP_TICKS)
+        t1 = _next_start(out, t0, max(int(round(timeline.tick_at(win.seconds))), SNAP_TICKS), win.on_bar)
+        span = t1 - t0
         dropped = 0
         used: set[int] = set()
         for v in piece.voices:
@@ -320,7 +321,7 @@ def stitch(texts: list[str], windows: list[Window], title: str = "") -> tuple[Pi
                 out.voices[target].notes.append(Note(n.pitch, t0 + n.start, dur, n.velocity))
         if dropped:
             warnings.append(f"{tag or 'window'}: {dropped} notes past the window's end dropped")
-        t0 = _next_start(out, t0, span, win.on_bar)
+        t0 = t1
     out.tempos = out.tempos or [Tempo(0, 120.0)]
     out.meters = out.meters or [Meter(0, 4, 4)]
     out.key = keys.most_common(1)[0][0] if keys else None
