@@ -184,6 +184,14 @@ def test_offset_estimation_removes_constant_lead_in():
     assert starts(q.voices[0]) == starts(clean.voices[0])
 
 
+def test_exact_file_with_lead_in_keeps_its_32nd_notes():
+    # thirty-second notes (60 file ticks) a constant 0.3 s late: the lead-in goes, the 32nds stay
+    notes = [(60 * i, 60, 60 + i % 12) for i in range(16)] + [(960, 480, 72), (1440, 480, 74)]
+    tempo = [(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120)))]
+    p = read_midi(midi_bytes([tempo, notes_on(0, [(s + 288, d, n) for s, d, n in notes])]))
+    assert [(n.start, n.duration) for n in p.voices[0].notes] == [(2 * s, 2 * d) for s, d, _ in notes]
+
+
 def test_notated_file_is_not_shifted():
     # starts on an off-beat and is full of syncopation: still exact, so no lead-in is removed
     notes = [(240 + 720 * i, 240, 60 + i % 7) for i in range(20)]
