@@ -337,7 +337,7 @@ class _Writer:
         return segs
 
     # -- one bar of one voice
-    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead) -> str:
+    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=frozenset()) -> str:
         odd = self.odd
         if any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
             groups = self.tuplets(segs, b0, b1, pickup)
@@ -349,6 +349,11 @@ class _Writer:
         sig = self.sig
         pitch = self.pitch
         beat = self.beat
+        # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
+        # another note on the same letter and octave at the bar's start must spell its own
+        carry_lo = {(pitch[x][0], pitch[x][2]): x for x in carry}
+        first = True
+        prev_tied = carry
         for tup, gsegs in groups:
             if tup is not None:
                 p, q = tup
@@ -363,15 +368,24 @@ class _Writer:
                 ln = self.length((e - s) * p, q)
                 if not ps:
                     out.append("z" + ln)
+                    first = False
+                    prev_tied = frozenset()
                     continue
+                if prev_tied and len(ps) > 1:
+                    # continuations first: abc2midi ties a note to the first chord note that
+                    # shares its letter and octave
+                    ps = tuple(sorted(ps, key=lambda x: x not in prev_tied))
+                prev_tied = tied
                 parts = []
                 for x in ps:
                     li, acc, octv, txt = pitch[x]
-                    if letter_acc.get(li, sig[li]) != acc or oct_acc.get((li, octv), sig[li]) != acc:
+                    if (letter_acc.get(li, sig[li]) != acc or oct_acc.get((li, octv), sig[li]) != acc
+                            or (first and carry_lo.get((li, octv), x) != x)):
                         txt = _ACC_TEXT[acc] + txt
                         letter_acc[li] = acc
                         oct_acc[(li, octv)] = acc
                     parts.append(txt)
+                first = False
                 if len(ps) == 1:
                     out.append(parts[0] + ln + ("-" if tied else ""))
                 elif len(tied) == len(ps):
@@ -502,8 +516,9 @@ class _Writer:
                 m = meter_at.get(b0)
                 if m is not None:
                     lead = f"[M:{m.numerator}/{m.denominator}] "
+                carry = segs[j - 1][3] if j > 0 else frozenset()
                 texts.append(self.bar_text(segs[j:k], b0, b1, bi == 0 and p.anacrusis > 0,
-                                           tempo_at if vi == 0 else {}, lead))
+                                           tempo_at if vi == 0 else {}, lead, carry))
                 j = k
             voice_bars.append(texts)
         body = []
@@ -1020,10 +1035,13 @@ class _TuneReader:
             elif prop == "octave":
                 acc = vs.bar_acc.get(lo)
             if acc is None:
-                tp = vs.tie_letters.get(lo)
-                if tp is not None and vs.ties.get(tp) is not None:
-                    return tp, lo
                 acc = vs.sig[li]
+                # a tie into a new bar carries its accidental (as abc2midi and most readers do)
+                tp = vs.tie_letters.get(lo)
+                if tp is not None:
+                    p0 = 12 * (octave + 1) + _LETTER_PC[li] + acc
+                    if p0 not in vs.ties and tp in vs.ties:
+                        return tp, lo
         else:
             if prop == "pitch":
                 vs.bar_acc[li] = acc
