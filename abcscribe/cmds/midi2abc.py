@@ -1,8 +1,122 @@
-"""abcscribe midi2abc (being built; see the open issue)."""
+"""abcscribe midi2abc: MIDI files to ABC notation (exact notes: ties, chords, tuplets)."""
 
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from abcscribe.cmds._base import Batch, emit, progress
 from abcscribe.core.errors import UserError
 
 
-def main() -> None:
-    """Not built yet."""
-    raise UserError("'midi2abc' is not built yet")
+def main(
+    inputs: List[str] = typer.Argument(
+        ..., metavar="FILE|DIR|-...",
+        help="MIDI files, folders of them (walked recursively, sorted), or - for one MIDI file "
+        "on stdin.",
+    ),
+    output_dir: Optional[Path] = typer.Option(
+        None, "-o", "--output-dir", metavar="DIR",
+        help="Write one .abc per input into DIR, mirroring the inputs' sub-folders "
+        "(default: all tunes on stdout).",
+    ),
+    jsonl: bool = typer.Option(
+        False, "--jsonl", help='Print one JSON record per input instead of ABC: '
+        '{"path", "abc", "error"}.'
+    ),
+    unit: str = typer.Option("1/16", "--unit", help="Default note length L: of the ABC."),
+    grid: str = typer.Option(
+        "16", "--grid",
+        help="Quantization grid in notes per whole note (16 = sixteenths, with triplets where "
+        "they fit better); 'none' keeps the file's timing.",
+    ),
+    key: str = typer.Option(
+        "auto", "--key",
+        help="K: of the ABC: auto (the file's key signature, else estimated from the notes), "
+        "none (no signature, every accidental written), or a key such as G, Am, Ddor.",
+    ),
+    layout: str = typer.Option(
+        "voices", "--layout",
+        help="voices: each voice in turn; interleaved: [V:n] lines bar group by bar group.",
+    ),
+    bars_per_line: int = typer.Option(4, "--bars-per-line", help="Bars on each line of music."),
+    drums: str = typer.Option(
+        "keep", "--drums", help="keep: drum tracks become a voice on MIDI channel 10; drop."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="With -o, replace .abc files that exist (default: skip them)."
+    ),
+) -> None:
+    """Convert MIDI to ABC: one tune per input (X: numbered in input order) on stdout, one .abc
+    per input with -o DIR, or JSONL records with --jsonl."""
+    from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit, write_abc
+    from abcscribe.core.files import MIDI_EXTS, atomic_write, expand_inputs
+    from abcscribe.core.midi import read_midi
+
+    unit_frac = parse_unit(unit)
+    grid_n = _parse_grid(grid)
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if drums not in ("keep", "drop"):
+        raise UserError(f"--drums must be keep or drop, got {drums!r}")
+    if bars_per_line < 1:
+        raise UserError(f"--bars-per-line must be at least 1, got {bars_per_line}")
+    key_arg = None if key.strip().lower() == "auto" else key
+    if key_arg is not None and key_arg.strip().lower() != "none" and not parse_key(key_arg)[2]:
+        raise UserError(f"--key: not a key: {key!r} (try auto, none, G, Am, Ddor)")
+
+    items = list(expand_inputs(inputs, MIDI_EXTS, jsonl=False, stdin_kind="file"))
+    if not items:
+        raise UserError("no MIDI files found in the inputs")
+
+    batch = Batch()
+    first = True
+    for x, item in enumerate(progress(items, total=len(items), desc="midi2abc"), 1):
+        name = str(item.path) if item.path is not None else "-"
+        rec = {"path": name, "abc": None, "error": None}
+        out = None
+        if output_dir is not None:
+            rel = item.rel if item.path is not None else Path("stdin")
+            out = output_dir / rel.with_suffix(".abc")
+            rec["output"] = str(out)
+            if out.exists() and not overwrite:
+                print(f"abcscribe: {out} exists, skipped (--overwrite replaces it)",
+                      file=sys.stderr)
+                if jsonl:
+                    rec["abc"] = out.read_text(encoding="utf-8", errors="replace")
+                    emit(rec)
+                continue
+        with batch.guard(rec):
+            source = sys.stdin.buffer.read() if item.path is None else item.path
+            if item.path is None and not source:
+                raise UserError("-: no MIDI data on stdin")
+            piece = read_midi(source, grid=grid_n)
+            if drums == "drop":
+                piece.voices = [v for v in piece.voices if not v.drum]
+            title = piece.title or (item.path.stem if item.path is not None else "")
+            abc = write_abc(
+                piece, x=1 if out is not None else x, unit=unit_frac, layout=layout,
+                bars_per_line=bars_per_line, key=key_arg, title=title,
+            )
+            rec["abc"] = abc
+            if out is not None:
+                atomic_write(out, abc)
+        if jsonl:
+            emit(rec)
+        elif out is None and rec["abc"] is not None:
+            sys.stdout.write(("" if first else "\n") + rec["abc"])
+            sys.stdout.flush()
+            first = False
+    batch.finish()
+
+
+def _parse_grid(text: str) -> int | None:
+    t = text.strip().lower()
+    if t in ("none", "off", "0"):
+        return None
+    if not t.isdigit() or int(t) < 1 or int(t) > 256:
+        raise UserError(f"--grid must be notes per whole note (e.g. 16) or none, got {text!r}")
+    return int(t)

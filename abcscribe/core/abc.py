@@ -1425,3 +1425,17 @@ def extract_abc(text: str) -> str:
 def _is_prose(s: str) -> bool:
     words = re.findall(r"[A-Za-z]{3,}", s)
     return len(words) >= 4 and "|" not in s and sum(len(w) for w in words) > 0.5 * len(s)
+
+
+def tune_numbers(text: str) -> list[int | None]:
+    """The X: number of each tune ``read_abc_tunes`` returns (None where it has none)."""
+    out: list[int | None] = []
+    for lines in _split_tunes(_as_text(text)):
+        num = None
+        for ln in lines:
+            if ln.startswith("X:"):
+                m = re.match(r"X:\s*(\d+)", ln)
+                num = int(m.group(1)) if m else None
+                break
+        out.append(num)
+    return out
