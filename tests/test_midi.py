@@ -192,6 +192,14 @@ def test_exact_file_with_lead_in_keeps_its_32nd_notes():
     assert [(n.start, n.duration) for n in p.voices[0].notes] == [(2 * s, 2 * d) for s, d, _ in notes]
 
 
+def test_abc2midi_style_timing_reads_back_exactly():
+    # abc2midi starts every note a tick late and ends it two ticks early: still the same notes
+    notes = [(60 * i, 60, 60 + i % 12) for i in range(8)] + [(480, 160, 67), (640, 160, 69),
+                                                              (800, 160, 71), (960, 480, 72)]
+    p = read_midi(midi_bytes([notes_on(0, [(s + 1, d - 2, n) for s, d, n in notes])]))
+    assert [(n.start, n.duration) for n in p.voices[0].notes] == [(2 * s, 2 * d) for s, d, _ in notes]
+
+
 def test_notated_file_is_not_shifted():
     # starts on an off-beat and is full of syncopation: still exact, so no lead-in is removed
     notes = [(240 + 720 * i, 240, 60 + i % 7) for i in range(20)]

@@ -88,14 +88,19 @@ def read_midi(
     vidx = np.repeat(np.arange(len(arrays)), [len(a[0]) for a in arrays])
 
     tstep = _triplet_step(grid, step) if (triplets and step) else None
-    notated = step is not None and _is_notated(starts, ends, step, 0.5 * scale, tstep)
     # A constant lead-in: given in seconds, or estimated from how the onsets sit on the grid.
+    # Files from notation need none, or only a tick or two (abc2midi delays every note so).
+    notated, shift = False, 0.0
     if offset is not None:
         shift = Piece(tempos=tempos).tick_at(max(float(offset), 0.0))
-    elif step is not None and not notated:
-        shift = estimate_shift(starts, step, tstep)
-    else:
-        shift = 0.0
+    elif step is not None:
+        micro = _micro_offset(starts, step)
+        if _is_notated(starts, step, 0.5 * scale, tstep):
+            notated = True
+        elif micro and _is_notated(starts - micro, step, 0.5 * scale, tstep):
+            notated, shift = True, micro
+        else:
+            shift = estimate_shift(starts, step, tstep)
     if shift:
         starts = starts - shift
         ends = ends - shift
@@ -107,7 +112,7 @@ def read_midi(
     if step is not None:
         # after removing a lead-in, a file that was exact but shifted reads as notation
         qs, qe = _quantize_arrays(
-            starts, ends, vidx, step, tstep, 0.5 * scale, None if shift else notated
+            starts, ends, vidx, step, tstep, 0.5 * scale, notated or None
         )
         piece.tempos = _snap_events(piece.tempos, step)
         piece.meters = _snap_events(piece.meters, step)
@@ -371,23 +376,33 @@ def _fine_steps(step: int, tstep: int | None) -> list[int]:
     return out
 
 
-def _exact_grid(x: np.ndarray, steps: list[int], tol: float) -> np.ndarray:
-    """For each value, the coarsest of ``steps`` it lies on within ``tol`` ticks (0: none)."""
+def _exact_grid(x: np.ndarray, steps: list[int], tol: float, rel: float = 0.0) -> np.ndarray:
+    """For each value, the coarsest of ``steps`` it lies on within ``tol`` ticks, or within
+    ``rel`` of that grid's step when larger (0: none)."""
     found = np.zeros(len(x), np.int64)
     for g in reversed(steps):  # coarser grids overwrite finer ones
-        found[_dist(x, g) * g <= tol] = g
+        found[_dist(x, g) <= max(tol / g, rel)] = g
     return found
 
 
-def _is_notated(starts, ends, step: int, tol: float, tstep: int | None = None) -> bool:
-    """True when (nearly) every onset and end sits exactly on a straight or triplet grid down
-    to 1/128: a file written from notation, whose timing needs no estimate and no snapping."""
+def _is_notated(starts, step: int, tol: float, tstep: int | None = None) -> bool:
+    """True when (nearly) every onset sits exactly on a straight or triplet grid down to
+    1/128: a file written from notation, whose onsets need no estimate and no snapping."""
     if len(starts) == 0:
         return True
     tstep = tstep or (step * 4 // 3 if TPQ % max(step * 4 // 3, 1) == 0 else step * 2 // 3)
-    steps = _fine_steps(step, tstep)
-    x = np.concatenate([starts[:20000], ends[:20000]])
-    return float(np.mean(_exact_grid(x, steps, tol) > 0)) >= 0.98
+    return float(np.mean(_exact_grid(starts[:20000], _fine_steps(step, tstep), tol) > 0)) >= 0.98
+
+
+def _micro_offset(starts, step: int) -> float:
+    """The common tiny displacement (at most 1/32 of a grid step, a few milliseconds) of the
+    onsets near the grid, or 0.0."""
+    r = starts[:20000] - _snap(starts[:20000], step)
+    near = np.abs(r) < step / 8
+    if near.sum() < max(4, len(r) // 2):
+        return 0.0
+    m = float(np.median(r[near]))
+    return m if abs(m) <= step / 32 else 0.0
 
 
 def _quantize_arrays(
@@ -423,11 +438,13 @@ def _quantize_arrays(
         qe = np.where(te, qe_t, qe_s)
         min_len = np.where(ts, tstep, step).astype(np.int64)
     if notated is None:
-        notated = _is_notated(starts, ends, step, tol, tstep)
+        notated = _is_notated(starts, step, tol, tstep)
     if len(starts) and notated:
         steps = _fine_steps(step, tstep)
-        for x, q in ((starts, qs), (ends, qe)):
-            g = _exact_grid(x, steps, tol)
+        # onsets exactly on a finer grid keep their place; ends (abc2midi and others shorten
+        # notes a little) go to the coarsest grid within a sixteenth of its step
+        for x, q, rel in ((starts, qs, 0.0), (ends, qe, 0.0625)):
+            g = _exact_grid(x, steps, tol, rel)
             fine = g > 0
             q[fine] = np.floor(x[fine] / g[fine] + 0.5).astype(np.int64) * g[fine]
         min_len = np.where(qs % step == 0, min_len, np.minimum(min_len, steps[-1]))
