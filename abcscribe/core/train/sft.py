@@ -1,0 +1,327 @@
+"""Supervised fine-tuning of an audio LM on Q&A records, with trl's SFTTrainer.
+
+The model family's ``collate`` builds each batch (audio or embeddings, prompt, answer; labels on
+the answer only), so the trainer is told to leave the dataset alone
+(``skip_prepare_dataset``, ``remove_unused_columns=False``) and the loss is the mean
+cross-entropy over answer tokens (completion-only), normalised over the whole accumulated batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from abcscribe.core.errors import UserError
+
+LOG_FILE = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class SFTOptions:
+    model: str = "tiny"
+    lora: bool | None = None  # None: LoRA for pretrained LMs, full fine-tuning for tiny
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    train_encoder: bool = False
+    lr: float | None = None  # None: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full pretrained
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    save_steps: int = 0  # 0: only the final model
+    eval_steps: int = 0  # 0: with each save, else at the end of each epoch
+    logging_steps: int = 10
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    split: str | None = None  # use only records of this split
+    report_to: str = "none"
+    encoder: str = "cqt"
+    projector: str = "mlp"
+    stack: int = 2
+    dtype: str | None = None
+    tiny: dict = field(default_factory=dict)  # overrides of the tiny preset
+
+
+def read_records(
+    path: str | Path, warn: Callable[[str], None], need_answer: bool = True, split: str | None = None
+) -> list[dict[str, Any]]:
+    """Records of a Q&A JSONL (of ``split`` only, when given) whose audio (or embedding) exists
+    and whose answer is not empty; the others are reported through ``warn`` and skipped."""
+    from abcscribe.core.files import read_jsonl
+    from abcscribe.core.models.records import check_record, resolve_paths
+
+    base = Path(path).parent if str(path) != "-" else None
+    good = []
+    for rec in read_jsonl(path):
+        if split is not None and rec.get("split") != split:
+            continue
+        if rec.get("error"):
+            warn(f"skipping {rec.get('id', 'record')}: it carries an error ({rec['error']})")
+            continue
+        rec = resolve_paths(rec, base)
+        try:
+            check_record(rec, need_answer=need_answer)
+        except UserError as e:
+            warn(f"skipping {e}")
+            continue
+        good.append(rec)
+    return good
+
+
+def prepare(lm, records: list[dict[str, Any]], warn, desc: str = "features") -> list[dict[str, Any]]:
+    """Compute (and cache) each record's model inputs once; records that fail are reported and
+    skipped, so a bad file never stops training halfway."""
+    from abcscribe.cmds._base import progress
+
+    good = []
+    for rec in progress(records, total=len(records), desc=desc):
+        try:
+            lm.collate([rec], answers=True)
+        except Exception as e:  # unreadable audio, wrong embedding size, ...
+            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            warn(f"skipping {rec.get('id', 'record')}: {msg}")
+            continue
+        good.append(rec)
+    return good
+
+
+def _index_dataset(n: int):
+    """A datasets.Dataset of row numbers: the records themselves (nested chat messages) stay in
+    Python and the collator looks them up, so nothing is converted to Arrow."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"row": list(range(n))})
+
+
+class _Collator:
+    """Rows of the index datasets -> the model family's batch (labels on answers only). Train
+    and eval rows are told apart by the trainer's mode."""
+
+    def __init__(self, lm, train, evals):
+        self.lm, self.train, self.evals = lm, train, evals
+
+    def __call__(self, rows):
+        training = self.lm.model.training
+        pool = self.train if training or not self.evals else self.evals
+        return self.lm.collate([pool[r["row"]] for r in rows], answers=True)
+
+
+def _trainer_class():
+    import torch
+    from trl import SFTTrainer
+
+    class AudioSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss is computed from the model's logits and the collated labels:
+        our models take audio inputs the fused LM head of trl does not know about."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs, use_cache=False)
+            logits = outputs.logits[:, :-1].float()
+            target = labels[:, 1:].to(logits.device)
+            mask = target != -100
+            nll = torch.nn.functional.cross_entropy(
+                logits[mask], target[mask], reduction="sum"
+            ) if bool(mask.any()) else logits.sum() * 0.0
+            n = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+            loss = nll / torch.as_tensor(n, device=nll.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            with torch.no_grad():
+                correct = (logits[mask].argmax(-1) == target[mask]).sum()
+                nv = self.accelerator.gather_for_metrics(mask.sum()).sum()
+                nc = self.accelerator.gather_for_metrics(correct).sum()
+                self._metrics[mode]["mean_token_accuracy"].append((nc / nv).item() if nv > 0 else 0.0)
+            return (loss, outputs) if return_outputs else loss
+
+    return AudioSFTTrainer
+
+
+def _log_callback(out_dir: Path, warn_stream):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """Every log (train loss, eval loss, learning rate) as one JSONL line in DIR/log.jsonl
+        and a short line on stderr."""
+
+        def __init__(self):
+            self.t0 = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+                   "time": round(time.monotonic() - self.t0, 2)}  # fmt: skip
+            rec.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()})
+            with open(out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            shown = " ".join(
+                f"{k}={rec[k]:.4g}" if isinstance(rec[k], float) else f"{k}={rec[k]}"
+                for k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "mean_token_accuracy")
+                if k in rec
+            )
+            print(f"sft: {shown}", file=warn_stream, flush=True)
+
+    return JsonlLog()
+
+
+def default_lr(kind: str, lora: bool) -> float:
+    if lora:
+        return 2e-4
+    return 1e-3 if kind in ("tiny",) else 2e-5
+
+
+def run_sft(
+    train_path: str | Path,
+    output_dir: str | Path,
+    opts: SFTOptions,
+    eval_path: str | Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``opts.model`` on the records of ``train_path`` and save the result to
+    ``output_dir`` (loads with ``load_model``). Returns a summary (steps, losses, seconds)."""
+    import torch
+    from transformers import PrinterCallback, ProgressCallback, set_seed
+    from trl import SFTConfig
+
+    from abcscribe.core.models import build_model, model_kind
+    from abcscribe.core.models.common import read_meta
+
+    warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if out.is_dir() else []
+    if opts.resume and not checkpoints:
+        raise UserError(f"{out}: no checkpoint to resume from (train with --save-steps)")
+    if not opts.resume and out.is_dir() and (out / "abcscribe.json").exists():
+        if not opts.overwrite:
+            done = (read_meta(out) or {}).get("sft") or {}
+            warn(f"{out}: already holds a trained model; skipping (--overwrite retrains it)")
+            return {**done, "skipped": True}
+        import shutil
+
+        for p in [*checkpoints, out / "base"]:
+            shutil.rmtree(p, ignore_errors=True)
+        checkpoints = []
+    set_seed(opts.seed)
+
+    train = read_records(train_path, warn, split=opts.split)
+    if not train:
+        raise UserError(f"{train_path}: no usable training records")
+    evals = read_records(eval_path, warn) if eval_path else []
+
+    kind = model_kind(opts.model)
+    lora = opts.lora
+    if lora is None:
+        meta = read_meta(opts.model) if Path(opts.model).is_dir() else None
+        lora = kind in ("causal-lm", "hf-audio") and not (meta and meta.get("lora") is False)
+    if kind == "tiny" and lora:
+        warn("LoRA on the tiny preset, which is built from scratch: --full trains it better")
+    lm = build_model(
+        opts.model, train, dtype=opts.dtype, encoder=opts.encoder, projector=opts.projector,
+        stack=opts.stack, tiny=opts.tiny,
+    )  # fmt: skip
+    if opts.train_encoder and lm.family == "composed":
+        warn("--train-encoder: the composed model's encoder runs outside the model (features are "
+             "precomputed); only the projection and the LM train")  # fmt: skip
+    if lm.family == "hf-audio":
+        lm.train_mode(lora, opts.lora_r, opts.lora_alpha, opts.lora_dropout, train_encoder=opts.train_encoder)
+    else:
+        lm.train_mode(lora, opts.lora_r, opts.lora_alpha, opts.lora_dropout)
+
+    train = prepare(lm, train, warn, desc="sft: preparing")
+    if not train:
+        raise UserError(f"{train_path}: no usable training records")
+    evals = prepare(lm, evals, warn, desc="sft: preparing eval") if evals else []
+
+    lr = opts.lr if opts.lr is not None else default_lr(kind, lora)
+    steps_per_epoch = math.ceil(len(train) / (opts.batch_size * opts.grad_accum))
+    total = opts.max_steps if opts.max_steps > 0 else math.ceil(steps_per_epoch * opts.epochs)
+    eval_steps = opts.eval_steps or opts.save_steps or max(1, steps_per_epoch)
+    use_cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum,
+        learning_rate=lr,
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps if opts.max_steps > 0 else -1,
+        warmup_steps=int(round(opts.warmup_ratio * total)),
+        lr_scheduler_type="cosine",
+        weight_decay=opts.weight_decay,
+        bf16=opts.bf16,
+        activation_checkpointing=opts.gradient_checkpointing,
+        logging_steps=max(1, min(opts.logging_steps, total)),
+        logging_first_step=True,
+        save_strategy="steps" if opts.save_steps > 0 else "no",
+        save_steps=opts.save_steps if opts.save_steps > 0 else 500,
+        eval_strategy=("steps" if evals else "no"),
+        eval_steps=eval_steps,
+        report_to=[] if opts.report_to in ("none", "") else [opts.report_to],
+        seed=opts.seed,
+        data_seed=opts.seed,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        completion_only_loss=True,
+        max_length=None,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not use_cuda,
+        save_only_model=False,
+        ddp_find_unused_parameters=lm.family == "hf-audio",
+    )
+    processing = getattr(lm, "processor", None) or lm.tokenizer
+    Trainer = _trainer_class()
+    trainer = Trainer(
+        model=lm.model,
+        args=args,
+        train_dataset=_index_dataset(len(train)),
+        eval_dataset=_index_dataset(len(evals)) if evals else None,
+        processing_class=processing,
+        data_collator=_Collator(lm, train, evals),
+    )
+    trainer.model_accepts_loss_kwargs = True  # our compute_loss normalises over the accumulated batch
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        if not opts.resume:
+            (out / LOG_FILE).unlink(missing_ok=True)
+    trainer.add_callback(_log_callback(out, sys.stderr))
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if opts.resume else None)
+    seconds = time.monotonic() - t0
+    final_eval = trainer.evaluate() if evals else {}
+    lm.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
+    lm.device = trainer.args.device
+    summary = {
+        "model": opts.model,
+        "family": lm.family,
+        "lora": bool(lora),
+        "train_records": len(train),
+        "eval_records": len(evals),
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "eval_loss": float(final_eval["eval_loss"]) if "eval_loss" in final_eval else None,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(result.global_step * opts.batch_size * opts.grad_accum / max(seconds, 1e-9), 3),
+        "lr": lr,
+    }
+    if trainer.is_world_process_zero():
+        options = {k: v for k, v in asdict(opts).items()}
+        lm.save(out, extra={"sft": {**summary, "options": options, "data": str(train_path)}})
+    return summary
