@@ -128,6 +128,15 @@ def test_chord_is_one_unit():
     assert R.pitch_loss(ref, split) == pytest.approx(3 / 5)
 
 
+def test_note_order_within_a_voice_does_not_matter():
+    ordered = trio()
+    shuffled = trio()
+    for v in shuffled.voices:
+        random.Random(1).shuffle(v.notes)
+    assert R.score_pieces(ordered, shuffled).reward == 1.0
+    assert R.score_pieces(shuffled, ordered).rhythm == 0.0
+
+
 def test_missing_and_extra_voices_cost_a_full_voice_each():
     two = piece(melody(TUNE, program=40), melody(BASS, program=33))
     one = piece(melody(TUNE, program=40))

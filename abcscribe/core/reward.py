@@ -199,23 +199,31 @@ def _nd(m) -> tuple[int, int]:
 class _VoiceView:
     """What the per-voice losses need from a Voice, computed once."""
 
-    __slots__ = ("chords", "onsets", "program", "drum", "name")
+    __slots__ = ("chords", "onsets", "program", "drum")
 
     def __init__(self, v: Voice, tpq: int):
-        groups: dict[int, list[int]] = {}
-        for n in v.notes:
-            g = groups.get(n.start)
-            if g is None:
-                groups[n.start] = [n.pitch]
-            else:
-                g.append(n.pitch)
-        starts = sorted(groups)
-        self.chords = [tuple(sorted(groups[t])) if len(groups[t]) > 1 else groups[t][0] for t in starts]
-        scale = TPQ / tpq if tpq != TPQ else 1
-        self.onsets = [t * scale for t in starts] if scale != 1 else starts
+        starts: list[int] = []
+        groups: list[list[int]] = []
+        last = None
+        for n in v.notes:  # readers give notes in time order: one pass, no dict
+            t = n.start
+            if t == last:
+                groups[-1].append(n.pitch)
+            elif last is None or t > last:
+                starts.append(t)
+                groups.append([n.pitch])
+                last = t
+            else:  # out of order: group by onset the slow way
+                by: dict[int, list[int]] = {}
+                for m in v.notes:
+                    by.setdefault(m.start, []).append(m.pitch)
+                starts = sorted(by)
+                groups = [by[t] for t in starts]
+                break
+        self.chords = [g[0] if len(g) == 1 else tuple(sorted(g)) for g in groups]
+        self.onsets = starts if tpq == TPQ else [t * TPQ / tpq for t in starts]
         self.program = int(v.program)
         self.drum = bool(v.drum)
-        self.name = gm.program_name(self.program, self.drum)
 
 
 def _views(piece: Piece) -> list[_VoiceView]:

@@ -8,7 +8,8 @@ programs; 4/4, 3/4 or 6/8) written by core.abc.write_abc, and a prediction that 
 (wrong, dropped and added notes, tempo off by a few BPM, sometimes another instrument, sometimes
 wrapped in prose and a ``` fence). Every pair has its own reference, so both ABC texts are read
 each time ("distinct refs"); "ppo" scores 8 predictions per reference, as a PPO/GRPO group does,
-so the reference is read once per group (core.reward caches it)."""
+so the reference is read once per group (core.reward caches it). Rates are pairs per CPU second
+of this single-threaded process pinned to one core."""
 
 from __future__ import annotations
 
@@ -95,15 +96,16 @@ def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def rate(fn, pairs, min_seconds: float) -> float:
-    """Pairs per second of fn over pairs, repeated until min_seconds have passed."""
+    """Pairs per CPU second of fn over pairs (this process's CPU time, so other processes on a
+    shared machine do not count against it), repeated until min_seconds have passed."""
     from abcscribe.core import reward
 
-    done, t0 = 0, time.perf_counter()
+    done, t0 = 0, time.process_time()
     while True:
         reward._read_reference_cached.cache_clear()
         fn(pairs)
         done += len(pairs)
-        el = time.perf_counter() - t0
+        el = time.process_time() - t0
         if el >= min_seconds:
             return done / el
 
