@@ -8,8 +8,12 @@ import importlib
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.26 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
 
 from abcscribe import __version__
 from abcscribe.cmds import COMMANDS
@@ -57,10 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"abcscribe: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click_exceptions.Abort:
         print("abcscribe: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:
+    except click_exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
