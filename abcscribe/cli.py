@@ -15,6 +15,8 @@ try:  # typer >= 0.26 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
+_Abort = getattr(typer, "Abort", None) or getattr(click_exceptions, "Abort")
+
 from abcscribe import __version__
 from abcscribe.cmds import COMMANDS
 from abcscribe.core.errors import UserError
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"abcscribe: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except click_exceptions.Abort:
+    except _Abort:
         print("abcscribe: interrupted", file=sys.stderr)
         sys.exit(130)
     except click_exceptions.ClickException as e:
