@@ -14,6 +14,7 @@ stream of inputs with windows of several inputs batched together."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from abcscribe.core.notes import TPQ, Meter, Note, Piece, Tempo, Voice
 MIN_WINDOW_SECONDS = 2.0
 #: grid that window boundaries snap to when they are not on bar lines: a sixteenth note
 SNAP_TICKS = TPQ // 4
+_HEADER_FIELD = re.compile(r"^[A-Za-z]:", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,8 @@ def read_window(text: str) -> tuple[Piece, list[str], bool]:
     from abcscribe.core.abc import extract_abc, read_abc
 
     abc = extract_abc(text or "")
+    if not _HEADER_FIELD.search(abc):  # prose, or note-like garbage: not an ABC tune
+        return Piece(), ["no ABC header in the model's answer"], False
     try:
         piece, warns = read_abc(abc)
     except Exception as e:  # the reader promises not to raise; a model's output is not ours

@@ -1,0 +1,159 @@
+"""`abcscribe transcribe` as a user runs it: folders of recordings (nested, one corrupt, one
+long), JSONL from mkqa piped into `score`, resumable outputs, shards, and a tiny model trained
+here."""
+
+import json
+from pathlib import Path
+
+import music21
+import pytest
+
+from abcscribe.core.abc import read_abc, write_abc
+from abcscribe.core.audio import render, write_audio
+from abcscribe.core.notes import Note, Piece, Tempo, Voice
+from abcscribe.core.qa import slice_piece
+from abcscribe.core.reward import score_pieces
+
+RYAN = Path(music21.__file__).parent / "corpus" / "ryansMammoth"
+LONG_SECONDS = 70.0
+
+
+def tune(name: str, bpm: float, program: int = 0, seconds: float | None = None) -> Piece:
+    """A folk tune from music21's corpus at ``bpm``, played on ``program``, repeated until it
+    lasts ``seconds`` and cut at the next bar line (None: as written)."""
+    piece, _ = read_abc((RYAN / name).read_text())
+    piece.tempos = [Tempo(0, bpm)]
+    for v in piece.voices:
+        v.program = program
+        v.name = ""
+    if seconds is None:
+        return piece
+    bar = piece.meter.bar_ticks
+    length = -(-piece.end_tick // bar) * bar
+    out = Piece(voices=[Voice(program=program)], tempos=piece.tempos, meters=piece.meters,
+                key=piece.key, anacrusis=piece.anacrusis)
+    shift = 0
+    while piece.seconds(shift) < seconds:
+        out.voices[0].notes += [Note(n.pitch, n.start + shift, n.duration) for v in piece.voices
+                                for n in v.notes]
+        shift += length
+    end = -(-int(piece.tick_at(seconds)) // bar) * bar  # on a bar line: a score a user would write
+    return slice_piece(out, 0, end)
+
+
+def save(piece: Piece, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_audio(path, render(piece, 22050), 22050)
+    return path
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory):
+    """songs/broken.wav (not audio), songs/long.wav (70 s), songs/reels/a.wav and
+    songs/reels/slow/b.flac (short tunes), with the long tune's reference Piece."""
+    root = tmp_path_factory.mktemp("songs")
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    long_ref = tune("DuxburyHornpipe.abc", bpm=96, seconds=LONG_SECONDS)
+    save(long_ref, root / "long.wav")
+    save(tune("SilverStarHornpipe.abc", bpm=150, program=40, seconds=9), root / "reels" / "a.wav")
+    save(tune("PantomimeReel.abc", bpm=140, seconds=8), root / "reels" / "slow" / "b.flac")
+    return root, long_ref
+
+
+def records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def check_folder_run(proc, out: Path, long_ref: Piece, min_f1: float | None):
+    """One record per input, the corrupt one an error, non-zero exit, mirrored .abc files, and
+    the long file transcribed in three stitched windows that cover it."""
+    assert proc.returncode == 1, proc.stderr
+    recs = {Path(r["path"]).name: r for r in records(proc.stdout)}
+    assert set(recs) == {"broken.wav", "long.wav", "a.wav", "b.flac"}
+    assert "broken.wav" in recs["broken.wav"]["error"] and recs["broken.wav"]["abc"] is None
+    assert "1 of 4 inputs failed" in proc.stderr and "Traceback" not in proc.stderr
+    for name in ("long.wav", "a.wav", "b.flac"):
+        assert recs[name]["error"] is None, recs[name]
+        assert recs[name]["abc"].startswith("X:1")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.abc")) == [
+        "long.abc", "reels/a.abc", "reels/slow/b.abc"]
+    assert (out / "long.abc").read_text() == recs["long.wav"]["abc"]
+
+    long = recs["long.wav"]
+    assert long["windows"] == 3 and long["seconds"] == pytest.approx(LONG_SECONDS, abs=2)
+    piece, _ = read_abc(long["abc"])
+    # notes from the last window, placed where its audio is: the tune covers the whole file
+    assert piece.duration_seconds > LONG_SECONDS - 10
+    if min_f1 is not None:
+        # the stitched windows line up with the audio all along, not just window by window
+        assert score_pieces(long_ref, piece).note_f1 >= min_f1
+    return recs
+
+
+def test_baseline_on_a_folder_with_subfolders_a_corrupt_and_a_long_file(songs, cli, tmp_path):
+    root, long_ref = songs
+    out = tmp_path / "out"
+
+    proc = cli("transcribe", root, "--model", "baseline", "-o", out, "--midi", "--musicxml")
+
+    check_folder_run(proc, out, long_ref, min_f1=0.8)
+    assert (out / "reels" / "slow" / "b.mid").read_bytes()[:4] == b"MThd"
+    xml = (out / "reels" / "a.musicxml").read_text()
+    assert "<score-partwise" in xml and "<note" in xml
+
+    # a re-run resumes: finished inputs are skipped (their ABC still on stdout), the broken one
+    # is tried again
+    again = cli("transcribe", root, "-o", out, "--midi", "--musicxml")
+    assert again.returncode == 1
+    recs = {Path(r["path"]).name: r for r in records(again.stdout)}
+    assert all(recs[n].get("skipped") for n in ("long.wav", "a.wav", "b.flac"))
+    assert recs["a.wav"]["abc"] == (out / "reels" / "a.abc").read_text()
+    assert not recs["broken.wav"].get("skipped") and recs["broken.wav"]["error"]
+
+
+def test_shards_split_a_folder_between_processes(songs, cli):
+    # sorted inputs: reels/a.wav (0), reels/slow/b.flac (1); shard 1 of 2 takes the second
+    proc = cli("transcribe", songs[0] / "reels", "--shard", "1/2")
+    assert proc.returncode == 0, proc.stderr
+    assert [Path(r["path"]).name for r in records(proc.stdout)] == ["b.flac"]
+
+
+def test_bad_option_values_are_one_line_errors(songs, cli):
+    for args in (["--top-p", "1.5"], ["--top-p", "0"], ["--shard", "2/2"], ["--midi"]):
+        proc = cli("transcribe", songs[0] / "reels", *args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def test_jsonl(tmp_path_factory):
+    """mkqa records (transcription task) of a recorded tune and its ABC score."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("qa")
+    ref = tune("HereAwaHighlandFling.abc", bpm=110, seconds=20)
+    save(ref, root / "pairs" / "fling.wav")
+    (root / "pairs" / "fling.abc").write_text(write_abc(ref))
+    out = root / "test.jsonl"
+    run_cli("mkqa", root / "pairs", "--tasks", "transcribe", "--split", "test=1",
+            "--max-seconds", "10", "-o", out, check=True)
+    return out
+
+
+def test_mkqa_jsonl_through_transcribe_into_score(test_jsonl, cli):
+    proc = cli("transcribe", test_jsonl, "--model", "baseline")
+    assert proc.returncode == 0, proc.stderr
+    recs = records(proc.stdout)
+    source = records(test_jsonl.read_text())
+    assert [r["id"] for r in recs] == [s["id"] for s in source] and len(recs) >= 2
+    for r, s in zip(recs, source):
+        assert r["ref"] == s["abc"] and r["pred"] == r["abc"]
+        assert r["offset"] == s["offset"] and r["seconds"] == pytest.approx(s["duration"], abs=0.1)
+
+    scored = cli("score", input=proc.stdout)
+    assert scored.returncode == 0, scored.stderr
+    rows = records(scored.stdout)
+    assert len(rows) == len(recs)
+    # each clip was transcribed from its own span of the recording
+    assert min(r["note_f1"] for r in rows) >= 0.6, rows
