@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,12 +14,12 @@ from abcscribe.core.errors import UserError
 
 def main(
     inputs: List[str] = typer.Argument(
-        ..., metavar="INPUT...",
+        ..., metavar="INPUT",
         help="Folders of recordings and MIDI/ABC sharing stems, dataset roots (URMP, Slakh2100, "
         "MAESTRO), a MAESTRO CSV, or a manifest JSONL.",
     ),
     layout: str = typer.Option(
-        "auto", "--layout",
+        "auto", "--layout", metavar="NAME",
         help="How INPUT pairs recordings with scores: auto, pairs, urmp, slakh, maestro, manifest.",
     ),
     output: Optional[str] = typer.Option(
@@ -31,30 +32,30 @@ def main(
         "to DIR/errors.jsonl.",
     ),
     tasks: str = typer.Option(
-        "transcribe,tempo,metre,key,instruments,voices", "--tasks",
+        "transcribe,tempo,metre,key,instruments,voices", "--tasks", metavar="LIST",
         help="Comma-separated tasks, one record per clip and task.",
     ),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longest clip, in seconds."),
-    min_bars: int = typer.Option(1, "--min-bars", help="Fewest bars in a clip."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", metavar="S", help="Longest clip, in seconds."),
+    min_bars: int = typer.Option(1, "--min-bars", metavar="N", help="Fewest bars in a clip."),
     max_bars: Optional[int] = typer.Option(
-        None, "--max-bars", help="Most bars in a clip (default: as many as fit --max-seconds)."
+        None, "--max-bars", metavar="N", help="Most bars in a clip (default: as many as fit --max-seconds)."
     ),
     hop_bars: Optional[int] = typer.Option(
-        None, "--hop-bars",
+        None, "--hop-bars", metavar="N",
         help="Bars from one clip's start to the next (default: the clip's length, no overlap).",
     ),
     abc_layout: str = typer.Option(
-        "voices", "--abc-layout",
+        "voices", "--abc-layout", metavar="voices|interleaved",
         help="ABC voice layout of the answers, as midi2abc --layout: voices or interleaved.",
     ),
     grid: int = typer.Option(
-        16, "--grid", help="Quantize MIDI to this many notes per whole note (0: keep raw timing)."
+        16, "--grid", metavar="N", help="Quantize MIDI to this many notes per whole note (0: keep raw timing)."
     ),
     split: str = typer.Option(
-        "train=0.8,val=0.1,test=0.1", "--split",
+        "train=0.8,val=0.1,test=0.1", "--split", metavar="NAME=RATIO,...",
         help="Split names and ratios; a piece's split follows from a hash of its id.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for choosing question phrasings."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for choosing question phrasings."),
     render: bool = typer.Option(
         False, "--render", help="Render scores that have no recording (into --audio-dir)."
     ),
@@ -62,14 +63,22 @@ def main(
         None, "--audio-dir", metavar="DIR",
         help="Where --render writes audio (default: 'audio' beside the output).",
     ),
-    sample_rate: int = typer.Option(22050, "--sample-rate", help="Sample rate of rendered audio."),
+    sample_rate: int = typer.Option(22050, "--sample-rate", metavar="HZ", help="Sample rate of rendered audio."),
+    engine: str = typer.Option(
+        "auto", "--engine", metavar="NAME",
+        help="Renderer for --render: fluidsynth, builtin, or auto (fluidsynth when installed).",
+    ),
     soundfont: Optional[str] = typer.Option(
-        None, "--soundfont", help="General MIDI soundfont for --render (default: a system one)."
+        None, "--soundfont", metavar="FILE", help="General MIDI soundfont for --render (default: a system one)."
     ),
     absolute_paths: bool = typer.Option(
         False, "--absolute-paths",
         help="Write absolute audio paths (default: relative to the output file's folder; "
         "absolute on stdout).",
+    ),
+    jobs: int = typer.Option(
+        0, "--jobs", "-j", metavar="N",
+        help="Pieces worked on at once (rendering overlaps); 0: one per CPU core.",
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace existing outputs and rendered audio."
@@ -86,6 +95,8 @@ def main(
         raise UserError(f"--abc-layout: expected voices or interleaved, got {abc_layout!r}")
     if grid < 0:
         raise UserError(f"--grid must be 0 (no quantization) or positive, got {grid}")
+    if engine not in ("auto", "fluidsynth", "builtin"):
+        raise UserError(f"--engine: expected auto, fluidsynth or builtin, got {engine!r}")
     ratios = qa.parse_split(split)
     to_stdout = out_dir is None and output in (None, "-")
     out_file = None if to_stdout or output is None else Path(output)
@@ -107,25 +118,29 @@ def main(
         max_seconds=max_seconds, min_bars=min_bars, hop_bars=hop_bars, max_bars=max_bars,
         tasks=tuple(qa.parse_tasks(tasks)), seed=seed, abc_layout=abc_layout,
         grid=grid or None, splits=tuple(ratios.items()), render=render, audio_dir=audio_dir,
-        sample_rate=sample_rate, soundfont=soundfont, overwrite=overwrite,
+        sample_rate=sample_rate, engine=engine, soundfont=soundfont, overwrite=overwrite,
         audio_base=None if (absolute_paths or to_stdout) else base,
     )
     qa.check_clip_options(max_seconds, min_bars, hop_bars, max_bars)
 
     found = [s for path in inputs for s in sources(path, layout)]
+    seen: dict[str, object] = {}
+    for src in found:
+        if src.id in seen and not src.error:
+            src.error = f"{src.id}: a second piece with this id ({src.score or src.audio})"
+        seen.setdefault(src.id, src)
     batch = Batch()
     kept: list[dict] = []
     errors: list[dict] = []
-    seen: set[str] = set()
-    for src in progress(found, total=len(found), desc="mkqa"):
+    results = qa.map_sources(found, opts, jobs=jobs if jobs > 0 else (os.cpu_count() or 1))
+    for src, outcome in progress(results, total=len(found), desc="mkqa"):
         err = {"id": src.id, "piece": src.id,
                "audio": str(src.audio) if src.audio else None,
                "score": str(src.score) if src.score else None}
         with batch.guard(err):
-            if src.id in seen:
-                raise UserError(f"{src.id}: a second piece with this id (from {src.score or src.audio})")
-            seen.add(src.id)
-            recs, remarks = qa.source_records(src, opts)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            recs, remarks = outcome
             for r in remarks:
                 warn(r)
             if to_stdout:

@@ -16,7 +16,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from abcscribe.core import gm
 from abcscribe.core.errors import UserError
@@ -276,6 +276,7 @@ class QAOptions:
     render: bool = False  # render scores that have no recording
     audio_dir: Path | None = None  # where rendered audio goes
     sample_rate: int = 22050
+    engine: str = "auto"  # core.audio.render engine: auto, fluidsynth, builtin
     soundfont: str | None = None
     overwrite: bool = False  # re-render audio that exists
     audio_base: Path | None = None  # record paths relative to this folder; None: absolute
@@ -404,7 +405,7 @@ def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str
     if audio is None:
         if not opts.render:
             raise UserError(f"{src.score}: no audio file shares its stem (use --render to make one)")
-        audio = render_source(src.id, piece, opts)
+        audio = render_source(src.id, piece, opts, src.score)
     elif not audio.is_file():
         raise UserError(f"{audio}: audio file not found")
     length = audio_seconds(audio)
@@ -424,18 +425,46 @@ def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str
     return kept, remarks
 
 
-def render_source(piece_id: str, piece: Piece, opts: QAOptions) -> Path:
-    """Render ``piece`` to ``<audio_dir>/<piece_id>.wav`` (kept when it exists, unless
-    ``opts.overwrite``) and return the path."""
+def render_source(piece_id: str, piece: Piece, opts: QAOptions, score: Path | None = None) -> Path:
+    """Render ``piece`` to ``<audio_dir>/<piece_id>.wav`` and return the path. An existing file
+    newer than ``score`` is kept, unless ``opts.overwrite``."""
     if opts.audio_dir is None:
         raise UserError("--render needs --audio-dir (or an output file to put the audio beside)")
     path = Path(opts.audio_dir) / f"{piece_id}.wav"
-    if path.is_file() and not opts.overwrite:
-        return path
+    if path.is_file() and not opts.overwrite and (
+        score is None or path.stat().st_mtime >= score.stat().st_mtime
+    ):
+        return path  # rendered by an earlier run from this very score
     from abcscribe.core.audio import render, write_audio
 
-    write_audio(path, render(piece, sr=opts.sample_rate, soundfont=opts.soundfont), opts.sample_rate)
+    write_audio(path, render(piece, sr=opts.sample_rate, engine=opts.engine, soundfont=opts.soundfont), opts.sample_rate)
     return path
+
+
+def map_sources(sources: list, opts: QAOptions, jobs: int = 1) -> Iterator[tuple[Any, Any]]:
+    """``(source, (records, remarks))`` for each source in order, or ``(source, exception)``
+    when it failed. With ``jobs`` > 1 sources are worked on in threads (rendering runs in
+    subprocesses, so it overlaps); the order of the results never changes."""
+    def work(src):
+        try:
+            return src, source_records(src, opts)
+        except Exception as e:  # handed to the caller's batch guard
+            return src, e
+
+    if jobs <= 1:
+        yield from map(work, sources)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        window: list = []
+        it = iter(sources)
+        for src in it:  # a bounded look-ahead keeps memory flat on big datasets
+            window.append(pool.submit(work, src))
+            if len(window) >= 4 * jobs:
+                yield window.pop(0).result()
+        for f in window:
+            yield f.result()
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
