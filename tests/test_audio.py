@@ -131,3 +131,19 @@ def test_unknown_encoder_and_layer_on_features_are_user_errors():
         get_encoder("jukebox")
     with pytest.raises(UserError, match="--layer"):
         get_encoder("cqt", layer=3)
+
+
+def test_crepe_embeddings_are_what_its_classifier_sees():
+    # the fast path must give the activations torchcrepe's own forward feeds its classifier
+    import torch
+
+    enc = get_encoder("crepe-tiny")
+    seen = []
+    hook = enc.model.classifier.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    frames = torch.from_numpy(np.random.default_rng(0).standard_normal((20, 1024)).astype("f4"))
+    with torch.inference_mode():
+        enc.model(frames)
+        fast = enc.penultimate(frames)
+    hook.remove()
+    assert fast.shape == (20, 256)
+    torch.testing.assert_close(fast, seen[0], atol=1e-4, rtol=1e-4)

