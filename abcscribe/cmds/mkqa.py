@@ -124,6 +124,8 @@ def main(
     qa.check_clip_options(max_seconds, min_bars, hop_bars, max_bars)
 
     found = [s for path in inputs for s in sources(path, layout)]
+    if not found:
+        raise UserError(f"no recordings or scores found in {', '.join(inputs)} (--layout {layout})")
     seen: dict[str, object] = {}
     for src in found:
         if src.id in seen and not src.error:

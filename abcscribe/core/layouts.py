@@ -62,11 +62,10 @@ def detect_layout(path: Path) -> str:
         return "maestro"
     for _root, _dirs, files in os.walk(path):
         for f in files:
-            if f.startswith("AuMix_") or f.startswith("Sco_"):
+            if f.startswith("AuMix_") or (f.startswith("Sco_") and f.lower().endswith(".mid")):
                 return "urmp"
-            if f in ("all_src.mid", "metadata.yaml") or f.startswith("mix."):
-                if f != "metadata.yaml" or "all_src.mid" in files:
-                    return "slakh"
+            if f == "all_src.mid":
+                return "slakh"
     return "pairs"
 
 
