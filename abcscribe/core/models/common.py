@@ -39,18 +39,27 @@ def generation_kwargs(opts: GenerationOptions, pad_id: int, eos_ids: list[int]) 
         from abcscribe.core.errors import UserError
 
         raise UserError(f"top_p must be in (0, 1], got {opts.top_p}")
+    sampling = bool(opts.temperature and opts.temperature > 0)
     kw: dict[str, Any] = dict(
         max_new_tokens=int(opts.max_new_tokens),
-        num_return_sequences=int(opts.num_samples),
+        # greedy decoding gives one answer per prompt; callers repeat it (see repeat_greedy)
+        num_return_sequences=int(opts.num_samples) if sampling else 1,
         pad_token_id=pad_id,
         eos_token_id=eos_ids,
         use_cache=True,
     )
-    if opts.temperature and opts.temperature > 0:
+    if sampling:
         kw.update(do_sample=True, temperature=float(opts.temperature), top_p=float(opts.top_p), top_k=0)
     else:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     return kw
+
+
+def repeat_greedy(ids: torch.Tensor, opts: GenerationOptions) -> torch.Tensor:
+    """Greedy output has one row per prompt: repeat it ``num_samples`` times (prompt-major)."""
+    if not (opts.temperature and opts.temperature > 0) and opts.num_samples > 1:
+        return ids.repeat_interleave(int(opts.num_samples), dim=0)
+    return ids
 
 
 def lora_targets(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> list[str]:

@@ -31,6 +31,7 @@ from abcscribe.core.models.chat import (
 from abcscribe.core.models.common import (
     ReferenceMixin,
     generation_kwargs,
+    repeat_greedy,
     lora_targets,
     pad_rows,
     positions_from_mask,
@@ -269,7 +270,7 @@ class ComposedAudioLM(ReferenceMixin, AudioLM):
             )
         finally:
             core.train(was_training)
-        return _pad_after_eos(out, self.eos_ids, self.tokenizer.pad_token_id)
+        return repeat_greedy(_pad_after_eos(out, self.eos_ids, self.tokenizer.pad_token_id), opts)
 
     def decode(self, ids) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

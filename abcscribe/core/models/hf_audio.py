@@ -18,6 +18,7 @@ from abcscribe.core.models.chat import answer_suffix_text
 from abcscribe.core.models.common import (
     ReferenceMixin,
     generation_kwargs,
+    repeat_greedy,
     pad_rows,
     positions_from_mask,
     write_meta,
@@ -148,7 +149,7 @@ class HFAudioLM(ReferenceMixin, AudioLM):
         finally:
             base.train(was)
         out = out[:, p["input_ids"].shape[1] :]
-        return _pad_after_eos(out, self.eos_ids, self.tokenizer.pad_token_id)
+        return repeat_greedy(_pad_after_eos(out, self.eos_ids, self.tokenizer.pad_token_id), opts)
 
     def decode(self, ids) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

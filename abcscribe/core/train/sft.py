@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -230,8 +231,18 @@ def run_sft(
         lora = kind in ("causal-lm", "hf-audio") and not (meta and meta.get("lora") is False)
     if kind == "tiny" and lora:
         warn("LoRA on the tiny preset, which is built from scratch: --full trains it better")
+    encoder = opts.encoder
+    if kind in ("tiny", "causal-lm") and train[0].get("embedding"):
+        # a new composed model takes the encoder that made the records' embeddings, so that
+        # transcribe computes the same features from raw audio
+        from abcscribe.core.models.records import load_embedding
+
+        made_by = load_embedding(train[0])[1].get("encoder")
+        if made_by and made_by != encoder:
+            warn(f"the records' embeddings come from encoder {made_by!r}; using it (not {encoder!r})")
+            encoder = made_by
     lm = build_model(
-        opts.model, train, dtype=opts.dtype, encoder=opts.encoder, projector=opts.projector,
+        opts.model, train, dtype=opts.dtype, encoder=encoder, projector=opts.projector,
         stack=opts.stack, tiny=opts.tiny,
     )  # fmt: skip
     if opts.train_encoder and lm.family == "composed":
@@ -242,6 +253,11 @@ def run_sft(
     else:
         lm.train_mode(lora, opts.lora_r, opts.lora_alpha, opts.lora_dropout)
 
+    small = sum(p.numel() for p in lm.model.parameters()) < 50_000_000
+    if small and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # a small model's matrices are too small to split across threads: one thread is as fast
+        # on an idle machine and many times faster on a busy one (no spinning workers)
+        torch.set_num_threads(1)
     train = prepare(lm, train, warn, desc="sft: preparing")
     if not train:
         raise UserError(f"{train_path}: no usable training records")
