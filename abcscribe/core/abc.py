@@ -463,22 +463,24 @@ class _Writer:
                         continue
                     snapped.append((s2, e2, ps, tied))
             return [(None, snapped)]
-        groups = []
-        for c0, c1, p in plan:
-            part = []
-            for s, e, ps, tied in segs:
-                if e <= c0 or s >= c1:
-                    continue
-                s2, e2 = max(s, c0), min(e, c1)
-                t2 = tied if e2 == e else frozenset(ps)
-                part.append((s2, e2, ps, t2))
-            if p is None:
-                if groups and groups[-1][0] is None:
-                    groups[-1][1].extend(part)
+        tchunks = [(c0, c1, p) for c0, c1, p in plan if p is not None]
+        edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
+        groups: list = []
+        ci = 0
+        for s, e, ps, tied in segs:
+            cuts = [x for x in edges if s < x < e]
+            pts = [s, *cuts, e]
+            for a, b in zip(pts, pts[1:]):
+                t2 = tied if b == e else frozenset(ps)
+                while ci < len(tchunks) and tchunks[ci][1] <= a:
+                    ci += 1
+                chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
+                tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
+                if groups and groups[-1][0] == tag:
+                    groups[-1][1].append((a, b, ps, t2))
                 else:
-                    groups.append((None, part))
-            else:
-                groups.append(((p, _pow2_below(p)), part))
+                    groups.append((tag, [(a, b, ps, t2)]))
+        groups = [((g[0][0], g[0][1]) if g[0] else None, g[1]) for g in groups]
         return groups
 
     # -- whole tune
@@ -598,7 +600,7 @@ _TOKEN = re.compile(
   | ([<>]+)                                                   # 23 broken rhythm
   | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 24 skipped groups
   | (&)                                                       # 25 voice overlay
-  | ([\s().~HLMOPSTuvy`$*#;?@'\\]+)                           # 26 ignorable
+  | (\((?!\d)|[\s).~HLMOPSTuvy`$*#;?@'\\]+)                   # 26 skipped: slurs, spaces
   | (.)                                                       # 27 unknown
     """,
     re.X,
