@@ -1149,7 +1149,9 @@ class _TuneReader:
         vs.last = (notes, start, new, los)
 
     def bar(self, vs, text: str) -> None:
-        vs.in_chord = False
+        if vs.in_chord:
+            self.warn("chord not closed before a bar line", once="chord")
+            self.chord_close(vs, "", "", "")
         vs.t = max(vs.t, vs.bar_max)
         vs.bar_max = 0
         ending = None
