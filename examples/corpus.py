@@ -84,9 +84,16 @@ def main(argv=None) -> int:
         bpm = float(round(rng.uniform(lo, hi)))
         piece.tempos = [Tempo(0, bpm)]
         program = rng.choice(programs)
+        # MIDI cannot say "this starts with a pickup": pad the pickup to a full bar with a rest
+        # so bar lines read back from the MIDI fall where the tune's bar lines are.
+        pad = 0
+        if piece.anacrusis:
+            pad = piece.meter_at(0).bar_ticks - piece.anacrusis
+            piece.meters = [type(m)(m.tick + pad if m.tick else 0, m.numerator, m.denominator) for m in piece.meters]
+            piece.anacrusis = 0
         for v in piece.voices:
             v.program, v.drum, v.name = program, False, ""
-            v.notes = [n for n in v.notes if n.duration > 0]
+            v.notes = [type(n)(n.pitch, n.start + pad, n.duration, n.velocity) for n in v.notes if n.duration > 0]
         piece.title = name
         write_midi(piece, out / f"{name}.mid")
         n += 1
