@@ -96,25 +96,23 @@ def prepare(lm, records: list[dict[str, Any]], warn, desc: str = "features") -> 
     return good
 
 
-def _index_dataset(n: int):
+def _index_dataset(start: int, n: int):
     """A datasets.Dataset of row numbers: the records themselves (nested chat messages) stay in
     Python and the collator looks them up, so nothing is converted to Arrow."""
     from datasets import Dataset
 
-    return Dataset.from_dict({"row": list(range(n))})
+    return Dataset.from_dict({"row": list(range(start, start + n))})
 
 
 class _Collator:
-    """Rows of the index datasets -> the model family's batch (labels on answers only). Train
-    and eval rows are told apart by the trainer's mode."""
+    """Rows of the index datasets (train rows first, then eval rows) -> the model family's
+    batch, labels on the answers only."""
 
-    def __init__(self, lm, train, evals):
-        self.lm, self.train, self.evals = lm, train, evals
+    def __init__(self, lm, records):
+        self.lm, self.records = lm, records
 
     def __call__(self, rows):
-        training = self.lm.model.training
-        pool = self.train if training or not self.evals else self.evals
-        return self.lm.collate([pool[r["row"]] for r in rows], answers=True)
+        return self.lm.collate([self.records[r["row"]] for r in rows], answers=True)
 
 
 def _trainer_class():
@@ -305,10 +303,10 @@ def run_sft(
     trainer = Trainer(
         model=lm.model,
         args=args,
-        train_dataset=_index_dataset(len(train)),
-        eval_dataset=_index_dataset(len(evals)) if evals else None,
+        train_dataset=_index_dataset(0, len(train)),
+        eval_dataset=_index_dataset(len(train), len(evals)) if evals else None,
         processing_class=processing,
-        data_collator=_Collator(lm, train, evals),
+        data_collator=_Collator(lm, train + evals),
     )
     trainer.model_accepts_loss_kwargs = True  # our compute_loss normalises over the accumulated batch
     trainer.remove_callback(PrinterCallback)

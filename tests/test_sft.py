@@ -1,0 +1,94 @@
+"""`abcscribe sft` as a user runs it: Q&A JSONL in, a model directory out that loads and
+transcribes; bad records reported and skipped; the loss curve in DIR/log.jsonl."""
+
+import json
+
+import pytest
+from test_models import GREEDY, make_records
+
+from abcscribe.core.models import load_model
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qa")
+    records = make_records(folder)
+    missing = dict(records[0], id="missing-audio", audio=str(folder / "nowhere.wav"))
+    empty = dict(records[1], id="empty-answer")
+    empty["messages"] = [records[1]["messages"][0], {"role": "assistant", "content": " "}]
+    train = write_jsonl(folder / "train.jsonl", [missing, *records, empty])
+    return folder, train, records
+
+
+@pytest.mark.slow
+def test_sft_tiny_trains_logs_and_saves_a_model_that_transcribes(cli, data, tmp_path):
+    folder, train, records = data
+    out = tmp_path / "sft"
+    p = cli("sft", "--data", train, "--model", "tiny", "-o", out, "--max-steps", "90",
+            "--batch-size", "5", "--lr", "1e-3", "--logging-steps", "10",
+            "--eval-data", write_jsonl(folder / "val.jsonl", records[:2]), "--eval-steps", "45")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "missing-audio" in p.stderr and "empty-answer" in p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["train_records"] == len(records) and summary["steps"] == 90
+
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    evals = [r["eval_loss"] for r in log if "eval_loss" in r]
+    assert losses[-1] <= losses[0] / 2
+    assert len(evals) >= 2 and evals[-1] < evals[0]
+
+    lm = load_model(str(out))
+    assert lm.family == "composed"
+    out_abc = [o[0] for o in lm.generate(records, GREEDY)]
+    assert sum(a == r["abc"].strip() for a, r in zip(out_abc, records)) >= 2
+
+    again = cli("sft", "--data", train, "--model", "tiny", "-o", out, "--max-steps", "90")
+    assert again.returncode == 0 and "skipping" in again.stderr  # finished outputs are kept
+
+
+@pytest.mark.slow
+def test_sft_resumes_from_its_last_checkpoint(cli, data, tmp_path):
+    _, train, _ = data
+    out = tmp_path / "sft"
+    args = ["sft", "--data", train, "-o", out, "--batch-size", "5", "--save-steps", "2", "--logging-steps", "1"]
+    first = cli(*args, "--max-steps", "4")
+    assert first.returncode == 0, first.stderr
+    assert (out / "checkpoint-4").is_dir()
+    (out / "abcscribe.json").unlink()  # as if it had been interrupted before the end
+    resumed = cli(*args, "--max-steps", "6", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[:4] == [1, 2, 3, 4] and max(steps) == 6 and 1 not in steps[4:]
+    assert json.loads(resumed.stdout)["steps"] == 6
+
+
+@pytest.mark.slow
+def test_sft_lora_on_an_audio_llm(cli, data, tmp_path):
+    from abcscribe.core.models.hf_audio import build_random_qwen2_audio
+
+    _, train, records = data
+    base = build_random_qwen2_audio(tmp_path / "qwen2-audio", [r["abc"] for r in records])
+    out = tmp_path / "sft"
+    p = cli("sft", "--data", train, "--model", base, "-o", out, "--max-steps", "3", "--batch-size", "2")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["lora"] is True
+    assert (out / "adapter_model.safetensors").exists()
+    meta = json.loads((out / "abcscribe.json").read_text())
+    assert meta["family"] == "hf-audio" and meta["lora"] is True
+    assert len(load_model(str(out)).generate(records[:1], GREEDY)[0]) == 1
+
+
+def test_sft_rejects_unusable_input_in_one_line(cli, data, tmp_path):
+    folder, _, records = data
+    p = cli("sft", "--data", tmp_path / "none.jsonl", "-o", tmp_path / "out")
+    assert p.returncode == 2 and "none.jsonl" in p.stderr and "Traceback" not in p.stderr
+    bad = write_jsonl(tmp_path / "bad.jsonl", [dict(records[0], audio=str(folder / "gone.wav"))])
+    p = cli("sft", "--data", bad, "-o", tmp_path / "out")
+    assert p.returncode == 2 and "no usable training records" in p.stderr
+    assert "Traceback" not in p.stderr
