@@ -282,19 +282,25 @@ def _first_tune(path):
 
 
 def music21_voices(text):
-    """Pitch sequence per part from music21, repeats expanded, ties merged, grace notes out.
-    Both readers follow ABC 2.1 (music21 applies it to files that declare %abc-2.1)."""
+    """music21's pitch sequence per part (ties merged, grace notes out): (as written, with
+    repeats expanded by ``expandRepeats()``, or None where music21 cannot expand them).
+    Both readers follow ABC 2.1 accidentals (music21 does for files that declare %abc-2.1)."""
     from music21 import converter
 
     score = converter.parse("%abc-2.1\n" + text, format="abc")
     if hasattr(score, "scores") and score.scores:
         score = score.scores[0]
+    parts = list(score.parts) or [score]
     try:
-        score = score.expandRepeats()
+        expanded = [p.expandRepeats() for p in parts]
     except Exception:
-        pass
+        expanded = None
+    return _sequences(parts), (_sequences(expanded) if expanded is not None else None)
+
+
+def _sequences(parts):
     out = []
-    for part in score.parts or [score]:
+    for part in parts:
         part = part.stripTies()
         seq = []
         for n in part.recurse().notes:
@@ -308,8 +314,8 @@ def music21_voices(text):
     return out
 
 
-def our_voices(text):
-    piece, _ = read_abc(text)
+def our_voices(text, repeats):
+    piece, _ = read_abc(text, repeats=repeats)
     return [[n.pitch for n in v.notes] for v in piece.voices if v.notes]
 
 
@@ -322,7 +328,7 @@ def disagreement(ours, theirs):
         if a == b:
             continue
         if len(a) != len(b):
-            return "length (repeats, endings, ties)"
+            return "number of notes"
         diffs = {x - y for x, y in zip(a, b) if x != y}
         if all(abs(d) <= 2 for d in diffs):
             return "accidentals"
@@ -333,29 +339,46 @@ def disagreement(ours, theirs):
 
 
 def compare_with_music21(paths):
-    """(agreeing, compared, {kind: [paths]}) over the first tune of each ABC file."""
+    """Agreement over the first tune of each ABC file, read as written (repeats once on both
+    sides) and with repeats expanded on both sides: {mode: (agreeing, compared, {kind: paths})}.
+    """
     import collections
 
     warnings.filterwarnings("ignore")
-    kinds = collections.defaultdict(list)
-    agree = total = 0
+    result = {}
+    for mode in ("as written", "repeats expanded"):
+        result[mode] = [0, 0, collections.defaultdict(list)]
     for path in paths:
         text = _first_tune(path)
         try:
-            theirs = music21_voices(text)
+            written, expanded = music21_voices(text)
         except Exception:
-            kinds["music21 cannot parse (not counted)"].append(path)
+            result["as written"][2]["music21 cannot parse (not counted)"].append(path)
             continue
-        if not theirs:
-            kinds["music21 finds no notes (not counted)"].append(path)
+        if not written:
+            result["as written"][2]["music21 finds no notes (not counted)"].append(path)
             continue
-        total += 1
-        kind = disagreement(our_voices(text), theirs)
-        if kind is None:
-            agree += 1
-        else:
-            kinds[kind].append(path)
-    return agree, total, kinds
+        for mode, theirs, repeats in (("as written", written, False),
+                                      ("repeats expanded", expanded, True)):
+            if theirs is None:
+                result[mode][2]["music21 cannot expand (not counted)"].append(path)
+                continue
+            result[mode][1] += 1
+            kind = disagreement(our_voices(text, repeats), theirs)
+            if kind is None:
+                result[mode][0] += 1
+            else:
+                result[mode][2][kind].append(path)
+    return {mode: tuple(v) for mode, v in result.items()}
+
+
+def _report(result):
+    for mode, (agree, total, kinds) in result.items():
+        print(f"music21 agreement, {mode}: {agree}/{total} = {agree / max(total, 1):.3f}")
+        for kind, paths in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+            print(f"  {kind}: {len(paths)}")
+            for p in paths[:4]:
+                print(f"      {p.split('corpus/')[-1]}")
 
 
 def _abc_corpus_paths():
@@ -368,24 +391,21 @@ def _abc_corpus_paths():
 
 @pytest.mark.slow
 def test_agrees_with_music21_on_corpus_tunes():
-    agree, total, kinds = compare_with_music21(_abc_corpus_paths()[:150])
-    rate = agree / total
-    print(f"music21 agreement: {agree}/{total} = {rate:.3f}")
-    for kind, paths in kinds.items():
-        print(f"  {kind}: {len(paths)}  e.g. {paths[:3]}")
+    result = compare_with_music21(_abc_corpus_paths()[:150])
+    _report(result)
+    agree, total, _ = result["as written"]
     assert total >= 140
-    assert rate >= 0.95
+    assert agree / total >= 0.95
+    # with repeats expanded the two differ by design where a ':|' has no '|:' (music21 goes
+    # back to the start of the tune, abc2midi and we to the previous repeat): see the report
+    agree, total, _ = result["repeats expanded"]
+    assert agree / total >= 0.80
 
 
 if __name__ == "__main__":
     if "--all" not in sys.argv:
-        sys.exit("usage: python tests/test_abc_reader.py --all   (every ABC tune in music21's corpus)")
+        sys.exit("usage: python tests/test_abc_reader.py --all   (every ABC file in music21's corpus)")
     all_paths = _abc_corpus_paths()
     t0 = time.time()
-    agree, total, kinds = compare_with_music21(all_paths)
-    print(f"music21 agreement: {agree}/{total} = {agree / total:.3f} "
-          f"({len(all_paths)} files, first tune of each, {time.time() - t0:.0f} s)")
-    for kind, paths in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
-        print(f"  {kind}: {len(paths)}")
-        for p in paths[:5]:
-            print(f"      {p.split('corpus/')[-1]}")
+    _report(compare_with_music21(all_paths))
+    print(f"({len(all_paths)} files, the first tune of each, {time.time() - t0:.0f} s)")

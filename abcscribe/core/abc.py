@@ -693,8 +693,9 @@ class _VoiceState:
 
 
 class _TuneReader:
-    def __init__(self, lines: list[str]):
+    def __init__(self, lines: list[str], repeats: bool = True):
         self.lines = lines
+        self.expand = repeats
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.piece = Piece(voices=[], tempos=[], meters=[])
@@ -1184,7 +1185,7 @@ class _TuneReader:
         spans = None
         for vs in used:
             v = vs.voice
-            if any(mk[1] != "|" for mk in vs.markers):
+            if self.expand and any(mk[1] != "|" for mk in vs.markers):
                 sp = _repeat_spans(vs.markers, vs.t)
                 if sp is not None:
                     v.notes = _apply_spans(v.notes, sp)
@@ -1376,18 +1377,21 @@ def _split_tunes(text: str) -> list[list[str]]:
     return tunes
 
 
-def read_abc_tunes(text: str) -> list[tuple[Piece, list[str]]]:
+def read_abc_tunes(text: str, *, repeats: bool = True) -> list[tuple[Piece, list[str]]]:
     """Every tune of an ABC text, each as (Piece, warnings). Never raises on a malformed body;
-    input that is not text (bytes that are not UTF-8, NUL bytes) is a UserError."""
+    input that is not text (bytes that are not UTF-8, NUL bytes) is a UserError.
+
+    Repeats and endings are played out as abc2midi does (a ``:|`` without ``|:`` goes back to
+    the previous repeat or the start); ``repeats=False`` reads the music as written, once."""
     text = _as_text(text)
-    return [_TuneReader(lines).read() for lines in _split_tunes(text)]
+    return [_TuneReader(lines, repeats).read() for lines in _split_tunes(text)]
 
 
-def read_abc(text: str) -> tuple[Piece, list[str]]:
+def read_abc(text: str, *, repeats: bool = True) -> tuple[Piece, list[str]]:
     """The first tune of an ABC text as (Piece, warnings); see read_abc_tunes."""
     text = _as_text(text)
     tunes = _split_tunes(text)
-    return _TuneReader(tunes[0]).read()
+    return _TuneReader(tunes[0], repeats).read()
 
 
 # ---- ABC inside prose ---------------------------------------------------------------------
