@@ -930,7 +930,6 @@ class _TuneReader:
 
     def music(self, s: str) -> None:
         vs = self.current()
-        tpq = self.tpq
         for m in _TOKEN.finditer(s):
             k = m.lastindex
             if k is None:
@@ -1000,7 +999,6 @@ class _TuneReader:
                 continue
             elif k == 27:
                 self.warn(f"ignored character {m.group(27)!r}", once="ch" + m.group(27))
-        del tpq
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
         n = vs.unit * num
@@ -1185,7 +1183,7 @@ class _TuneReader:
         spans = None
         for vs in used:
             v = vs.voice
-            if self.expand and any(mk[1] != "|" for mk in vs.markers):
+            if self.expand and any(mk[1] == "[" or ":" in mk[1] for mk in vs.markers):
                 sp = _repeat_spans(vs.markers, vs.t)
                 if sp is not None:
                     v.notes = _apply_spans(v.notes, sp)
@@ -1203,8 +1201,6 @@ class _TuneReader:
         piece.meters.insert(0, Meter(0, m[0], m[1]))
         piece.meters = _dedupe_ticks(sorted(piece.meters, key=lambda x: x.tick))
         piece.tempos = _dedupe_ticks(sorted(piece.tempos, key=lambda x: x.tick))
-        if self.key_seen:
-            piece.key = piece.key if piece.key is not None else None
         if used:
             first = used[0]
             bar = m[0] * self.tpq * 4 // m[1]
