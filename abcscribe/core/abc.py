@@ -1015,6 +1015,8 @@ class _TuneReader:
             n *= bn
             d *= bd
             vs.broken = None
+        if n <= 0:
+            return 0
         return n // d if n % d == 0 else max(1, round(n / d))
 
     def _pitch(self, vs: _VoiceState, text: str) -> tuple[int, tuple[int, int]]:
@@ -1057,6 +1059,9 @@ class _TuneReader:
             vs.chord.append([pitch, lo, n, d, False])
             return
         dur = self._duration(vs, n, d)
+        if dur <= 0:
+            self.warn("note of zero length skipped", once="zero")
+            return
         self._emit(vs, [(pitch, lo, dur, False)], dur)
 
     def chord_close(self, vs, num, slashes, den) -> None:
@@ -1080,6 +1085,10 @@ class _TuneReader:
                 vs.tuplet, vs.broken = (list(save_t) if save_t else None), save_b
                 notes.append((pitch, lo, self._duration(vs, cn, cd), tied))
                 vs.tuplet, vs.broken = cur_t, cur_b
+        notes = [x for x in notes if x[2] > 0]
+        if dur <= 0 or not notes:
+            self.warn("chord of zero length skipped", once="zero")
+            return
         self._emit(vs, notes, dur)
 
     def _emit(self, vs: _VoiceState, items, dur: int) -> None:
