@@ -995,6 +995,7 @@ class _TuneReader:
             elif k == 25:
                 vs.bar_max = max(vs.bar_max, vs.t)
                 vs.t = vs.bar_start
+                vs.last = None
             elif k == 24:
                 continue
             elif k == 27:
@@ -1150,6 +1151,9 @@ class _TuneReader:
             new = dur // (2 ** k)
             vs.broken = (2 ** (k + 1) - 1, 2 ** k)
         delta = new - dur
+        if start + new < vs.bar_start or new <= 0:
+            vs.broken = None
+            return
         for x in notes:
             if x.start + x.duration == start + dur:
                 x.duration = max(1, x.duration + delta)
