@@ -316,24 +316,33 @@ class _Writer:
             bset.add(s)
             bset.add(s + d)
         bounds = sorted(b for b in bset if 0 <= b <= total_end)
+        ends_at: dict[int, list[int]] = {}
+        for s, pch, d in clean:
+            ends_at.setdefault(s + d, []).append(pch)
         segs = []
         active: dict[int, int] = {}
+        empty: frozenset = frozenset()
         i, n = 0, len(clean)
         for k in range(len(bounds) - 1):
             b0, b1 = bounds[k], bounds[k + 1]
-            if active:
-                active = {q: e for q, e in active.items() if e > b0}
+            gone = ends_at.get(b0)
+            if gone:
+                for q in gone:
+                    if active.get(q) == b0:
+                        del active[q]
             while i < n and clean[i][0] <= b0:
                 s, pch, d = clean[i]
                 if s + d > b0:
                     active[pch] = s + d
                 i += 1
-            if active:
-                ps = tuple(sorted(active))
-                tied = frozenset(q for q in ps if active[q] > b1)
+            if not active:
+                segs.append((b0, b1, (), empty))
+            elif len(active) == 1:
+                (q, e), = active.items()
+                segs.append((b0, b1, (q,), frozenset((q,)) if e > b1 else empty))
             else:
-                ps, tied = (), frozenset()
-            segs.append((b0, b1, ps, tied))
+                ps = tuple(sorted(active))
+                segs.append((b0, b1, ps, frozenset(q for q in ps if active[q] > b1)))
         return segs
 
     # -- one bar of one voice
