@@ -391,10 +391,10 @@ def _abc_corpus_paths():
 
 @pytest.mark.slow
 def test_agrees_with_music21_on_corpus_tunes():
-    result = compare_with_music21(_abc_corpus_paths()[:150])
+    result = compare_with_music21(_abc_corpus_paths()[:120])
     _report(result)
     agree, total, _ = result["as written"]
-    assert total >= 140
+    assert total >= 110
     assert agree / total >= 0.95
     # with repeats expanded the two differ by design where a ':|' has no '|:' (music21 goes
     # back to the start of the tune, abc2midi and we to the previous repeat): see the report
