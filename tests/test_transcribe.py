@@ -247,3 +247,58 @@ def test_tiny_model_jsonl_through_transcribe_into_score(tiny_model, cli, tmp_pat
     rows = records(scored.stdout)
     assert len(rows) == len(tiny_model[1])
     assert sum(r["reward"] for r in rows) / len(rows) > 0.8
+
+
+# ---- the machinery under any model -------------------------------------------------------------
+
+
+class ScriptedModel:
+    """A stand-in AudioLM that answers every window with the next texts of a script and
+    records how it was called (to check batching and sampling, not transcription)."""
+
+    family = "scripted"
+    window_seconds = 30.0
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def generate(self, recs, opts):
+        self.calls.append((len(recs), opts.num_samples))
+        return [[self.answers[i % len(self.answers)] for i in range(opts.num_samples)] for _ in recs]
+
+
+def test_best_of_keeps_the_sample_that_agrees_with_the_others():
+    from abcscribe.core.transcribe import pick_best
+
+    def tune(bpm, notes):
+        return f"X:1\nM:4/4\nL:1/8\nQ:1/4={bpm}\nK:C\n{notes} |]\n"
+
+    samples = [
+        "Sure! Here is the music you asked for.",  # no ABC at all
+        tune(60, "CDEF GABc"),  # the odd one out: wrong tempo and notes
+        tune(120, "CDEF GABc"),
+        tune(120, "CDEF GAB2"),
+        tune(118, "CDEF GABc"),
+    ]
+    assert pick_best(samples) == 2
+    assert pick_best(samples[:1]) == 0
+
+
+def test_windows_of_several_inputs_share_generation_batches(songs):
+    from abcscribe.core.models.base import GenerationOptions
+    from abcscribe.core.transcribe import Input, TranscribeOptions, transcribe_items
+
+    root, _ = songs
+    abc = "X:1\nM:4/4\nL:1/8\nQ:1/4=120\nK:C\nCDEF GABc |]\n"
+    model = ScriptedModel([abc])
+    inputs = [Input(root / "reels" / "a.wav"), Input(root / "broken.wav"), Input(root / "long.wav")]
+    opts = TranscribeOptions(generation=GenerationOptions(num_samples=2), best_of=3, batch_size=8)
+
+    out = list(transcribe_items(model, inputs, opts))
+
+    # 1 + 3 windows in one call, 2 samples x best of 3 = 6 completions per window
+    assert model.calls == [(4, 6)]
+    assert [type(r).__name__ for _, r in out] == ["Result", "UserError", "Result"]
+    long = out[2][1]
+    assert long.windows == 3 and len(long.samples) == 2
+    assert long.samples[1].startswith("X:2")

@@ -27,8 +27,9 @@ def main(
     prompt: Optional[str] = typer.Option(
         None,
         "--prompt",
-        help="Question asked for each window (default: a JSONL record's own question, else "
-        "'Transcribe this audio into ABC notation.').",
+        help="Question asked for each window (default: a JSONL record's own question; for a "
+        "pretrained audio LLM, an instruction spelling out the ABC wanted; else 'Transcribe this "
+        "audio into ABC notation.').",
     ),
     window_seconds: Optional[float] = typer.Option(
         None,

@@ -33,6 +33,13 @@ from abcscribe.core.notes import TPQ, Meter, Note, Piece, Tempo, Voice
 MIN_WINDOW_SECONDS = 2.0
 #: grid that window boundaries snap to when they are not on bar lines: a sixteenth note
 SNAP_TICKS = TPQ // 4
+#: the question for an audio LLM that was not fine-tuned here: what to write, in the seed's form
+INSTRUCTION = (
+    "Transcribe this music into ABC notation. Write the header X:1, M: (time signature), "
+    "L:1/16, Q: (tempo in quarter notes per minute) and K: (key), then for each instrument a "
+    'line V:n name="<General MIDI instrument name>" followed by its notes, bars separated by |. '
+    "Answer with the ABC only."
+)
 _HEADER_FIELD = re.compile(r"^[A-Za-z]:", re.MULTILINE)
 
 
@@ -153,6 +160,9 @@ def question(record: dict[str, Any] | None, prompt: str | None, model: AudioLM) 
     default = getattr(model, "default_prompt", None)
     if default:
         return default
+    meta = getattr(model, "meta", None) or {}
+    if getattr(model, "family", "") == "hf-audio" and not ({"sft", "ppo"} & set(meta)):
+        return INSTRUCTION  # a pretrained audio LLM has not learnt our questions' short form
     from abcscribe.core.qa import QUESTIONS
 
     return QUESTIONS["transcribe"][0]
