@@ -101,6 +101,8 @@ def main(
     check_top_p(top_p)
     if temperature < 0:
         raise UserError(f"--temperature must be >= 0, got {temperature}")
+    if window_seconds is not None and window_seconds <= 0:
+        raise UserError(f"--window-seconds must be positive, got {window_seconds}")
     if (midi or musicxml) and output_dir is None:
         raise UserError("--midi and --musicxml write files: give -o DIR")
     index, count = _parse_shard(shard)

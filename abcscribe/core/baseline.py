@@ -11,6 +11,7 @@ windowing, batching and stitching as a trained model."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,19 @@ def guess_meter(envelope: np.ndarray, beat_frames: np.ndarray) -> tuple[int, int
     return best[1], best[2]
 
 
+def _cqt(audio: np.ndarray, sr: int, n_bins: int) -> np.ndarray:
+    import librosa
+
+    return librosa.cqt(
+        audio,
+        sr=sr,
+        hop_length=HOP,
+        fmin=librosa.midi_to_hz(FMIN_MIDI) / 2 ** (1 / 36),  # centre bins on semitones
+        n_bins=n_bins,
+        bins_per_octave=12 * BINS_PER_SEMITONE,
+    )
+
+
 def _salience(audio: np.ndarray, sr: int) -> np.ndarray:
     """Pitch salience [semitones, frames] by harmonic summation over a CQT magnitude."""
     import librosa
@@ -146,16 +160,10 @@ def _salience(audio: np.ndarray, sr: int) -> np.ndarray:
     n_bins = (N_SEMITONES + 36) * BINS_PER_SEMITONE  # room for the 5th harmonic of the top
     fmax_bins = int(np.floor(BINS_PER_SEMITONE * 12 * np.log2(sr / 2 / librosa.midi_to_hz(FMIN_MIDI))))
     n_bins = min(n_bins, fmax_bins - 1)
-    c = np.abs(
-        librosa.cqt(
-            audio,
-            sr=sr,
-            hop_length=HOP,
-            fmin=librosa.midi_to_hz(FMIN_MIDI) / 2 ** (1 / 36),  # centre bins on semitones
-            n_bins=n_bins,
-            bins_per_octave=12 * BINS_PER_SEMITONE,
-        )
-    )
+    with warnings.catch_warnings():
+        # a clip shorter than the low octaves' filters is analysed all the same; librosa says so
+        warnings.simplefilter("ignore", UserWarning)
+        c = np.abs(_cqt(audio, sr, n_bins))
     c = np.log1p(100 * c / max(float(c.max()), 1e-9))
     # the best of the three bins around each semitone absorbs slight detuning
     pad = np.pad(c, ((1, 1), (0, 0)))

@@ -475,8 +475,11 @@ def load_transcriber(spec: str, device: str = "cpu", dtype: str | None = None) -
         from abcscribe.core.baseline import Baseline
 
         return Baseline()
+    from transformers.utils import logging as hf_logging
+
     from abcscribe.core.models import load_model
 
+    hf_logging.disable_progress_bar()  # one progress line on stderr: ours
     model = load_model(spec, device=device, dtype=dtype)
     _one_thread_for_small_models(model)
     return model
