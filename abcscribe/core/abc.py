@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
+from operator import attrgetter
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.gm import program_name, program_number
@@ -596,26 +597,33 @@ def parse_unit(text: str) -> tuple[int, int]:
 # ---- reader --------------------------------------------------------------------------------
 _TOKEN = re.compile(
     r"""
-    (\[[A-Za-z]:[^\]\n]*\])                                   # 1 inline field
-  | ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*)(/*)(\d*)          # 2-5 note, length
-  | ([zx])(\d*)(/*)(\d*)                                      # 6-9 rest, length
-  | ([ZX])(\d*)                                               # 10-11 multi-bar rest
-  | (\[\d+(?:[,-]\d+)*)                                       # 12 ending "[1" "[1,3"
-  | ((?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)     # 13 bar line, maybe ending
-  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 14-16 tuplet
-  | (\[)                                                      # 17 chord open
-  | (\])(\d*)(/*)(\d*)                                        # 18-21 chord close, length
-  | (-)                                                       # 22 tie
-  | ([<>]+)                                                   # 23 broken rhythm
-  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 24 skipped groups
-  | (&)                                                       # 25 voice overlay
-  | (\((?!\d)|[\s).~HLMOPSTuvy`$*#;?@'\\]+)                   # 26 skipped: slurs, spaces
-  | (.)                                                       # 27 unknown
+    ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*/*\d*)\ *            # 1-2 note, length
+  | (\((?!\d)|[\s).~HLMOPSTuvy`$*#;?@'\\]+)                   # 3 skipped: slurs, spaces
+  | (\[[A-Za-z]:[^\]\n]*\])                                   # 4 inline field
+  | (\[\d+(?:[,-]\d+)*)                                       # 5 ending "[1" "[1,3"
+  | ((?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)\ *  # 6 bar line, maybe ending
+  | (\[)                                                      # 7 chord open
+  | (\])(\d*/*\d*)\ *                                        # 8-9 chord close, length
+  | (-)\ *                                                    # 10 tie
+  | ([zx])(\d*/*\d*)\ *                                      # 11-12 rest, length
+  | ([ZX])(\d*)                                               # 13-14 multi-bar rest
+  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 15-17 tuplet
+  | ([<>]+)                                                   # 18 broken rhythm
+  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 19 skipped groups
+  | (&)                                                       # 20 voice overlay
+  | (.)                                                       # 21 unknown
     """,
     re.X,
 )
+# Alternatives that start with the same character keep their order (inline field, ending, bar,
+# chord open), the others are ordered by frequency. Every group of an alternative that can match
+# empty text is its last one, so a match's ``lastindex`` names the alternative: 2 note, 9 chord
+# close, 12 rest, 14 multi-bar rest, 15-17 tuplet, the group number itself for the others.
+# Spaces after a note, bar, tie or rest are taken with it (spaces are skipped anyway).
+_LENGTH = re.compile(r"(\d*)(/*)(\d*)")
 _FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
 _MODERN = (2, 0)
+_NOTE_ORDER = attrgetter("start", "pitch", "duration")
 
 
 def _len_frac(num: str, slashes: str, den: str) -> tuple[int, int]:
@@ -625,6 +633,43 @@ def _len_frac(num: str, slashes: str, den: str) -> tuple[int, int]:
     if den:
         return n, int(den) * (2 ** (len(slashes) - 1))
     return n, 2 ** len(slashes)
+
+
+_LEN_CACHE: dict[str, tuple[int, int]] = {}
+_PITCH_CACHE: dict[str, tuple] = {}
+
+
+def _length_of(text: str) -> tuple[int, int]:
+    """(num, den) of a note-length text such as ``3/2`` or ``//`` (cached)."""
+    r = _LEN_CACHE.get(text)
+    if r is None:
+        r = _len_frac(*_LENGTH.fullmatch(text).groups())
+        if len(_LEN_CACHE) > 4096:
+            _LEN_CACHE.clear()
+        _LEN_CACHE[text] = r
+    return r
+
+
+def _pitch_info(text: str) -> tuple:
+    """(written accidental or None, letter index, (letter, octave), pitch without accidental)
+    of a note's pitch text such as ``^f'`` (cached)."""
+    r = _PITCH_CACHE.get(text)
+    if r is None:
+        acc = None
+        j = 0
+        if text[0] in "^_=":
+            j = 2 if text[:2] in ("^^", "__") else 1
+            acc = _ACC_VALUE[text[:j]]
+        c = text[j]
+        octave = 5 if c.islower() else 4
+        li = _LETTER_INDEX[c.upper()]
+        for ch in text[j + 1:]:
+            octave += 1 if ch == "'" else -1
+        r = (acc, li, (li, octave), 12 * (octave + 1) + _LETTER_PC[li])
+        if len(_PITCH_CACHE) > 4096:
+            _PITCH_CACHE.clear()
+        _PITCH_CACHE[text] = r
+    return r
 
 
 def _parse_meter(text: str) -> tuple[int, int] | None:
@@ -939,19 +984,79 @@ class _TuneReader:
 
     def music(self, s: str) -> None:
         vs = self.current()
+        prop_pitch = self.propagate == "pitch"
+        pcache, lcache = _PITCH_CACHE, _LEN_CACHE
         for m in _TOKEN.finditer(s):
             k = m.lastindex
-            if k is None:
+            if k == 2:  # a note: the common case inline
+                ptext, ltext = m.group(1, 2)
+                info = pcache.get(ptext) or _pitch_info(ptext)
+                acc, li, lo, base = info
+                if not prop_pitch:
+                    pitch, lo = self._pitch(vs, ptext)
+                elif acc is None:
+                    acc = vs.bar_acc.get(li)
+                    if acc is None:
+                        acc = vs.sig[li]
+                        pitch = base + acc
+                        # a tie into a new bar carries its accidental (as abc2midi does)
+                        if vs.tie_letters:
+                            tp = vs.tie_letters.get(lo)
+                            if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                pitch = tp
+                    else:
+                        pitch = base + acc
+                else:
+                    vs.bar_acc[li] = acc
+                    pitch = base + acc
+                n, d = lcache.get(ltext) or _length_of(ltext)
+                if vs.in_chord:
+                    vs.chord.append([pitch, lo, n, d, False])
+                    continue
+                if vs.tuplet is None and vs.broken is None:
+                    x = vs.unit * n
+                    if x <= 0:
+                        dur = 0
+                    elif d == 1:
+                        dur = x
+                    else:
+                        dur = x // d if x % d == 0 else max(1, round(x / d))
+                else:
+                    dur = self._duration(vs, n, d)
+                if dur <= 0:
+                    self.warn("note of zero length skipped", once="zero")
+                    continue
+                # one untied note (what _emit does for a single item)
+                t = vs.t
+                old = vs.ties
+                if not 0 <= pitch <= 127:
+                    self.warn("note outside the MIDI range skipped", once="range")
+                    vs.last = ((), t, dur, ())
+                else:
+                    prev = old.get(pitch) if old else None
+                    if prev is not None and prev.start + prev.duration == t:
+                        prev.duration += dur
+                        note = prev
+                    else:
+                        note = Note(pitch, t, dur)
+                        vs.voice.notes.append(note)
+                    vs.last = ((note,), t, dur, (lo,))
+                if old:  # an empty dict can stay: nothing else holds it
+                    vs.ties = {}
+                if vs.tie_letters:
+                    vs.tie_letters = {}
+                vs.t = t + dur
+                vs.used = True
+            elif k == 3 or k == 19:  # spaces, slurs, decorations, chord symbols, ...
                 continue
-            if k in (2, 3, 4, 5) and m.group(2) is not None:
-                self.note(vs, m.group(2), m.group(3), m.group(4), m.group(5))
-            elif k in (6, 7, 8, 9) and m.group(6) is not None:
-                self.rest(vs, m.group(7), m.group(8), m.group(9))
-            elif k == 26:
-                continue
-            elif k == 13:
-                self.bar(vs, m.group(13))
-            elif k == 22:
+            elif k == 6:
+                self.bar(vs, m.group(6))
+            elif k == 7:
+                vs.in_chord = True
+                vs.chord = []
+            elif k == 9:
+                self.chord_close(vs, m.group(9))
+            elif k == 10:
                 if vs.in_chord:
                     if vs.chord:
                         vs.chord[-1][4] = True
@@ -959,13 +1064,10 @@ class _TuneReader:
                     for x, lo in zip(vs.last[0], vs.last[3]):
                         vs.ties[x.pitch] = x
                         vs.tie_letters[lo] = x.pitch
-            elif k == 17:
-                vs.in_chord = True
-                vs.chord = []
-            elif k in (18, 19, 20, 21) and m.group(18) is not None:
-                self.chord_close(vs, m.group(19), m.group(20), m.group(21))
-            elif k == 1:
-                text = m.group(1)
+            elif k == 12:
+                self.rest(vs, m.group(12))
+            elif k == 4:
+                text = m.group(4)
                 f, val = text[1], text[3:-1]
                 if f == "V":
                     self.field("V", val, True)
@@ -976,13 +1078,13 @@ class _TuneReader:
                     pass
                 else:
                     self.warn(f"ignored inline field {text!r}", once="if" + f)
-            elif k in (14, 15, 16):
-                p = int(m.group(14))
+            elif k == 15 or k == 16 or k == 17:
+                p = int(m.group(15))
                 if not 2 <= p <= 32:
                     self.warn(f"ignored tuplet ({p}", once="tup")
                     continue
-                q = m.group(15)
-                r = m.group(16)
+                q = m.group(16)
+                r = m.group(17)
                 compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
                 if q:
                     qv = int(q)
@@ -995,20 +1097,18 @@ class _TuneReader:
                 rv = int(r) if r else p
                 if qv > 0 and rv > 0:
                     vs.tuplet = [p, qv, rv]
-            elif k == 23:
-                self.broken(vs, m.group(23))
-            elif k == 12:
-                self.ending(vs, m.group(12)[1:])
-            elif k in (10, 11):
-                self.multi_rest(vs, m.group(11))
-            elif k == 25:
+            elif k == 18:
+                self.broken(vs, m.group(18))
+            elif k == 5:
+                self.ending(vs, m.group(5)[1:])
+            elif k == 14:
+                self.multi_rest(vs, m.group(14))
+            elif k == 20:
                 vs.bar_max = max(vs.bar_max, vs.t)
                 vs.t = vs.bar_start
                 vs.last = None
-            elif k == 24:
-                continue
-            elif k == 27:
-                self.warn(f"ignored character {m.group(27)!r}", once="ch" + m.group(27))
+            elif k == 21:
+                self.warn(f"ignored character {m.group(21)!r}", once="ch" + m.group(21))
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
         n = vs.unit * num
@@ -1062,40 +1162,32 @@ class _TuneReader:
                 vs.bar_acc[lo] = acc
         return 12 * (octave + 1) + _LETTER_PC[li] + acc, lo
 
-    def note(self, vs, ptext, num, slashes, den) -> None:
-        pitch, lo = self._pitch(vs, ptext)
-        n, d = _len_frac(num, slashes, den)
-        if vs.in_chord:
-            vs.chord.append([pitch, lo, n, d, False])
-            return
-        dur = self._duration(vs, n, d)
-        if dur <= 0:
-            self.warn("note of zero length skipped", once="zero")
-            return
-        self._emit(vs, [(pitch, lo, dur, False)], dur)
-
-    def chord_close(self, vs, num, slashes, den) -> None:
+    def chord_close(self, vs, ltext) -> None:
         chord = vs.chord or []
         vs.in_chord = False
         vs.chord = None
-        n, d = _len_frac(num, slashes, den)
+        n, d = _length_of(ltext)
         if not chord:
             return
         # each note: its own length times the outer one; the chord lasts its first note's
-        items = [(pitch, lo, cn * n, cd * d, tied) for pitch, lo, cn, cd, tied in chord]
-        first = items[0]
+        first = chord[0]
+        fn, fd = first[2] * n, first[3] * d
         save_t, save_b = (list(vs.tuplet) if vs.tuplet else None), vs.broken
-        dur = self._duration(vs, first[2], first[3])
+        dur = self._duration(vs, fn, fd)
         notes = []
-        for pitch, lo, cn, cd, tied in items:
-            if cn * first[3] == cd * first[2]:
-                notes.append((pitch, lo, dur, tied))
+        for pitch, lo, cn, cd, tied in chord:
+            cn *= n
+            cd *= d
+            if cn * fd == cd * fn:
+                if dur > 0:
+                    notes.append((pitch, lo, dur, tied))
             else:
                 cur_t, cur_b = vs.tuplet, vs.broken
                 vs.tuplet, vs.broken = (list(save_t) if save_t else None), save_b
-                notes.append((pitch, lo, self._duration(vs, cn, cd), tied))
+                x = self._duration(vs, cn, cd)
                 vs.tuplet, vs.broken = cur_t, cur_b
-        notes = [x for x in notes if x[2] > 0]
+                if x > 0:
+                    notes.append((pitch, lo, x, tied))
         if dur <= 0 or not notes:
             self.warn("chord of zero length skipped", once="zero")
             return
@@ -1107,17 +1199,18 @@ class _TuneReader:
         ties: dict[int, Note] = {}
         letters: dict[tuple[int, int], int] = {}
         out, los = [], []
+        vnotes = vs.voice.notes
         for pitch, lo, d, tied in items:
             if not 0 <= pitch <= 127:
                 self.warn("note outside the MIDI range skipped", once="range")
                 continue
-            prev = old.get(pitch)
+            prev = old.get(pitch) if old else None
             if prev is not None and prev.start + prev.duration == t:
                 prev.duration += d
                 note = prev
             else:
                 note = Note(pitch, t, d)
-                vs.voice.notes.append(note)
+                vnotes.append(note)
             out.append(note)
             los.append(lo)
             if tied:
@@ -1129,14 +1222,14 @@ class _TuneReader:
         vs.t = t + dur
         vs.used = True
 
-    def rest(self, vs, num, slashes, den) -> None:
-        n, d = _len_frac(num, slashes, den)
+    def rest(self, vs, ltext) -> None:
+        n, d = _length_of(ltext)
         if vs.in_chord:
             return
         dur = self._duration(vs, n, d)
         vs.ties = {}
         vs.tie_letters = {}
-        vs.last = ([], vs.t, dur, [])
+        vs.last = ((), vs.t, dur, ())
         vs.t += dur
         vs.used = True
 
@@ -1172,14 +1265,13 @@ class _TuneReader:
     def bar(self, vs, text: str) -> None:
         if vs.in_chord:
             self.warn("chord not closed before a bar line", once="chord")
-            self.chord_close(vs, "", "", "")
+            self.chord_close(vs, "")
         vs.t = max(vs.t, vs.bar_max)
         vs.bar_max = 0
-        ending = None
-        m = re.search(r"(\d+(?:[,-]\d+)*)$", text)
-        if m:
-            ending = _ending_numbers(m.group(1))
-            text = text[:m.start()]
+        bt = _BAR_CACHE.get(text)
+        if bt is None:
+            bt = _bar_parts(text)
+        text, ending = bt
         if vs.bar_count == 0 and vs.first_bar is None:
             vs.first_bar = vs.t
         vs.bar_count += 1
@@ -1211,7 +1303,7 @@ class _TuneReader:
                     v.notes = _apply_spans(v.notes, sp)
                     if spans is None:
                         spans = sp
-            v.sort()
+            v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
             piece.voices.append(v)
         if spans is not None:
             piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
@@ -1241,6 +1333,24 @@ def _strip_comment(line: str) -> str:
 
 def _looks_like_music(s: str) -> bool:
     return "|" in s
+
+
+_BAR_ENDING = re.compile(r"(\d+(?:[,-]\d+)*)$")
+_BAR_CACHE: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+
+
+def _bar_parts(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """A bar line's text split into the bar sign and the ending numbers after it (cached)."""
+    ending = None
+    m = _BAR_ENDING.search(text)
+    key = text
+    if m:
+        ending = _ending_numbers(m.group(1))
+        text = text[:m.start()]
+    if len(_BAR_CACHE) > 4096:
+        _BAR_CACHE.clear()
+    _BAR_CACHE[key] = (text, ending)
+    return text, ending
 
 
 def _ending_numbers(text: str) -> tuple[int, ...]:
