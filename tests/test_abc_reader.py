@@ -258,6 +258,19 @@ def test_extract_abc_from_model_answers():
     assert read_abc(extract_abc(fenced))[0].note_count == 8
 
 
+def test_extract_abc_drops_short_closing_prose_but_keeps_music_without_bar_lines():
+    tune_text = "X:1\nM:4/4\nL:1/8\nK:G\nGABc dedB|\n"
+    for closing in ("Enjoy playing it!", "\nHave fun with it.\n", "Hope you like this one :)"):
+        answer = tune_text + closing
+        assert extract_abc(answer) == tune_text
+        piece, warnings = read_abc(extract_abc(answer))
+        assert piece.note_count == 8 and warnings == []
+    # a last line of notes without a bar line is music, not prose; so is a lyrics line
+    for music in ("GABc dedB", "w: la la la la"):
+        assert extract_abc(tune_text + music) == tune_text + music + "\n"
+    assert read_abc(extract_abc(tune_text + "GABc dedB"))[0].note_count == 16
+
+
 def test_reads_what_the_writer_writes_for_a_corpus_tune():
     piece, _ = read_abc(_corpus_text("ryansMammoth/SmashTheWindowsJig.abc"))
     again, warnings = read_abc(write_abc(piece))

@@ -650,6 +650,18 @@ def _length_of(text: str) -> tuple[int, int]:
     return r
 
 
+_NOTE_CACHE: dict[str, tuple] = {}
+
+
+def _note_info(m) -> tuple:
+    """_pitch_info + _length_of of a note token (cached by the token's text)."""
+    r = _pitch_info(m[1]) + _length_of(m[2])
+    if len(_NOTE_CACHE) > 4096:
+        _NOTE_CACHE.clear()
+    _NOTE_CACHE[m[0]] = r
+    return r
+
+
 def _pitch_info(text: str) -> tuple:
     """(written accidental or None, letter index, (letter, octave), pitch without accidental)
     of a note's pitch text such as ``^f'`` (cached)."""
@@ -985,20 +997,19 @@ class _TuneReader:
     def music(self, s: str) -> None:
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
-        pcache, lcache = _PITCH_CACHE, _LEN_CACHE
+        ncache = _NOTE_CACHE
+        add = vs.voice.notes.append
         for m in _TOKEN.finditer(s):
             k = m.lastindex
             if k == 2:  # a note: the common case inline
-                ptext, ltext = m.group(1, 2)
-                info = pcache.get(ptext) or _pitch_info(ptext)
-                acc, li, lo, base = info
+                info = ncache.get(m[0]) or _note_info(m)
+                acc, li, lo, base, n, d = info
                 if not prop_pitch:
-                    pitch, lo = self._pitch(vs, ptext)
+                    pitch, lo = self._pitch(vs, m[1])
                 elif acc is None:
                     acc = vs.bar_acc.get(li)
                     if acc is None:
-                        acc = vs.sig[li]
-                        pitch = base + acc
+                        pitch = base + vs.sig[li]
                         # a tie into a new bar carries its accidental (as abc2midi does)
                         if vs.tie_letters:
                             tp = vs.tie_letters.get(lo)
@@ -1009,7 +1020,6 @@ class _TuneReader:
                 else:
                     vs.bar_acc[li] = acc
                     pitch = base + acc
-                n, d = lcache.get(ltext) or _length_of(ltext)
                 if vs.in_chord:
                     vs.chord.append([pitch, lo, n, d, False])
                     continue
@@ -1039,7 +1049,7 @@ class _TuneReader:
                         note = prev
                     else:
                         note = Note(pitch, t, dur)
-                        vs.voice.notes.append(note)
+                        add(note)
                     vs.last = ((note,), t, dur, (lo,))
                 if old:  # an empty dict can stay: nothing else holds it
                     vs.ties = {}
@@ -1072,6 +1082,7 @@ class _TuneReader:
                 if f == "V":
                     self.field("V", val, True)
                     vs = self.current()
+                    add = vs.voice.notes.append
                 elif f in "KLMQ":
                     self.field(f, val, True)
                 elif f in "IrNRPT":
@@ -1555,12 +1566,27 @@ def extract_abc(text: str) -> str:
         if s and not _FIELD_LINE.match(s) and not s.startswith("%") and _is_prose(s):
             break
         out.append(ln.rstrip())
+    # short closing prose after the last music line ("Enjoy playing it!")
+    while out and (not out[-1].strip() or _is_closing_prose(out[-1].strip())):
+        out.pop()
     return "\n".join(out).strip() + "\n"
 
 
 def _is_prose(s: str) -> bool:
     words = re.findall(r"[A-Za-z]{3,}", s)
     return len(words) >= 4 and "|" not in s and sum(len(w) for w in words) > 0.5 * len(s)
+
+
+def _is_closing_prose(s: str) -> bool:
+    """A line of words after the music: no bar line, chord or field, at least two words, mostly
+    letters, and a word of three or more letters that are not all note names (``abc def`` is
+    music, ``Enjoy playing it!`` is not)."""
+    if "|" in s or _FIELD_LINE.match(s) or s.startswith("%") or "[" in s:
+        return False
+    words = re.findall(r"[A-Za-z']+", s)
+    if len(words) < 2 or sum(len(w) for w in words) < 0.6 * len(s.replace(" ", "")):
+        return False
+    return any(len(w) >= 3 and re.search(r"[h-wyH-WY]", w) for w in words)
 
 
 def tune_numbers(text: str) -> list[int | None]:
