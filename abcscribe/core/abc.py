@@ -310,6 +310,9 @@ class _Writer:
             rec = [s, pch, d]
             clean.append(rec)
             last[pch] = rec
+        segs = self._chord_segments(clean, cuts, total_end)
+        if segs is not None:
+            return segs
         bset = set(cuts)
         bset.add(0)
         bset.add(total_end)
@@ -344,6 +347,65 @@ class _Writer:
             else:
                 ps = tuple(sorted(active))
                 segs.append((b0, b1, ps, frozenset(q for q in ps if active[q] > b1)))
+        return segs
+
+    @staticmethod
+    def _chord_segments(clean, cuts, total_end):
+        """``segments`` for the common voice whose notes form chords (same start, same end) that
+        do not overlap one another: a walk over the chords instead of the sweep over every
+        boundary. None when the voice is not like that."""
+        n = len(clean)
+        groups = []  # (start, end, pitches ascending)
+        i = 0
+        prev_end = 0
+        while i < n:
+            s, p0, d = clean[i]
+            e = s + d
+            if s < prev_end:
+                return None
+            j = i + 1
+            while j < n and clean[j][0] == s:
+                if clean[j][0] + clean[j][2] != e:
+                    return None
+                j += 1
+            if j - i == 1:
+                groups.append((s, e, (p0,)))
+            else:
+                groups.append((s, e, tuple(sorted(c[1] for c in clean[i:j]))))
+            prev_end = e
+            i = j
+        cs = sorted(c for c in set(cuts) if 0 < c < total_end)
+        ci, nc = 0, len(cs)
+        segs = []
+        empty: frozenset = frozenset()
+        t = 0
+        for s, e, ps in groups:
+            # rests from t to s, cut at the cut points
+            while t < s:
+                while ci < nc and cs[ci] <= t:
+                    ci += 1
+                b = cs[ci] if ci < nc and cs[ci] < s else s
+                segs.append((t, b, (), empty))
+                t = b
+            tied = None
+            while t < e:
+                while ci < nc and cs[ci] <= t:
+                    ci += 1
+                if ci < nc and cs[ci] < e:
+                    b = cs[ci]
+                    if tied is None:
+                        tied = frozenset(ps)
+                    segs.append((t, b, ps, tied))
+                else:
+                    b = e
+                    segs.append((t, b, ps, empty))
+                t = b
+        while t < total_end:
+            while ci < nc and cs[ci] <= t:
+                ci += 1
+            b = cs[ci] if ci < nc else total_end
+            segs.append((t, b, (), empty))
+            t = b
         return segs
 
     # -- one bar of one voice
