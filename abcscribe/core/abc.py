@@ -244,7 +244,8 @@ class _Writer:
         for p in range(128):
             li, acc = spell[p % 12]
             octave = (p - acc) // 12 - 1
-            self.pitch.append((li, acc, octave, _note_text(li, octave)))
+            self.pitch.append((li, acc, octave, _note_text(li, octave), (li, octave)))
+        self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
         self.len_cache: dict[tuple[int, int], str] = {}
 
     # -- durations
@@ -297,6 +298,9 @@ class _Writer:
             ((n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
              and 0 <= n.pitch <= 127 and n.start >= 0),
         )
+        segs = self._chord_segments(notes, cuts, total_end)
+        if segs is not None:  # no note overlaps another: nothing to clean up
+            return segs
         # one sounding note per pitch: a new onset ends an earlier note of the same pitch
         clean: list[list[int]] = []
         last: dict[int, list[int]] = {}
@@ -351,9 +355,9 @@ class _Writer:
 
     @staticmethod
     def _chord_segments(clean, cuts, total_end):
-        """``segments`` for the common voice whose notes form chords (same start, same end) that
-        do not overlap one another: a walk over the chords instead of the sweep over every
-        boundary. None when the voice is not like that."""
+        """``segments`` for the common voice whose notes (sorted by start, pitch) form chords
+        (same start, same end) that do not overlap one another: a walk over the chords instead of
+        the sweep over every boundary. None when the voice is not like that."""
         n = len(clean)
         groups = []  # (start, end, pitches ascending)
         i = 0
@@ -370,8 +374,11 @@ class _Writer:
                 j += 1
             if j - i == 1:
                 groups.append((s, e, (p0,)))
-            else:
-                groups.append((s, e, tuple(sorted(c[1] for c in clean[i:j]))))
+            else:  # pitches come ascending; the same pitch twice sounds once
+                ps = tuple([c[1] for c in clean[i:j]])
+                if len(set(ps)) != len(ps):
+                    ps = tuple(sorted(set(ps)))
+                groups.append((s, e, ps))
             prev_end = e
             i = j
         cs = sorted(c for c in set(cuts) if 0 < c < total_end)
@@ -409,62 +416,86 @@ class _Writer:
         return segs
 
     # -- one bar of one voice
-    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=frozenset()) -> str:
+    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=frozenset(),
+                 on_grid=False) -> str:
+        """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
+        ends on the plain grid (no tuplets needed)."""
         odd = self.odd
-        if any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
+        if not on_grid and any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
             groups = self.tuplets(segs, b0, b1, pickup)
         else:
-            groups = [(None, segs)]
+            groups = ((None, segs),)
         out: list[str] = [lead] if lead else []
+        append = out.append
         letter_acc: dict[int, int] = {}
         oct_acc: dict[tuple[int, int], int] = {}
         sig = self.sig
         pitch = self.pitch
         beat = self.beat
+        plain_len = self.plain_len
         # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
         # another note on the same letter and octave at the bar's start must spell its own
-        carry_lo = {(pitch[x][0], pitch[x][2]): x for x in carry}
+        carry_lo = {pitch[x][4]: x for x in carry}
         first = True
         prev_tied = carry
         for tup, gsegs in groups:
             if tup is not None:
                 p, q = tup
-                out.append(" (3" if (p == 3 and len(gsegs) == 3) else f" ({p}:{q}:{len(gsegs)}")
+                append(" (3" if (p == 3 and len(gsegs) == 3) else f" ({p}:{q}:{len(gsegs)}")
             else:
                 p = q = 1
             for s, e, ps, tied in gsegs:
-                if s in tempo_at:
-                    out.append(f" [Q:{_tempo_text(tempo_at[s])}] ")
+                if tempo_at and s in tempo_at:
+                    append(f" [Q:{_tempo_text(tempo_at[s])}] ")
                 elif tup is None and s != b0 and (s - b0) % beat == 0:
-                    out.append(" ")
-                ln = self.length((e - s) * p, q)
+                    append(" ")
+                if p == 1 and q == 1:
+                    ln = plain_len.get(e - s)
+                    if ln is None:
+                        ln = plain_len[e - s] = self.length(e - s, 1)
+                else:
+                    ln = self.length((e - s) * p, q)
                 if not ps:
-                    out.append("z" + ln)
+                    append("z" + ln)
                     first = False
                     prev_tied = frozenset()
                     continue
-                if prev_tied and len(ps) > 1:
+                if len(ps) == 1:
+                    x = ps[0]
+                    li, acc, octv, txt, lo = pitch[x]
+                    sl = sig[li]
+                    if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                            or (first and carry_lo and carry_lo.get(lo, x) != x)):
+                        txt = _ACC_TEXT[acc] + txt
+                        letter_acc[li] = acc
+                        oct_acc[lo] = acc
+                    first = False
+                    prev_tied = tied
+                    append(txt + ln + "-" if tied else txt + ln)
+                    continue
+                if prev_tied:
                     # continuations first: abc2midi ties a note to the first chord note that
                     # shares its letter and octave
                     ps = tuple(sorted(ps, key=lambda x: x not in prev_tied))
                 prev_tied = tied
                 parts = []
                 for x in ps:
-                    li, acc, octv, txt = pitch[x]
-                    if (letter_acc.get(li, sig[li]) != acc or oct_acc.get((li, octv), sig[li]) != acc
-                            or (first and carry_lo.get((li, octv), x) != x)):
+                    li, acc, octv, txt, lo = pitch[x]
+                    sl = sig[li]
+                    if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                            or (first and carry_lo.get(lo, x) != x)):
                         txt = _ACC_TEXT[acc] + txt
                         letter_acc[li] = acc
-                        oct_acc[(li, octv)] = acc
+                        oct_acc[lo] = acc
                     parts.append(txt)
                 first = False
-                if len(ps) == 1:
-                    out.append(parts[0] + ln + ("-" if tied else ""))
-                elif len(tied) == len(ps):
-                    out.append("[" + "".join(parts) + "]" + ln + "-")
+                if len(tied) == len(ps):
+                    append("[" + "".join(parts) + "]" + ln + "-")
+                elif not tied:
+                    append("[" + "".join(parts) + "]" + ln)
                 else:
-                    out.append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
-                               + "]" + ln)
+                    append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
+                           + "]" + ln)
         return "".join(out).strip()
 
     def tuplets(self, segs, b0, b1, pickup):
@@ -580,6 +611,8 @@ class _Writer:
         voice_bars: list[list[str]] = []
         for vi, v in enumerate(p.voices):
             segs = self.segments(v, cuts, total_end)
+            odd = self.odd
+            grid = all(s % odd == 0 and e % odd == 0 for s, e, _, _ in segs)
             texts = []
             j = 0
             for bi, (b0, b1) in enumerate(bars):
@@ -592,7 +625,8 @@ class _Writer:
                     lead = f"[M:{m.numerator}/{m.denominator}] "
                 carry = segs[j - 1][3] if j > 0 else frozenset()
                 texts.append(self.bar_text(segs[j:k], b0, b1, bi == 0 and p.anacrusis > 0,
-                                           tempo_at if vi == 0 else {}, lead, carry))
+                                           tempo_at if vi == 0 else {}, lead, carry,
+                                           grid and b0 % odd == 0))
                 j = k
             voice_bars.append(texts)
         body = []
