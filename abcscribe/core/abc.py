@@ -247,6 +247,7 @@ class _Writer:
             self.pitch.append((li, acc, octave, _note_text(li, octave), (li, octave)))
         self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
         self.len_cache: dict[tuple[int, int], str] = {}
+        self.plan_cache: dict[tuple, tuple | None] = {}  # tuplets(): plan per bar shape
 
     # -- durations
     def length(self, num: int, den: int = 1) -> str:
@@ -500,6 +501,47 @@ class _Writer:
 
     def tuplets(self, segs, b0, b1, pickup):
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
+        # the plan depends only on the bar's shape: bars with the same rhythm share it
+        key = (b1 - b0, bool(pickup), tuple([(s - b0, e - b0) for s, e, _, _ in segs]))
+        rel = self.plan_cache.get(key, False)
+        if rel is False:
+            plan = self._tuplet_plan(segs, b0, b1, pickup)
+            rel = None if plan is None else tuple((c0 - b0, c1 - b0, p) for c0, c1, p in plan)
+            self.plan_cache[key] = rel
+        if rel is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
+            odd = self.odd
+            snapped = []
+            for s, e, ps, tied in segs:
+                s2 = b0 + round((s - b0) / odd) * odd
+                e2 = min(b1, b0 + round((e - b0) / odd) * odd)
+                if e2 > s2:
+                    if snapped and snapped[-1][1] > s2:
+                        continue
+                    snapped.append((s2, e2, ps, tied))
+            return [(None, snapped)]
+        tchunks = [(c0 + b0, c1 + b0, p) for c0, c1, p in rel if p is not None]
+        edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
+        groups: list = []
+        ci = 0
+        for s, e, ps, tied in segs:
+            cuts = [x for x in edges if s < x < e]
+            pts = [s, *cuts, e]
+            for a, b in zip(pts, pts[1:]):
+                t2 = tied if b == e else frozenset(ps)
+                while ci < len(tchunks) and tchunks[ci][1] <= a:
+                    ci += 1
+                chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
+                tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
+                if groups and groups[-1][0] == tag:
+                    groups[-1][1].append((a, b, ps, t2))
+                else:
+                    groups.append((tag, [(a, b, ps, t2)]))
+        groups = [((g[0][0], g[0][1]) if g[0] else None, g[1]) for g in groups]
+        return groups
+
+    def _tuplet_plan(self, segs, b0, b1, pickup):
+        """[(chunk start, chunk end, tuplet p or None)] covering the bar, or None when no
+        tuplet grid fits."""
         odd, tpq = self.odd, self.tpq
         ref = b1 if pickup else b0
 
@@ -556,35 +598,7 @@ class _Writer:
                 break
             if ok and plan is None:
                 plan = spec  # usable with ties at the chunk edges; keep looking for a clean one
-        if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
-            snapped = []
-            for s, e, ps, tied in segs:
-                s2 = b0 + round((s - b0) / odd) * odd
-                e2 = min(b1, b0 + round((e - b0) / odd) * odd)
-                if e2 > s2:
-                    if snapped and snapped[-1][1] > s2:
-                        continue
-                    snapped.append((s2, e2, ps, tied))
-            return [(None, snapped)]
-        tchunks = [(c0, c1, p) for c0, c1, p in plan if p is not None]
-        edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
-        groups: list = []
-        ci = 0
-        for s, e, ps, tied in segs:
-            cuts = [x for x in edges if s < x < e]
-            pts = [s, *cuts, e]
-            for a, b in zip(pts, pts[1:]):
-                t2 = tied if b == e else frozenset(ps)
-                while ci < len(tchunks) and tchunks[ci][1] <= a:
-                    ci += 1
-                chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
-                tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
-                if groups and groups[-1][0] == tag:
-                    groups[-1][1].append((a, b, ps, t2))
-                else:
-                    groups.append((tag, [(a, b, ps, t2)]))
-        groups = [((g[0][0], g[0][1]) if g[0] else None, g[1]) for g in groups]
-        return groups
+        return plan
 
     # -- whole tune
     def write(self, x: int, title: str | None) -> str:
