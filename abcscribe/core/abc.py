@@ -856,7 +856,9 @@ class _VoiceState:
         self.tie_letters: dict[tuple[int, int], int] = {}
         self.tuplet = None  # [p, q, remaining]
         self.broken = None  # (num, den) for the next note
-        self.last = None  # (notes, start, duration) of the last note/chord/rest
+        # (notes, start, duration, (letter, octave) of each) of the last note/chord/rest; for a
+        # single note (Note, start, duration, (letter, octave))
+        self.last = None
         self.bar_start = 0
         self.bar_max = 0
         self.markers: list[tuple[int, str, tuple[int, ...] | None]] = []
@@ -1117,7 +1119,7 @@ class _TuneReader:
                 if not prop_pitch:
                     pitch, lo = self._pitch(vs, m[1])
                 elif acc is None:
-                    acc = vs.bar_acc.get(li)
+                    acc = vs.bar_acc.get(li) if vs.bar_acc else None
                     if acc is None:
                         pitch = base + vs.sig[li]
                         # a tie into a new bar carries its accidental (as abc2midi does)
@@ -1160,7 +1162,7 @@ class _TuneReader:
                     else:
                         note = Note(pitch, t, dur)
                         add(note)
-                    vs.last = ((note,), t, dur, (lo,))
+                    vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
                 if old:  # an empty dict can stay: nothing else holds it
                     vs.ties = {}
                 if vs.tie_letters:
@@ -1181,9 +1183,14 @@ class _TuneReader:
                     if vs.chord:
                         vs.chord[-1][4] = True
                 elif vs.last is not None:
-                    for x, lo in zip(vs.last[0], vs.last[3]):
+                    x = vs.last[0]
+                    if type(x) is Note:
                         vs.ties[x.pitch] = x
-                        vs.tie_letters[lo] = x.pitch
+                        vs.tie_letters[vs.last[3]] = x.pitch
+                    else:
+                        for x, lo in zip(vs.last[0], vs.last[3]):
+                            vs.ties[x.pitch] = x
+                            vs.tie_letters[lo] = x.pitch
             elif k == 12:
                 self.rest(vs, m.group(12))
             elif k == 4:
@@ -1367,6 +1374,8 @@ class _TuneReader:
         if vs.last is None:
             return
         notes, start, dur, los = vs.last
+        if type(notes) is Note:
+            notes, los = (notes,), (los,)
         if text[0] == ">":
             new = dur * (2 ** (k + 1) - 1) // (2 ** k)
             vs.broken = (1, 2 ** k)
@@ -1646,6 +1655,7 @@ def read_abc(text: str, *, repeats: bool = True) -> tuple[Piece, list[str]]:
 # ---- ABC inside prose ---------------------------------------------------------------------
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _HEADER_LINE = re.compile(r"^\s*[XTMLKQV]:\s*\S")
+_X_LINE = re.compile(r"^\s*X:\s*\d")
 
 
 def extract_abc(text: str) -> str:
@@ -1660,7 +1670,7 @@ def extract_abc(text: str) -> str:
     lines = text.split("\n")
     start = None
     for i, ln in enumerate(lines):
-        if re.match(r"^\s*X:\s*\d", ln):
+        if _X_LINE.match(ln):
             start = i
             break
     if start is None:
@@ -1683,8 +1693,13 @@ def extract_abc(text: str) -> str:
 
 
 def _is_prose(s: str) -> bool:
-    words = re.findall(r"[A-Za-z]{3,}", s)
-    return len(words) >= 4 and "|" not in s and sum(len(w) for w in words) > 0.5 * len(s)
+    if "|" in s:
+        return False
+    words = _WORDS3.findall(s)
+    return len(words) >= 4 and sum(len(w) for w in words) > 0.5 * len(s)
+
+
+_WORDS3 = re.compile(r"[A-Za-z]{3,}")
 
 
 def _is_closing_prose(s: str) -> bool:
