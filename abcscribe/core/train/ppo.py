@@ -48,26 +48,27 @@ class PPOConfig:
     """Every knob of the loop, with the defaults ``abcscribe ppo`` uses."""
 
     # rollouts
-    batch_size: int = 4  # prompts per step
+    batch_size: int = 8  # prompts per step
     samples_per_prompt: int = 16
-    temperature: float = 1.0
+    temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
     # reward
     weights: dict[str, float] | None = None
     format_bonus: float = 0.0
     # KL to the reference policy
-    kl_coef: float = 0.02
+    kl_coef: float = 0.1
     kl_target: float | None = None  # adapt kl_coef towards this per-sample KL
     # advantages
     advantage: str = "group"  # "group" or "gae"
+    group_scale: str = "batch"  # "batch" or "group": what group advantages are divided by
     gamma: float = 1.0
     lam: float = 0.95
     vf_coef: float = 0.5
     # update
     clip: float = 0.2
-    ppo_epochs: int = 4
-    mini_batch_size: int = 32  # samples per optimiser step
+    ppo_epochs: int = 2
+    mini_batch_size: int = 64  # samples per optimiser step
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
     lr: float = 3e-4
@@ -84,6 +85,8 @@ class PPOConfig:
             raise UserError(f"--temperature must be > 0 for rollouts, got {self.temperature}")
         if self.advantage not in ("group", "gae"):
             raise UserError(f"--advantage must be 'group' or 'gae', got {self.advantage!r}")
+        if self.group_scale not in ("batch", "group"):
+            raise UserError(f"--group-scale must be 'batch' or 'group', got {self.group_scale!r}")
         if self.advantage == "group" and self.samples_per_prompt < 2:
             raise UserError("--advantage group needs --samples-per-prompt of at least 2")
         for name in ("batch_size", "samples_per_prompt", "max_new_tokens", "ppo_epochs",
@@ -166,11 +169,19 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def group_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """Each sample's reward against the other samples of its prompt (prompt-major order):
-    (r - mean) / (std + eps). A prompt whose samples all score the same teaches nothing (0)."""
+def group_advantages(rewards: torch.Tensor, k: int, scale: str = "batch") -> torch.Tensor:
+    """Each sample's reward minus the mean of its prompt's ``k`` samples (prompt-major order),
+    divided by the standard deviation of those differences over the whole batch
+    (``scale="batch"``) or within each prompt (``scale="group"``, the GRPO paper's choice).
+    Per-prompt scaling blows tiny differences (a tempo 2 BPM closer) up to the size of real
+    ones; batch scaling keeps their proportions. A prompt whose samples all score the same
+    teaches nothing (0)."""
     g = rewards.view(-1, k)
-    adv = (g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True, unbiased=False) + 1e-4)
+    centred = g - g.mean(1, keepdim=True)
+    if scale == "group":
+        adv = centred / (g.std(1, keepdim=True, unbiased=False) + 1e-4)
+    else:
+        adv = centred / (centred.pow(2).mean().sqrt() + 1e-4)
     return adv.reshape(-1)
 
 
@@ -321,7 +332,7 @@ def train(
         # 4: advantages
         kl_seq = torch.cat([((c.old_logp - c.ref_logp) * c.mask).sum(1) for c in chunks])
         if cfg.advantage == "group":
-            adv_seq = group_advantages(rewards_t, k)
+            adv_seq = group_advantages(rewards_t, k, cfg.group_scale)
             at = 0
             for c in chunks:
                 n = c.ids.shape[0]
