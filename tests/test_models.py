@@ -78,8 +78,9 @@ def test_collated_labels_cover_only_the_answer(records):
         answer_start = (lab != -100).nonzero()[0].item()
         assert not batch["audio_positions"][i, answer_start:].any()
         assert batch["audio_positions"][i].sum() == batch["audio_mask"][i].sum()
-    # 2 s of audio at 50 frames/s, two frames per audio token
-    assert batch["audio_mask"].sum(1).tolist() == [50, 50]
+    # 2 s of audio at 50 frames/s, ``stack`` frames per audio token
+    per = -(-100 // lm.core.config.stack)
+    assert batch["audio_mask"].sum(1).tolist() == [per, per]
     prompt = lm.collate(records[:2], answers=False)
     assert "labels" not in prompt
     assert (prompt["input_ids"].shape[1] < batch["input_ids"].shape[1])

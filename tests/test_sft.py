@@ -7,6 +7,7 @@ import pytest
 from test_models import GREEDY, make_records
 
 from abcscribe.core.models import load_model
+from abcscribe.core.train.sft import SFTOptions, run_sft
 
 
 def write_jsonl(path, records):
@@ -48,36 +49,44 @@ def test_sft_tiny_trains_logs_and_saves_a_model_that_transcribes(cli, data, tmp_
     out_abc = [o[0] for o in lm.generate(records, GREEDY)]
     assert sum(a == r["abc"].strip() for a, r in zip(out_abc, records)) >= 2
 
-    again = cli("sft", "--data", train, "--model", "tiny", "-o", out, "--max-steps", "90")
-    assert again.returncode == 0 and "skipping" in again.stderr  # finished outputs are kept
+    # a finished output is kept as it is (make-style re-runs), unless told to overwrite
+    warnings = []
+    again = run_sft(train, out, SFTOptions(max_steps=90), warn=warnings.append)
+    assert again["skipped"] and again["steps"] == 90 and "skipping" in warnings[-1]
 
 
 @pytest.mark.slow
-def test_sft_resumes_from_its_last_checkpoint(cli, data, tmp_path):
+def test_sft_resumes_from_its_last_checkpoint(data, tmp_path):
     _, train, _ = data
     out = tmp_path / "sft"
-    args = ["sft", "--data", train, "-o", out, "--batch-size", "5", "--save-steps", "2", "--logging-steps", "1"]
-    first = cli(*args, "--max-steps", "4")
-    assert first.returncode == 0, first.stderr
+    opts = dict(batch_size=5, save_steps=2, logging_steps=1)
+    run_sft(train, out, SFTOptions(max_steps=4, **opts), warn=lambda m: None)
     assert (out / "checkpoint-4").is_dir()
     (out / "abcscribe.json").unlink()  # as if it had been interrupted before the end
-    resumed = cli(*args, "--max-steps", "6", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run_sft(train, out, SFTOptions(max_steps=6, resume=True, **opts), warn=lambda m: None)
+    assert resumed["steps"] == 6
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps[:4] == [1, 2, 3, 4] and max(steps) == 6 and 1 not in steps[4:]
-    assert json.loads(resumed.stdout)["steps"] == 6
+    assert load_model(str(out)).family == "composed"
+
+
+def test_sft_untrained_model_with_zero_steps(data, tmp_path):
+    _, train, records = data
+    summary = run_sft(train, tmp_path / "untrained", SFTOptions(max_steps=0), warn=lambda m: None)
+    assert summary["steps"] == 0
+    lm = load_model(str(tmp_path / "untrained"))
+    assert len(lm.generate(records[:1], GREEDY)[0]) == 1
 
 
 @pytest.mark.slow
-def test_sft_lora_on_an_audio_llm(cli, data, tmp_path):
+def test_sft_lora_on_an_audio_llm(data, tmp_path):
     from abcscribe.core.models.hf_audio import build_random_qwen2_audio
 
     _, train, records = data
     base = build_random_qwen2_audio(tmp_path / "qwen2-audio", [r["abc"] for r in records])
     out = tmp_path / "sft"
-    p = cli("sft", "--data", train, "--model", base, "-o", out, "--max-steps", "3", "--batch-size", "2")
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["lora"] is True
+    summary = run_sft(train, out, SFTOptions(model=str(base), max_steps=3, batch_size=2), warn=lambda m: None)
+    assert summary["lora"] is True and summary["steps"] == 3
     assert (out / "adapter_model.safetensors").exists()
     meta = json.loads((out / "abcscribe.json").read_text())
     assert meta["family"] == "hf-audio" and meta["lora"] is True

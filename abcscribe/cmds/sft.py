@@ -27,10 +27,10 @@ def main(
     train_encoder: bool = typer.Option(False, "--train-encoder", help="Also train the audio encoder of an audio LLM (frozen by default; the projection always trains)."),
     encoder: str = typer.Option("cqt", "--encoder", help="Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present."),
     projector: str = typer.Option("mlp", "--projector", help="Projection of a new composed model: mlp (2 layers) or linear."),
-    stack: int = typer.Option(2, "--stack", help="Adjacent encoder frames stacked into one audio token of a new composed model."),
+    stack: Optional[int] = typer.Option(None, "--stack", help="Adjacent encoder frames stacked into one audio token of a new composed model (default: 4 for tiny, 2 otherwise)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full fine-tuning of a pretrained model)."),
     epochs: float = typer.Option(3.0, "--epochs", help="Passes over the training records (ignored with --max-steps)."),
-    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many optimiser steps (-1: use --epochs)."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many optimiser steps (-1: use --epochs; 0: save the model untrained)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Records per device per step."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Batches accumulated per optimiser step."),
     warmup_ratio: float = typer.Option(0.03, "--warmup-ratio", help="Fraction of steps of linear warm-up (cosine decay after)."),
@@ -54,7 +54,7 @@ def main(
         raise UserError(f"--report-to must be none, tensorboard or wandb, got {report_to!r}")
     if projector not in ("mlp", "linear"):
         raise UserError(f"--projector must be mlp or linear, got {projector!r}")
-    for name, v in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--stack", stack), ("--lora-r", lora_r)):
+    for name, v in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--stack", stack or 1), ("--lora-r", lora_r)):
         if v < 1:
             raise UserError(f"{name} must be at least 1, got {v}")
     if not (0.0 <= warmup_ratio < 1.0):

@@ -94,7 +94,7 @@ def build_model(
     dtype: str | None = None,
     encoder: str = "cqt",
     projector: str = "mlp",
-    stack: int = 2,
+    stack: int | None = None,
     tiny: dict[str, Any] | None = None,
 ) -> AudioLM:
     """A model to start training from: ``tiny`` (built for ``train_records``), a causal LM
@@ -103,11 +103,13 @@ def build_model(
 
     kind = model_kind(spec)
     if kind == "tiny":
-        return build_tiny(train_records or [], device=device, **(tiny or {}))
+        over = {"encoder": encoder, "projector": projector, **({"stack": stack} if stack else {})}
+        return build_tiny(train_records or [], device=device, **{**over, **(tiny or {})})
     if kind == "causal-lm":
         from abcscribe.core.models.composed import build_composed
 
         return build_composed(
-            spec, encoder=encoder, projector=projector, stack=stack, device=device, dtype=torch_dtype(dtype)
+            spec, encoder=encoder, projector=projector, stack=stack or 2, device=device,
+            dtype=torch_dtype(dtype),
         )
     return load_model(spec, device=device, dtype=dtype, train=True)

@@ -13,14 +13,11 @@ from abcscribe.core.models.records import load_clip, load_embedding
 
 
 def get_encoder(name: str):
-    """``core.encoders.get_encoder(name)``; a built-in CQT while that module is not there."""
-    try:
-        from abcscribe.core.encoders import get_encoder as _get
-    except ImportError:
-        if name != "cqt":
-            raise UserError(f"encoder {name!r} needs abcscribe.core.encoders") from None
-        return _CQT()
-    return _get(name)
+    """The encoder ``name`` of ``core.encoders`` (on the CPU: features are computed once per
+    record and cached)."""
+    from abcscribe.core.encoders import get_encoder as _get
+
+    return _get(name, device="cpu")
 
 
 class FeatureSource:
@@ -70,35 +67,3 @@ class FeatureSource:
         if len(emb) == 0:
             emb = np.zeros((1, self.dim), np.float32)
         return emb
-
-
-class _CQT:
-    """Built-in constant-Q features, as the ``cqt`` encoder of core.encoders specifies: 16 kHz,
-    hop 320 (50 frames/s), 72 bins from C2, 12 per octave, log magnitude scaled to ~[0, 1]."""
-
-    name = "cqt"
-    sample_rate = 16000
-    frame_rate = 50.0
-    dim = 72
-    window_seconds = 30.0
-
-    def encode(self, audio: np.ndarray) -> np.ndarray:
-        import librosa
-
-        audio = np.asarray(audio, dtype=np.float32)
-        n = 1 + len(audio) // 320
-        if len(audio) < 2048:
-            audio = np.pad(audio, (0, 2048 - len(audio)))
-        c = np.abs(
-            librosa.cqt(
-                audio,
-                sr=self.sample_rate,
-                hop_length=320,
-                fmin=librosa.note_to_hz("C2"),
-                n_bins=72,
-                bins_per_octave=12,
-            )
-        )
-        db = librosa.amplitude_to_db(c, ref=1.0, top_db=None)
-        x = np.clip((db + 80.0) / 80.0, 0.0, 1.0).T[:n]
-        return x.astype(np.float32)

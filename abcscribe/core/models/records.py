@@ -86,22 +86,10 @@ def load_clip(record: dict[str, Any], sr: int, max_seconds: float | None = None)
     dur = float(dur) if dur is not None else None
     if max_seconds is not None:
         dur = min(dur, max_seconds) if dur is not None else max_seconds
-    try:
-        from abcscribe.core.audio import load_audio
-    except ImportError:  # pragma: no cover - core.audio not there yet
-        load_audio = _load_audio_librosa
+    from abcscribe.core.audio import load_audio
+
     audio, _ = load_audio(path, sr=sr, offset=offset, duration=dur)
     return np.asarray(audio, dtype=np.float32)
-
-
-def _load_audio_librosa(path, sr=None, offset=0.0, duration=None):  # pragma: no cover
-    import librosa
-
-    try:
-        y, sr = librosa.load(str(path), sr=sr, mono=True, offset=offset, duration=duration)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read audio ({e})") from None
-    return y.astype(np.float32), sr
 
 
 def load_embedding(record: dict[str, Any], max_seconds: float | None = None) -> tuple[np.ndarray, dict]:

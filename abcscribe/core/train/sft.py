@@ -48,7 +48,7 @@ class SFTOptions:
     report_to: str = "none"
     encoder: str = "cqt"
     projector: str = "mlp"
-    stack: int = 2
+    stack: int | None = None  # None: 4 for tiny, 2 for a composed model around a causal LM
     dtype: str | None = None
     tiny: dict = field(default_factory=dict)  # overrides of the tiny preset
 
@@ -256,6 +256,13 @@ def run_sft(
         # a small model's matrices are too small to split across threads: one thread is as fast
         # on an idle machine and many times faster on a busy one (no spinning workers)
         torch.set_num_threads(1)
+    if opts.max_steps == 0:
+        # the model as it starts (the "untrained" baseline of an experiment)
+        summary = {"model": opts.model, "family": lm.family, "lora": bool(lora),
+                   "train_records": len(train), "eval_records": len(evals), "steps": 0,
+                   "train_loss": None, "eval_loss": None, "seconds": 0.0}  # fmt: skip
+        lm.save(out, extra={"sft": {**summary, "options": asdict(opts), "data": str(train_path)}})
+        return summary
     train = prepare(lm, train, warn, desc="sft: preparing")
     if not train:
         raise UserError(f"{train_path}: no usable training records")
