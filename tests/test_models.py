@@ -188,3 +188,61 @@ def test_load_model_says_what_is_wrong(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a model directory"):
         load_model(str(tmp_path / "empty"))
+
+
+def build_tiny_audio_flamingo3(folder, texts):
+    """A random Audio Flamingo 3 with tiny configs, a tokenizer trained on ``texts``, Whisper
+    features of 2-second windows, and a chat template that puts ``<sound>`` where the audio is."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3ForConditionalGeneration,
+        AudioFlamingo3Processor,
+        PreTrainedTokenizerFast,
+        WhisperFeatureExtractor,
+    )
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([*texts, "system user assistant"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))  # fmt: skip
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=special[0], pad_token=special[0],
+                                  additional_special_tokens=special[1:])  # fmt: skip
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+        "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<sound>"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    cfg = AudioFlamingo3Config(
+        audio_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, num_mel_bins=128, max_source_positions=100),
+        text_config=dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                         initializer_range=0.2),
+        audio_token_id=tok.convert_tokens_to_ids("<sound>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AudioFlamingo3ForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=2)
+    AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tok, chat_template=template, max_audio_len=2).save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_audio_flamingo3_goes_through_the_same_path(records, tmp_path):
+    base = build_tiny_audio_flamingo3(tmp_path / "af3", [r["abc"] for r in records] + [QUESTION])
+    lm = load_model(str(base), train=True)
+    assert lm.family == "hf-audio"
+    lm.train_mode(lora=True, r=16, alpha=32, dropout=0.0)
+    first, last = train_steps(lm, records[:3], steps=30, lr=5e-3)
+    assert last <= first / 2
+    out = lm.generate(records[:3], GREEDY)
+    assert sum(o[0] == r["abc"].strip() for o, r in zip(out, records)) >= 2
+    lm.save(tmp_path / "sft")
+    assert load_model(str(tmp_path / "sft")).generate(records[:3], GREEDY) == out

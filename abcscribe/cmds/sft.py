@@ -80,4 +80,5 @@ def main(
         stack=stack, dtype=dtype,
     )  # fmt: skip
     summary = run_sft(data, output_dir, opts, eval_path=eval_data, warn=warn)
-    emit({"output_dir": str(output_dir), **summary})
+    if summary.pop("main_process", True):
+        emit({"output_dir": str(output_dir), **summary})

@@ -43,21 +43,23 @@ def model_kind(spec: str) -> str:
             raise UserError(f"{spec}: a LoRA adapter without abcscribe.json; train it with 'sft'")
         if not (p / "config.json").is_file():
             raise UserError(f"{spec}: not a model directory (no config.json)")
-        model_type = json.loads((p / "config.json").read_text()).get("model_type")
+        raw = json.loads((p / "config.json").read_text())
+        model_type, has_audio = raw.get("model_type"), "audio_config" in raw
     elif p.exists():
         raise UserError(f"{spec}: not a model directory")
     else:
         try:
             from transformers import AutoConfig
 
-            model_type = AutoConfig.from_pretrained(spec).model_type
+            cfg = AutoConfig.from_pretrained(spec)
+            model_type, has_audio = cfg.model_type, hasattr(cfg, "audio_config")
         except Exception as e:  # offline, unknown id, ...
             raise UserError(f"{spec}: no such model directory, and not loadable as a hub id ({e.__class__.__name__})") from None
     if model_type == "abcscribe_composed":
         return "composed"
     from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES
 
-    if model_type in MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES:
+    if model_type in MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES or has_audio:
         return "hf-audio"
     return "causal-lm"
 

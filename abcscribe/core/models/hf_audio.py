@@ -215,8 +215,20 @@ class HFAudioLM(ReferenceMixin, AudioLM):
         write_meta(out, meta)
 
 
+def _auto_class(spec: str):
+    """AutoModelForMultimodalLM, or the auto class that knows this audio LLM (Audio Flamingo 3
+    is registered as a sequence-to-sequence causal LM)."""
+    from transformers import AutoConfig, AutoModelForMultimodalLM, AutoModelForSeq2SeqLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES
+
+    model_type = AutoConfig.from_pretrained(spec).model_type
+    if model_type in MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES:
+        return AutoModelForMultimodalLM
+    return AutoModelForSeq2SeqLM
+
+
 def load_hf_audio(spec: str, meta: dict | None, *, device="cpu", dtype=None, train=False) -> HFAudioLM:
-    from transformers import AutoModelForMultimodalLM, AutoProcessor
+    from transformers import AutoProcessor
 
     meta = dict(meta or {})
     try:
@@ -227,11 +239,11 @@ def load_hf_audio(spec: str, meta: dict | None, *, device="cpu", dtype=None, tra
             if not base_spec:
                 raise UserError(f"{spec}: abcscribe.json names no base model for its adapter")
             processor = AutoProcessor.from_pretrained(spec)
-            base = AutoModelForMultimodalLM.from_pretrained(base_spec, dtype=dtype or "auto")
+            base = _auto_class(base_spec).from_pretrained(base_spec, dtype=dtype or "auto")
             model = PeftModel.from_pretrained(base, spec, is_trainable=train)
         else:
             processor = AutoProcessor.from_pretrained(spec)
-            model = AutoModelForMultimodalLM.from_pretrained(spec, dtype=dtype or "auto")
+            model = _auto_class(spec).from_pretrained(spec, dtype=dtype or "auto")
             meta.setdefault("base", str(Path(spec).resolve()) if Path(spec).is_dir() else spec)
     except OSError as e:
         raise UserError(f"{spec}: cannot load the model ({e})") from None

@@ -345,4 +345,6 @@ def run_sft(
     if trainer.is_world_process_zero():
         options = {k: v for k, v in asdict(opts).items()}
         lm.save(out, extra={"sft": {**summary, "options": options, "data": str(train_path)}})
+    else:
+        summary["main_process"] = False  # under accelerate launch: only rank 0 reports
     return summary
