@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# torchcrepe depends on torchaudio, and pip may pick a torchaudio built for another torch;
+	@# a torchaudio that cannot load breaks transformers' processors. abcscribe never needs it
+	@# (torchcrepe is imported without it), so such a build is removed.
+	$(BIN)/python -c "import torchaudio" 2>/dev/null || $(BIN)/python -m pip uninstall -y -q torchaudio
 	touch $@
 
 # abcmidi (round-trip tests), fluidsynth + a GM soundfont (render); installed when we are root
