@@ -86,8 +86,10 @@ def child_ppo(data: Path, model: Path, out: Path, steps: int, batch: int, k: int
     records = list(read_jsonl(data))
     lm = load_model(str(model), train=True)
     loaded = rss_mb()
+    # one prompt's k completions per optimiser step: the same number of sequences per forward
+    # and backward pass as sft's batch, so the two peaks compare like with like
     cfg = ppo.PPOConfig(batch_size=batch, samples_per_prompt=k, max_new_tokens=64, max_steps=steps,
-                        mini_batch_size=batch * k)
+                        mini_batch_size=k)
     t0 = time.monotonic()
     ppo.train(lm, records, out, cfg, warn=lambda m: None)
     dt = time.monotonic() - t0
@@ -129,17 +131,19 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
 
-    n, sft_steps, ppo_steps, batch, k = (16, 10, 2, 4, 8) if args.quick else (64, 40, 6, 8, 8)
+    # sft batch = ppo mini-batch = k sequences per forward/backward
+    n, sft_steps, ppo_steps, batch, k = (16, 10, 2, 4, 8) if args.quick else (64, 40, 6, 4, 8)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = make_data(tmp, n)
-        sft = run_child("sft", str(data), str(tmp / "sft"), str(sft_steps), str(batch))
+        sft = run_child("sft", str(data), str(tmp / "sft"), str(sft_steps), str(k))
         base = run_child("load", str(tmp / "sft"))
         ppo = run_child("ppo", str(data), str(tmp / "sft"), str(tmp / "ppo"), str(ppo_steps), str(batch), str(k))
     ratio = ppo["peak_mb"] / sft["peak_mb"]
     added = (ppo["peak_mb"] - base["peak_mb"]) / max(sft["peak_mb"] - base["peak_mb"], 1e-9)
-    print(f"tiny preset with LoRA, CPU; sft {sft_steps} steps of {batch}, ppo {ppo_steps} steps of "
-          f"{batch} prompts x {k} samples (mean completion {ppo['response_length']:.0f} tokens)")
+    print(f"tiny preset with LoRA, CPU; sft {sft_steps} steps of {k} records, ppo {ppo_steps} steps of "
+          f"{batch} prompts x {k} samples, {k} per optimiser step (mean completion "
+          f"{ppo['response_length']:.0f} tokens)")
     print(f"sft: {sft['samples_per_s']:.1f} samples/s, peak RSS {sft['peak_mb']:.0f} MB")
     print(f"ppo: {ppo['samples_per_s']:.1f} samples/s, peak RSS {ppo['peak_mb']:.0f} MB (LoRA: {ppo['lora']})")
     print(f"model loaded alone: {base['peak_mb']:.0f} MB; ppo/sft peak {ratio:.2f}, "
