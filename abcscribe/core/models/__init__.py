@@ -66,9 +66,14 @@ def model_kind(spec: str) -> str:
 
 def load_model(spec: str, *, device: str = "cpu", dtype: str | None = None, train: bool = False) -> AudioLM:
     """The model at ``spec``: an sft/ppo output directory, a transformers audio-LLM directory or
-    hub id. ``train`` leaves it trainable (an adapter stays trainable)."""
+    hub id. ``device`` 'auto' picks cuda when there is one. ``train`` leaves it trainable (an
+    adapter stays trainable)."""
     from abcscribe.core.models.common import read_meta, torch_dtype
 
+    if device in (None, "", "auto"):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "tiny":
         raise UserError("'tiny' is built from training data: train it with 'abcscribe sft --model tiny'")
     kind = model_kind(spec)
