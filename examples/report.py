@@ -141,7 +141,9 @@ def main(argv=None) -> int:
         md += [f"![{p}]({p})", ""]
     if "ppo" in scores:
         md += ["## Examples (ppo vs reference)", ""]
+        texts = {key(p): p for p in read_jsonl(run / "pred" / "ppo.jsonl")}
         for r in scores["ppo"][: args.examples]:
+            r = {**texts.get(key(r), {}), **r}
             md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
                    "Reference:", "```", str(r.get("ref", "")).strip(), "```",
                    "Transcription:", "```", str(r.get("pred", "")).strip(), "```", ""]

@@ -165,3 +165,13 @@ def test_command_module_imports_nothing_heavy():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_summary_counts_records_that_carry_a_null_error_from_upstream(cli):
+    # `transcribe` records say "error": null when all went well; they are scored pairs
+    lines = [{"id": f"c{i}", "ref": REF, "pred": REF, "error": None, "windows": 1} for i in range(3)]
+    p = cli("score", "--summary-json", input="\n".join(json.dumps(x) for x in lines) + "\n")
+    assert p.returncode == 0, p.stderr
+    *recs, summary = records(p.stdout)
+    assert len(recs) == 3 and summary["pairs"] == 3
+    assert summary["summary"]["reward"]["mean"] == 1.0

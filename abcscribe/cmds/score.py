@@ -77,7 +77,7 @@ def main(
         raise UserError("no pairs to score")
 
     if summary or summary_json:
-        scored = [r for r in records if "error" not in r]
+        scored = [r for r in records if not r.get("error")]  # upstream records carry "error": null
         table = reward.summarize(scored, resamples=resamples)
         if summary:
             _print_table(table, len(scored), batch.failed)
