@@ -122,10 +122,12 @@ def main(
 def _transcribe_records(path: Path, split: str | None) -> list[dict]:
     """The transcription prompts of an mkqa JSONL (records with task 'transcribe' and 'abc')."""
     from abcscribe.core.files import read_jsonl
+    from abcscribe.core.models.records import resolve_paths
 
     if not path.exists():
         raise UserError(f"{path}: no such file")
-    recs = [r for r in read_jsonl(path)
+    # audio paths in mkqa output are relative to the JSONL's folder
+    recs = [resolve_paths(r, path.parent) for r in read_jsonl(path)
             if r.get("task", "transcribe") == "transcribe" and isinstance(r.get("abc"), str)
             and not r.get("error") and (split is None or r.get("split") == split)]
     if not recs:
