@@ -199,31 +199,62 @@ def _nd(m) -> tuple[int, int]:
 class _VoiceView:
     """What the per-voice losses need from a Voice, computed once."""
 
-    __slots__ = ("chords", "onsets", "program", "drum")
+    __slots__ = ("chords", "onsets", "program", "drum", "_code")
 
     def __init__(self, v: Voice, tpq: int):
         starts: list[int] = []
-        groups: list[list[int]] = []
+        chords: list = []  # a single pitch as an int, a chord as a tuple (sorted below)
         last = None
+        multi = False
         for n in v.notes:  # readers give notes in time order: one pass, no dict
             t = n.start
             if t == last:
-                groups[-1].append(n.pitch)
+                g = chords[-1]
+                chords[-1] = g + (n.pitch,) if type(g) is tuple else (g, n.pitch)
+                multi = True
             elif last is None or t > last:
                 starts.append(t)
-                groups.append([n.pitch])
+                chords.append(n.pitch)
                 last = t
             else:  # out of order: group by onset the slow way
                 by: dict[int, list[int]] = {}
                 for m in v.notes:
                     by.setdefault(m.start, []).append(m.pitch)
                 starts = sorted(by)
-                groups = [by[t] for t in starts]
+                chords = [by[t][0] if len(by[t]) == 1 else tuple(by[t]) for t in starts]
+                multi = True
                 break
-        self.chords = [g[0] if len(g) == 1 else tuple(sorted(g)) for g in groups]
+        self.chords = [u if type(u) is not tuple else tuple(sorted(u)) for u in chords] \
+            if multi else chords
         self.onsets = starts if tpq == TPQ else [t * TPQ / tpq for t in starts]
         self.program = int(v.program)
         self.drum = bool(v.drum)
+        self._code = None
+
+    def code(self, table: dict) -> str:
+        """The chord sequence as a string, one character per unit: a single pitch in
+        0..0xFFFF is its own code point, any other unit gets 0x10000 + its index in ``table``
+        (shared by all voices compared with each other, so equal units get equal codes)."""
+        c = self._code
+        if c is not None:
+            return c
+        u = self.chords
+        if set(map(type, u)) <= {int} and (not u or (min(u) >= 0 and max(u) < 0x10000)):
+            c = self._code = "".join(map(chr, u))  # plain pitches: the same for every table
+            return c
+        return "".join([chr(x) if type(x) is int and 0 <= x < 0x10000 else _unit_code(x, table)
+                        for x in u])
+
+
+def _unit_code(x, table: dict) -> str:
+    if type(x) is not tuple:
+        try:
+            i = int(x)
+            if i == x and 0 <= i < 0x10000:  # a pitch given as another number type
+                return chr(i)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return chr(0x10000 + table.setdefault(x, len(table)))
 
 
 def _views(piece: Piece) -> list[_VoiceView]:
@@ -283,19 +314,25 @@ def voice_rhythm_loss(ref_onsets: Sequence[float], pred_onsets: Sequence[float],
 def _match_sorted(a: Sequence[float], b: Sequence[float], tol: float) -> int:
     """Size of a maximum one-to-one matching of two sorted lists of points, pairs within tol.
     Greedy from the left is optimal for points on a line."""
-    i = j = hits = 0
-    na, nb = len(a), len(b)
-    while i < na and j < nb:
-        d = a[i] - b[j]
-        if d > tol:
-            j += 1
-        elif d < -tol:
-            i += 1
-        else:
-            hits += 1
-            i += 1
-            j += 1
-    return hits
+    if not a or not b:
+        return 0
+    ia, ib = iter(a), iter(b)
+    x, y = next(ia), next(ib)
+    hits = 0
+    ntol = -tol
+    try:
+        while True:
+            d = x - y
+            if d > tol:
+                y = next(ib)
+            elif d < ntol:
+                x = next(ia)
+            else:
+                hits += 1
+                x = next(ia)
+                y = next(ib)
+    except StopIteration:
+        return hits
 
 
 # ---- voice assignment -------------------------------------------------------------------
@@ -341,9 +378,8 @@ def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float,
     # each distinct chord/pitch of this pair becomes one character, so the C Levenshtein runs
     # on plain strings; each voice is encoded once
     table: dict = {}
-    get = table.setdefault
-    rs = ["".join([chr(get(u, len(table))) for u in v.chords]) for v in ref]
-    ps = ["".join([chr(get(u, len(table))) for u in v.chords]) for v in pred]
+    rs = [v.code(table) for v in ref]
+    ps = [v.code(table) for v in pred]
     dist = Levenshtein.distance
     pitch = [[dist(a, b) / (max(len(a), len(b)) or 1) for b in ps] for a in rs]
     instr = [[voice_instrument_loss(r.program, p.program, r.drum, p.drum) for p in pred]
