@@ -1,5 +1,6 @@
 """midi2abc and abc2midi as a user runs them, and the round trip through abcmidi's abc2midi."""
 
+import sys
 import contextlib
 import io
 import json
@@ -78,7 +79,7 @@ def test_jsonl_records_and_a_bad_file_in_the_batch(cli, midi_dir):
 
 def test_stdin_and_user_mistakes(cli, midi_dir):
     data = (midi_dir / "a.mid").read_bytes()
-    p = subprocess.run(["python", "-m", "abcscribe", "midi2abc", "-"], input=data,
+    p = subprocess.run([sys.executable, "-m", "abcscribe", "midi2abc", "-"], input=data,
                        capture_output=True)
     assert p.returncode == 0 and p.stdout.startswith(b"X:1\n")
     for args in (["--unit", "sixteenth"], ["--layout", "columns"], ["--grid", "-3"],
