@@ -712,24 +712,27 @@ _TOKEN = re.compile(
   | (\[[A-Za-z]:[^\]\n]*\])                                   # 4 inline field
   | (\[\d+(?:[,-]\d+)*)                                       # 5 ending "[1" "[1,3"
   | ((?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)\ *  # 6 bar line, maybe ending
-  | (\[)                                                      # 7 chord open
-  | (\])(\d*/*\d*)\ *                                        # 8-9 chord close, length
-  | (-)\ *                                                    # 10 tie
-  | ([zx])(\d*/*\d*)\ *                                      # 11-12 rest, length
-  | ([ZX])(\d*)                                               # 13-14 multi-bar rest
-  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 15-17 tuplet
-  | ([<>]+)                                                   # 18 broken rhythm
-  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 19 skipped groups
-  | (&)                                                       # 20 voice overlay
-  | (.)                                                       # 21 unknown
+  | \[((?:(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)+)\](\d*/*\d*)\ * # 7-8 plain chord, length
+  | (\[)                                                      # 9 chord open
+  | (\])(\d*/*\d*)\ *                                        # 10-11 chord close, length
+  | (-)\ *                                                    # 12 tie
+  | ([zx])(\d*/*\d*)\ *                                      # 13-14 rest, length
+  | ([ZX])(\d*)                                               # 15-16 multi-bar rest
+  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 17-19 tuplet
+  | ([<>]+)                                                   # 20 broken rhythm
+  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 21 skipped groups
+  | (&)                                                       # 22 voice overlay
+  | (.)                                                       # 23 unknown
     """,
     re.X,
 )
 # Alternatives that start with the same character keep their order (inline field, ending, bar,
-# chord open), the others are ordered by frequency. Every group of an alternative that can match
-# empty text is its last one, so a match's ``lastindex`` names the alternative: 2 note, 9 chord
-# close, 12 rest, 14 multi-bar rest, 15-17 tuplet, the group number itself for the others.
-# Spaces after a note, bar, tie or rest are taken with it (spaces are skipped anyway).
+# plain chord, chord open), the others are ordered by frequency. Every group of an alternative
+# that can match empty text is its last one, so a match's ``lastindex`` names the alternative:
+# 2 note, 8 plain chord (notes without lengths or ties inside), 11 chord close, 14 rest, 16
+# multi-bar rest, 17-19 tuplet, the group number itself for the others. Spaces after a note,
+# bar, chord, tie or rest are taken with it (spaces are skipped anyway).
+_CHORD_NOTE = re.compile(r"(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*")
 _LENGTH = re.compile(r"(\d*)(/*)(\d*)")
 _FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
 _MODERN = (2, 0)
@@ -761,6 +764,17 @@ def _length_of(text: str) -> tuple[int, int]:
 
 
 _NOTE_CACHE: dict[str, tuple] = {}
+_CHORD_CACHE: dict[str, tuple] = {}
+
+
+def _chord_info(text: str) -> tuple:
+    """(_pitch_info of each note, the notes' texts) of a plain chord's inside (cached)."""
+    notes = tuple(_CHORD_NOTE.findall(text))
+    r = (tuple(_pitch_info(x) for x in notes), notes)
+    if len(_CHORD_CACHE) > 4096:
+        _CHORD_CACHE.clear()
+    _CHORD_CACHE[text] = r
+    return r
 
 
 def _note_info(m) -> tuple:
@@ -1169,16 +1183,69 @@ class _TuneReader:
                     vs.tie_letters = {}
                 vs.t = t + dur
                 vs.used = True
-            elif k == 3 or k == 19:  # spaces, slurs, decorations, chord symbols, ...
+            elif k == 3 or k == 21:  # spaces, slurs, decorations, chord symbols, ...
                 continue
             elif k == 6:
-                self.bar(vs, m.group(6))
-            elif k == 7:
+                text = m[6]
+                if vs.in_chord or text not in _BAR_CACHE:
+                    self.bar(vs, text)
+                    continue
+                # what bar() does for a cached bar sign, inline
+                if vs.bar_max:
+                    if vs.bar_max > vs.t:
+                        vs.t = vs.bar_max
+                    vs.bar_max = 0
+                text, ending = _BAR_CACHE[text]
+                t = vs.t
+                if vs.bar_count == 0 and vs.first_bar is None:
+                    vs.first_bar = t
+                vs.bar_count += 1
+                vs.bar_start = t
+                if vs.bar_acc:
+                    vs.bar_acc = {}
+                vs.tuplet = None
+                if text:
+                    vs.markers.append((t, text, None))
+                if ending is not None:
+                    vs.markers.append((t, "[", ending))
+            elif k == 8:  # a chord of plain notes: what "[", the notes and "]" do
+                ctext = m[7]
+                cinfo = _CHORD_CACHE.get(ctext)
+                if cinfo is None:
+                    cinfo = _chord_info(ctext)
+                if not prop_pitch:
+                    items = [self._pitch(vs, x) for x in cinfo[1]]
+                else:
+                    items = []
+                    for acc, li, lo, base in cinfo[0]:
+                        if acc is None:
+                            acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                            if acc is None:
+                                pitch = base + vs.sig[li]
+                                if vs.tie_letters:
+                                    tp = vs.tie_letters.get(lo)
+                                    if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                        pitch = tp
+                            else:
+                                pitch = base + acc
+                        else:
+                            vs.bar_acc[li] = acc
+                            pitch = base + acc
+                        items.append((pitch, lo))
+                vs.in_chord = False
+                vs.chord = None
+                n, d = _LEN_CACHE.get(m[8]) or _length_of(m[8])
+                dur = self._duration(vs, n, d)
+                if dur <= 0:
+                    self.warn("chord of zero length skipped", once="zero")
+                    continue
+                self._emit(vs, [(pitch, lo, dur, False) for pitch, lo in items], dur)
+            elif k == 9:
                 vs.in_chord = True
                 vs.chord = []
-            elif k == 9:
-                self.chord_close(vs, m.group(9))
-            elif k == 10:
+            elif k == 11:
+                self.chord_close(vs, m.group(11))
+            elif k == 12:
                 if vs.in_chord:
                     if vs.chord:
                         vs.chord[-1][4] = True
@@ -1191,8 +1258,8 @@ class _TuneReader:
                         for x, lo in zip(vs.last[0], vs.last[3]):
                             vs.ties[x.pitch] = x
                             vs.tie_letters[lo] = x.pitch
-            elif k == 12:
-                self.rest(vs, m.group(12))
+            elif k == 14:
+                self.rest(vs, m.group(14))
             elif k == 4:
                 text = m.group(4)
                 f, val = text[1], text[3:-1]
@@ -1206,13 +1273,13 @@ class _TuneReader:
                     pass
                 else:
                     self.warn(f"ignored inline field {text!r}", once="if" + f)
-            elif k == 15 or k == 16 or k == 17:
-                p = int(m.group(15))
+            elif k == 17 or k == 18 or k == 19:
+                p = int(m.group(17))
                 if not 2 <= p <= 32:
                     self.warn(f"ignored tuplet ({p}", once="tup")
                     continue
-                q = m.group(16)
-                r = m.group(17)
+                q = m.group(18)
+                r = m.group(19)
                 compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
                 if q:
                     qv = int(q)
@@ -1225,18 +1292,18 @@ class _TuneReader:
                 rv = int(r) if r else p
                 if qv > 0 and rv > 0:
                     vs.tuplet = [p, qv, rv]
-            elif k == 18:
-                self.broken(vs, m.group(18))
+            elif k == 20:
+                self.broken(vs, m.group(20))
             elif k == 5:
                 self.ending(vs, m.group(5)[1:])
-            elif k == 14:
-                self.multi_rest(vs, m.group(14))
-            elif k == 20:
+            elif k == 16:
+                self.multi_rest(vs, m.group(16))
+            elif k == 22:
                 vs.bar_max = max(vs.bar_max, vs.t)
                 vs.t = vs.bar_start
                 vs.last = None
-            elif k == 21:
-                self.warn(f"ignored character {m.group(21)!r}", once="ch" + m.group(21))
+            elif k == 23:
+                self.warn(f"ignored character {m.group(23)!r}", once="ch" + m.group(23))
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
         n = vs.unit * num
