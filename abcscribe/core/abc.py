@@ -187,6 +187,27 @@ def _note_text(letter: int, octave: int) -> str:
 
 
 # ---- writer --------------------------------------------------------------------------------
+_PITCH_TABLES: dict[tuple, list] = {}
+
+
+def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
+    """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
+    accidental, (letter, octave)) (cached; the list is shared, never changed)."""
+    k = (tuple(sig), fifths)
+    table = _PITCH_TABLES.get(k)
+    if table is None:
+        spell = _spelling(sig, fifths)
+        table = []
+        for p in range(128):
+            li, acc = spell[p % 12]
+            octave = (p - acc) // 12 - 1
+            table.append((li, acc, octave, _note_text(li, octave), (li, octave)))
+        if len(_PITCH_TABLES) > 256:
+            _PITCH_TABLES.clear()
+        _PITCH_TABLES[k] = table
+    return table
+
+
 def _odd_part(n: int) -> int:
     while n and n % 2 == 0:
         n //= 2
@@ -238,13 +259,7 @@ class _Writer:
             self.sig = signature(key.fifths)
             self.ktext = key_text(key)
         fifths = self.key.fifths if self.key is not None else 0
-        spell = _spelling(self.sig, fifths)
-        # per MIDI pitch: (letter, accidental, octave, text without accidental)
-        self.pitch = []
-        for p in range(128):
-            li, acc = spell[p % 12]
-            octave = (p - acc) // 12 - 1
-            self.pitch.append((li, acc, octave, _note_text(li, octave), (li, octave)))
+        self.pitch = _pitch_table(self.sig, fifths)
         self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
         self.len_cache: dict[tuple[int, int], str] = {}
         self.plan_cache: dict[tuple, tuple | None] = {}  # tuplets(): plan per bar shape
@@ -295,10 +310,9 @@ class _Writer:
 
     def segments(self, voice: Voice, cuts: list[int], total_end: int):
         """Exact chord segments of a voice: [(start, end, pitches, tied pitches)], rests as ()."""
-        notes = sorted(
-            ((n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
-             and 0 <= n.pitch <= 127 and n.start >= 0),
-        )
+        notes = [(n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
+                 and 0 <= n.pitch <= 127 and n.start >= 0]
+        notes.sort()
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:  # no note overlaps another: nothing to clean up
             return segs
@@ -465,7 +479,9 @@ class _Writer:
                     x = ps[0]
                     li, acc, octv, txt, lo = pitch[x]
                     sl = sig[li]
-                    if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                    # nothing written before in this bar and the key's own accidental: plain
+                    if (letter_acc or acc != sl or (first and carry_lo)) and (
+                            letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
                             or (first and carry_lo and carry_lo.get(lo, x) != x)):
                         txt = _ACC_TEXT[acc] + txt
                         letter_acc[li] = acc
