@@ -1251,11 +1251,42 @@ class _TuneReader:
                 vs.in_chord = False
                 vs.chord = None
                 n, d = _LEN_CACHE.get(m[8]) or _length_of(m[8])
-                dur = self._duration(vs, n, d)
+                if vs.tuplet is None and vs.broken is None:
+                    x = vs.unit * n
+                    if x <= 0:
+                        dur = 0
+                    elif d == 1:
+                        dur = x
+                    else:
+                        dur = x // d if x % d == 0 else max(1, round(x / d))
+                else:
+                    dur = self._duration(vs, n, d)
                 if dur <= 0:
                     self.warn("chord of zero length skipped", once="zero")
                     continue
-                self._emit(vs, [(pitch, lo, dur, False) for pitch, lo in items], dur)
+                # what _emit does for untied notes of one length
+                t = vs.t
+                old = vs.ties
+                out, los = [], []
+                add = vs.voice.notes.append
+                for pitch, lo in items:
+                    if not 0 <= pitch <= 127:
+                        self.warn("note outside the MIDI range skipped", once="range")
+                        continue
+                    prev = old.get(pitch) if old else None
+                    if prev is not None and prev.start + prev.duration == t:
+                        prev.duration += dur
+                        note = prev
+                    else:
+                        note = Note(pitch, t, dur)
+                        add(note)
+                    out.append(note)
+                    los.append(lo)
+                vs.ties = {}
+                vs.tie_letters = {}
+                vs.last = (out, t, dur, los)
+                vs.t = t + dur
+                vs.used = True
             elif k == 9:
                 vs.in_chord = True
                 vs.chord = []
