@@ -187,6 +187,8 @@ def _note_text(letter: int, octave: int) -> str:
 
 
 # ---- writer --------------------------------------------------------------------------------
+_NO_CARRY: dict = {}  # shared, never changed
+_NO_TIES: frozenset = frozenset()
 _PITCH_TABLES: dict[tuple, list] = {}
 
 
@@ -228,6 +230,21 @@ def _tempo_text(bpm: float) -> str:
         if v >= 1 and abs(v - round(v)) < 0.01:
             return f"1/{beat}={int(round(v))}"
     return f"1/4={max(1, int(round(bpm)))}"
+
+
+def _bar_starts(p: Piece, end: int) -> list[int]:
+    """``p.bar_starts(end)`` without a search per bar when the piece has one meter."""
+    ms = p.meters
+    if len(ms) == 1 and ms[0].tick == 0:
+        bt = ms[0].bar_ticks
+        if bt > 0:
+            starts = [0]
+            t = p.anacrusis if p.anacrusis > 0 else 0
+            if t > 0:
+                starts.append(t)
+            starts.extend(range(t + bt, end, bt))
+            return starts
+    return p.bar_starts(end)
 
 
 class _Writer:
@@ -291,7 +308,7 @@ class _Writer:
         end = p.end_tick
         if end <= 0:
             return []
-        starts = [s for s in p.bar_starts(end) if s < end] or [0]
+        starts = [s for s in _bar_starts(p, end) if s < end] or [0]
         meter_ticks = sorted(m.tick for m in p.meters)
         out = []
         for i, s in enumerate(starts):
@@ -450,21 +467,20 @@ class _Writer:
         plain_len = self.plain_len
         # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
         # another note on the same letter and octave at the bar's start must spell its own
-        carry_lo = {pitch[x][4]: x for x in carry}
+        carry_lo = {pitch[x][4]: x for x in carry} if carry else _NO_CARRY
         first = True
         prev_tied = carry
         for tup, gsegs in groups:
-            if tup is not None:
+            plain = tup is None
+            if not plain:
                 p, q = tup
                 append(" (3" if (p == 3 and len(gsegs) == 3) else f" ({p}:{q}:{len(gsegs)}")
-            else:
-                p = q = 1
             for s, e, ps, tied in gsegs:
                 if tempo_at and s in tempo_at:
                     append(f" [Q:{_tempo_text(tempo_at[s])}] ")
-                elif tup is None and s != b0 and (s - b0) % beat == 0:
+                elif plain and s != b0 and (s - b0) % beat == 0:
                     append(" ")
-                if p == 1 and q == 1:
+                if plain:
                     ln = plain_len.get(e - s)
                     if ln is None:
                         ln = plain_len[e - s] = self.length(e - s, 1)
@@ -473,7 +489,7 @@ class _Writer:
                 if not ps:
                     append("z" + ln)
                     first = False
-                    prev_tied = frozenset()
+                    prev_tied = _NO_TIES
                     continue
                 if len(ps) == 1:
                     x = ps[0]
