@@ -658,12 +658,13 @@ class _Writer:
         for vi, v in enumerate(p.voices):
             segs = self.segments(v, cuts, total_end)
             odd = self.odd
-            grid = all(s % odd == 0 and e % odd == 0 for s, e, _, _ in segs)
+            grid = not any([s % odd or e % odd for s, e, _, _ in segs])
             texts = []
             j = 0
+            nseg = len(segs)
             for bi, (b0, b1) in enumerate(bars):
                 k = j
-                while k < len(segs) and segs[k][0] < b1:
+                while k < nseg and segs[k][0] < b1:
                     k += 1
                 lead = ""
                 m = meter_at.get(b0)
