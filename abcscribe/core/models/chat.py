@@ -59,6 +59,18 @@ def answer_suffix_text(render, prompt_msgs: list, answer: str, eos_token: str | 
     return answer + (eos_token or "")
 
 
+def end_of_turn_id(render, probe_msgs: list, tokenizer) -> int | None:
+    """Id of the marker the template writes after an assistant answer (e.g. ``<|im_end|>``), when
+    it is one known token of ``tokenizer``; else None. Generation stops there as at EOS."""
+    tail = answer_suffix_text(render, probe_msgs, "xyz", tokenizer.eos_token)
+    end = tail[tail.index("xyz") + 3 :]
+    if end:
+        tid = tokenizer.convert_tokens_to_ids(end)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            return tid
+    return None
+
+
 class PromptCache:
     """Token ids of prompts and answers, computed once per distinct conversation."""
 

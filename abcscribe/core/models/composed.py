@@ -26,6 +26,7 @@ from abcscribe.core.models.chat import (
     SIMPLE_CHAT_TEMPLATE,
     PromptCache,
     answer_suffix_text,
+    end_of_turn_id,
     flatten,
 )
 from abcscribe.core.models.common import (
@@ -181,14 +182,8 @@ class ComposedAudioLM(ReferenceMixin, AudioLM):
         return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=gen_prompt, tokenize=False)
 
     def _stop_ids(self) -> list[int]:
-        ids = [self.tokenizer.eos_token_id]
         probe = [{"role": "user", "content": "q"}]
-        tail = answer_suffix_text(self._render, probe, "xyz", self.tokenizer.eos_token)
-        end = tail[tail.index("xyz") + 3 :]
-        if end:
-            tid = self.tokenizer.convert_tokens_to_ids(end)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
-                ids.append(tid)
+        ids = [self.tokenizer.eos_token_id, end_of_turn_id(self._render, probe, self.tokenizer)]
         return sorted({i for i in ids if i is not None})
 
     def _encode_text(self, text: str) -> list[int]:

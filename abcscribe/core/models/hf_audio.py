@@ -14,7 +14,7 @@ import torch
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.models.base import AudioLM, GenerationOptions
-from abcscribe.core.models.chat import answer_suffix_text
+from abcscribe.core.models.chat import answer_suffix_text, end_of_turn_id
 from abcscribe.core.models.common import (
     ReferenceMixin,
     generation_kwargs,
@@ -71,12 +71,7 @@ class HFAudioLM(ReferenceMixin, AudioLM):
         ids |= set(eos if isinstance(eos, list) else [eos])
         probe = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
         try:
-            tail = answer_suffix_text(self._render, probe, "xyz", self.tokenizer.eos_token)
-            end = tail[tail.index("xyz") + 3 :]
-            if end:
-                tid = self.tokenizer.convert_tokens_to_ids(end)
-                if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
-                    ids.add(tid)
+            ids.add(end_of_turn_id(self._render, probe, self.tokenizer))
         except Exception:  # a template that needs audio in every turn
             pass
         return sorted(i for i in ids if i is not None)
