@@ -478,30 +478,12 @@ def load_transcriber(spec: str, device: str = "cpu", dtype: str | None = None) -
     from transformers.utils import logging as hf_logging
 
     from abcscribe.core.models import load_model
+    from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
     hf_logging.disable_progress_bar()  # one progress line on stderr: ours
     model = load_model(spec, device=device, dtype=dtype)
-    _one_thread_for_small_models(model)
+    one_thread_for_small_cpu_model(model)
     return model
-
-
-#: below this many parameters a CPU model generates faster on one thread
-SMALL_MODEL_PARAMS = 20_000_000
-
-
-def _one_thread_for_small_models(model: AudioLM) -> None:
-    """Token-by-token generation of a small model is a stream of tiny matrix products: a
-    second torch thread adds synchronisation and nothing else, and on a busy machine its
-    spin-waiting made the tiny preset 50 times slower (0.3 s vs 15 s for 64 tokens, measured
-    on 2 shared cores). Large models keep torch's thread count."""
-    import torch
-
-    module = getattr(model, "model", None)
-    if module is None or str(getattr(model, "device", "cpu")).split(":")[0] != "cpu":
-        return
-    if sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)
-
 
 
 # ---- files written with -o DIR ----------------------------------------------------------------

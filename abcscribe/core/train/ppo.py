@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.models.base import AudioLM, GenerationOptions
+from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
 MIN_REWARD = 0.0  # the floor of core.reward's [0, 1] reward: what a failed reward becomes
 LOG_NAME = "log.jsonl"
@@ -270,7 +271,7 @@ def train(
 
         accelerator = Accelerator(cpu=str(getattr(lm, "device", "cpu")) == "cpu")
     device = lm.device
-    _one_thread_for_small_cpu_models(lm)
+    one_thread_for_small_cpu_model(lm)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     k = cfg.samples_per_prompt
@@ -481,18 +482,6 @@ def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
             out[key] = sum(vals) / len(vals)
     out.pop("reward", None)  # already reward_mean
     return out
-
-
-def _one_thread_for_small_cpu_models(lm: AudioLM) -> None:
-    """Rollouts of a small model are streams of tiny matrix products: a second torch thread only
-    adds synchronisation, and on a busy machine its spin-waiting made each step 30 times slower
-    (measured on 2 shared cores). Large models and an explicit OMP_NUM_THREADS keep theirs."""
-    import os
-
-    if str(lm.device).split(":")[0] != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        return
-    if sum(p.numel() for p in lm.model.parameters()) < 20_000_000:
-        torch.set_num_threads(1)
 
 
 def _hidden_size(lm: AudioLM) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -196,7 +195,7 @@ def run_sft(
     from trl import SFTConfig
 
     from abcscribe.core.models import build_model, model_kind
-    from abcscribe.core.models.common import read_meta
+    from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
 
     warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
     out = Path(output_dir)
@@ -251,11 +250,7 @@ def run_sft(
     else:
         lm.train_mode(lora, opts.lora_r, opts.lora_alpha, opts.lora_dropout)
 
-    small = sum(p.numel() for p in lm.model.parameters()) < 50_000_000
-    if small and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # a small model's matrices are too small to split across threads: one thread is as fast
-        # on an idle machine and many times faster on a busy one (no spinning workers)
-        torch.set_num_threads(1)
+    one_thread_for_small_cpu_model(lm, max_params=50_000_000)
     if opts.max_steps == 0:
         # the model as it starts (the "untrained" baseline of an experiment)
         summary = {"model": opts.model, "family": lm.family, "lora": bool(lora),
