@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+from abcscribe.core.reward import summarize
 
 SYSTEMS = ("baseline", "untrained", "sft", "ppo")
 METRICS = ("reward", "pitch", "metre", "tempo", "instrument", "note_f1")
@@ -26,22 +26,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean."""
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n, len(values)))
-    means = values[idx].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+RESAMPLES = 2000
+
+
+def interval(stats: dict, m: str) -> dict:
+    """{"mean", "ci"} of metric ``m`` from ``core.reward.summarize`` (NaN when nothing scored)."""
+    st = stats.get(m)
+    if st is None:
+        return {"mean": float("nan"), "ci": [float("nan"), float("nan")]}
+    return {"mean": st["mean"], "ci": st["ci95"]}
 
 
 def summarise(records: list[dict]) -> dict:
-    out = {"n": len(records)}
-    for m in METRICS:
-        vals = np.array([float(r[m]) for r in records if isinstance(r.get(m), (int, float))])
-        lo, hi = bootstrap_ci(vals)
-        out[m] = {"mean": float(vals.mean()) if len(vals) else float("nan"), "ci": [lo, hi]}
+    stats = summarize(records, metrics=METRICS, resamples=RESAMPLES)
+    out = {"n": len(records), **{m: interval(stats, m) for m in METRICS}}
     out["errors"] = sum(1 for r in records if r.get("error"))
     return out
 
@@ -53,13 +51,9 @@ def key(r: dict) -> str:
 def paired(a: list[dict], b: list[dict], metric: str = "reward") -> dict:
     """Mean of (a - b) over items both scored, with a paired bootstrap interval."""
     bmap = {key(r): r for r in b if isinstance(r.get(metric), (int, float))}
-    diffs = np.array(
-        [float(r[metric]) - float(bmap[key(r)][metric]) for r in a
-         if isinstance(r.get(metric), (int, float)) and key(r) in bmap]
-    )
-    lo, hi = bootstrap_ci(diffs)
-    return {"n": int(len(diffs)), "mean": float(diffs.mean()) if len(diffs) else float("nan"),
-            "ci": [lo, hi]}
+    diffs = [{"d": float(r[metric]) - float(bmap[key(r)][metric])} for r in a
+             if isinstance(r.get(metric), (int, float)) and key(r) in bmap]
+    return {"n": len(diffs), **interval(summarize(diffs, metrics=("d",), resamples=RESAMPLES), "d")}
 
 
 def plot_curves(run: Path) -> list[str]:
