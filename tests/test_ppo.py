@@ -2,9 +2,10 @@
 
 The toy task: one bar of two half notes (seven pitch letters), tempo 70-160 BPM, piano or
 violin, rendered with the built-in synthesiser; CQT embeddings as `embed` writes them. A tiny
-model after a short sft gets tempo and instrument right and the pitches mostly wrong; ppo must
-raise the mean reward of greedy transcriptions of held-out clips, and the same run with the
-update switched off (--lr 0) must not."""
+model after a short sft gets tempo and instrument right and the pitches partly (it is halfway
+through learning to read them off the audio); ppo on clips the sft never saw must raise the mean
+reward of greedy transcriptions of other held-out clips, and the same run with the update
+switched off (--lr 0) must not."""
 
 import json
 import math
@@ -24,7 +25,8 @@ PROGRAMS = {0: "Acoustic Grand Piano", 40: "Violin"}
 # small enough for a test: 2 layers of 64 (about 0.1 M parameters)
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=128)
-SFT_STEPS = 400  # tempo and instrument right, pitch partly (held-out reward about 0.66)
+PPO_STEPS = 30
+SFT_STEPS = 700  # tempo and instrument right, pitch partly (held-out reward about 0.79)
 
 
 def toy_abc(notes, bpm, program):
@@ -72,39 +74,43 @@ def write_jsonl(path, records):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """Train/held-out JSONL of the toy task and a tiny model after a short sft."""
+    """Train/rl/held-out JSONL of the toy task and a tiny model after a short sft."""
     folder = tmp_path_factory.mktemp("ppo-toy")
-    train = write_jsonl(folder / "train.jsonl", toy_records(folder, 256, 1, "train"))
-    held_out = write_jsonl(folder / "val.jsonl", toy_records(folder, 64, 2, "val"))
+    train = write_jsonl(folder / "train.jsonl", toy_records(folder, 1024, 1, "train"))
+    held_out = write_jsonl(folder / "val.jsonl", toy_records(folder, 128, 2, "val"))
     sft = folder / "sft"
     run_sft(train, sft, SFTOptions(max_steps=SFT_STEPS, batch_size=8, lr=3e-3, warmup_ratio=0.0,
                                    logging_steps=100, tiny=TINY), warn=lambda m: None)
     return folder, train, held_out, sft
 
 
-def ppo_args(toy, out, *extra):
+@pytest.fixture(scope="module")
+def rl_prompts(toy):
+    """Clips for ppo that neither sft nor the evaluation sees."""
+    return write_jsonl(toy[0] / "rl.jsonl", toy_records(toy[0], 256, 3, "rl"))
+
+
+def ppo_args(toy, data, out, *extra):
     folder, train, held_out, sft = toy
-    return ("ppo", "--data", train, "--model", sft, "-o", out, "--eval-data", held_out,
-            "--max-steps", "20", "--max-new-tokens", "64", "--seed", "0", *extra)
+    return ("ppo", "--data", data, "--model", sft, "-o", out, "--eval-data", held_out,
+            "--max-steps", str(PPO_STEPS), "--max-new-tokens", "64", "--seed", "0", *extra)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: on the current tiny preset (line tokenizer, 4 stacked frames) 20 ppo steps move "
-    "held-out reward by -0.02..+0.01; with the earlier preset (2 frames, BPE) the same loop gave "
-    "+0.04..+0.14 over 4 seeds. strict: remove this mark when it passes"))
-def test_ppo_raises_held_out_reward_and_a_run_without_updates_does_not(cli, toy, tmp_path):
+def test_ppo_raises_held_out_reward_and_a_run_without_updates_does_not(cli, toy, rl_prompts,
+                                                                       tmp_path):
     out = tmp_path / "ppo"
-    p = cli(*ppo_args(toy, out))
+    p = cli(*ppo_args(toy, rl_prompts, out))  # the default batch: 32 prompts x 8 samples
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout)
     before, after = result["eval_before"], result["eval_after"]
+    print(f"ppo toy task: held-out greedy reward {before:.4f} -> {after:.4f}")
     assert 0.3 < before < 0.95  # partly right: room to improve, something to build on
-    assert after >= before + 0.02, (before, after)
+    assert after >= before + 0.03, (before, after)  # measured +0.08..+0.10 over 3 seeds
 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "kl" in r]
-    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert [r["step"] for r in steps] == list(range(1, PPO_STEPS + 1))
     for key in ("reward_mean", "reward_std", "reward_pitch", "reward_tempo", "reward_instrument",
                 "reward_metre", "kl", "clip_frac", "entropy", "response_length", "samples_per_s"):
         assert all(isinstance(r[key], float) and math.isfinite(r[key]) for r in steps), key
@@ -119,7 +125,7 @@ def test_ppo_raises_held_out_reward_and_a_run_without_updates_does_not(cli, toy,
     assert "Q:1/4=" in text and "|" in text
 
     # control: the same run with the update switched off learns nothing
-    control = cli(*ppo_args(toy, tmp_path / "control", "--lr", "0"))
+    control = cli(*ppo_args(toy, rl_prompts, tmp_path / "control", "--lr", "0"))
     assert control.returncode == 0, control.stderr
     c = json.loads(control.stdout)
     assert c["eval_before"] == before
