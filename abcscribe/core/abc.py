@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from operator import attrgetter
 
 from abcscribe.core.errors import UserError
@@ -190,6 +190,7 @@ def _note_text(letter: int, octave: int) -> str:
 _NO_CARRY: dict = {}  # shared, never changed
 _NO_TIES: frozenset = frozenset()
 _PITCH_TABLES: dict[tuple, list] = {}
+_TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
 
 
 def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
@@ -279,7 +280,6 @@ class _Writer:
         self.pitch = _pitch_table(self.sig, fifths)
         self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
         self.len_cache: dict[tuple[int, int], str] = {}
-        self.plan_cache: dict[tuple, tuple | None] = {}  # tuplets(): plan per bar shape
 
     # -- durations
     def length(self, num: int, den: int = 1) -> str:
@@ -533,98 +533,96 @@ class _Writer:
 
     def tuplets(self, segs, b0, b1, pickup):
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
-        # the plan depends only on the bar's shape: bars with the same rhythm share it
-        key = (b1 - b0, bool(pickup), tuple([(s - b0, e - b0) for s, e, _, _ in segs]))
-        rel = self.plan_cache.get(key, False)
-        if rel is False:
-            plan = self._tuplet_plan(segs, b0, b1, pickup)
-            rel = None if plan is None else tuple((c0 - b0, c1 - b0, p) for c0, c1, p in plan)
-            self.plan_cache[key] = rel
-        if rel is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
+        # the layout depends only on the bar's shape: bars with the same rhythm share it
+        shape = tuple([(s - b0, e - b0) for s, e, _, _ in segs])
+        key = (self.tpq, b1 - b0, bool(pickup), shape)
+        layout = _TUPLET_LAYOUTS.get(key)
+        if layout is None:
+            layout = self._tuplet_layout(shape, b1 - b0, pickup)
+            if len(_TUPLET_LAYOUTS) >= 20000:
+                _TUPLET_LAYOUTS.clear()
+            _TUPLET_LAYOUTS[key] = layout
+        groups = []
+        for tag, pieces in layout:
+            out = []
+            for a, b, i, whole in pieces:
+                ps = segs[i][2]
+                out.append((a + b0, b + b0, ps, segs[i][3] if whole else frozenset(ps)))
+            groups.append((tag, out))
+        return groups
+
+    def _tuplet_layout(self, shape, length, pickup):
+        """``tuplets`` for a bar from 0 to ``length`` whose segments span ``shape``:
+        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]."""
+        plan = self._tuplet_plan(shape, length, pickup)
+        if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
             odd = self.odd
             snapped = []
-            for s, e, ps, tied in segs:
-                s2 = b0 + round((s - b0) / odd) * odd
-                e2 = min(b1, b0 + round((e - b0) / odd) * odd)
+            for i, (s, e) in enumerate(shape):
+                s2 = round(s / odd) * odd
+                e2 = min(length, round(e / odd) * odd)
                 if e2 > s2:
                     if snapped and snapped[-1][1] > s2:
                         continue
-                    snapped.append((s2, e2, ps, tied))
-            return [(None, snapped)]
-        tchunks = [(c0 + b0, c1 + b0, p) for c0, c1, p in rel if p is not None]
+                    snapped.append((s2, e2, i, True))
+            return ((None, tuple(snapped)),)
+        tchunks = [c for c in plan if c[2] is not None]
         edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
         groups: list = []
         ci = 0
-        for s, e, ps, tied in segs:
-            cuts = [x for x in edges if s < x < e]
-            pts = [s, *cuts, e]
+        for i, (s, e) in enumerate(shape):
+            pts = [s, *[x for x in edges if s < x < e], e]
             for a, b in zip(pts, pts[1:]):
-                t2 = tied if b == e else frozenset(ps)
                 while ci < len(tchunks) and tchunks[ci][1] <= a:
                     ci += 1
                 chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
                 tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
                 if groups and groups[-1][0] == tag:
-                    groups[-1][1].append((a, b, ps, t2))
+                    groups[-1][1].append((a, b, i, b == e))
                 else:
-                    groups.append((tag, [(a, b, ps, t2)]))
-        groups = [((g[0][0], g[0][1]) if g[0] else None, g[1]) for g in groups]
-        return groups
+                    groups.append((tag, [(a, b, i, b == e)]))
+        return tuple(((g[0][0], g[0][1]) if g[0] else None, tuple(g[1])) for g in groups)
 
-    def _tuplet_plan(self, segs, b0, b1, pickup):
-        """[(chunk start, chunk end, tuplet p or None)] covering the bar, or None when no
-        tuplet grid fits."""
+    def _tuplet_plan(self, shape, b1, pickup):
+        """[(chunk start, chunk end, tuplet p or None)] covering a bar from 0 to ``b1`` whose
+        segments span ``shape`` [(start, end)], or None when no tuplet grid fits."""
         odd, tpq = self.odd, self.tpq
-        ref = b1 if pickup else b0
+        starts = [s for s, _ in shape]
+        ends = [e for _, e in shape]  # ascending too: segments do not overlap
 
-        def chunks(R):
-            edges = {b0, b1}
-            k = (b0 - ref) // R
-            t = ref + k * R
-            while t < b1:
-                if t > b0:
-                    edges.add(t)
-                t += R
-            es = sorted(edges)
-            return list(zip(es, es[1:]))
-
-        def needs(c0, c1):
-            for s, e, _, _ in segs:
-                if c0 <= s < c1 and (s - c0) % odd:
-                    return True
-                if c0 < e <= c1 and (e - c0) % odd:
-                    return True
-            return (c1 - c0) % odd != 0
-
-        def factor(c0, c1):
-            pts = [c1 - c0]
-            for s, e, _, _ in segs:
-                if c0 < s < c1:
-                    pts.append(s - c0)
-                if c0 < e < c1:
-                    pts.append(e - c0)
-            for p in (3, 5, 7, 9):
-                if all((x * p) % odd == 0 for x in pts):
-                    return p
-            return None
+        def inside(c):  # strictly inside a segment
+            k = bisect_left(starts, c) - 1
+            return k >= 0 and ends[k] > c
 
         plan = None
         for R in (tpq, 2 * tpq, tpq // 2, tpq // 4):
             if R <= 0:
                 continue
-            cs = chunks(R)
+            es = [0]  # chunk edges: multiples of R from the bar's start (its end for a pickup)
+            t = (b1 % R) - R if pickup else R
+            while t < b1:
+                if t > 0:
+                    es.append(t)
+                t += R
+            es.append(b1)
             ok, clean, spec = True, True, []
-            for c0, c1 in cs:
-                if needs(c0, c1):
-                    p = factor(c0, c1)
-                    if p is None:
-                        ok = False
-                        break
-                    if any(s < c0 < e or s < c1 < e for s, e, _, _ in segs):
-                        clean = False
-                    spec.append((c0, c1, p))
-                else:
+            for c0, c1 in zip(es, es[1:]):
+                ss = starts[bisect_left(starts, c0):bisect_left(starts, c1)]  # in [c0, c1)
+                ee = ends[bisect_right(ends, c0):bisect_right(ends, c1)]  # in (c0, c1]
+                if not ((c1 - c0) % odd or any([(x - c0) % odd for x in ss])
+                        or any([(x - c0) % odd for x in ee])):
                     spec.append((c0, c1, None))
+                    continue
+                pts = [c1 - c0, *[x - c0 for x in ss if x > c0], *[x - c0 for x in ee if x < c1]]
+                for p in (3, 5, 7, 9):
+                    if all([(x * p) % odd == 0 for x in pts]):
+                        break
+                else:
+                    ok = False
+                    break
+                if clean and (inside(c0) or inside(c1)):
+                    clean = False
+                spec.append((c0, c1, p))
             if ok and clean:
                 plan = spec
                 break
