@@ -187,7 +187,6 @@ def _note_text(letter: int, octave: int) -> str:
 
 
 # ---- writer --------------------------------------------------------------------------------
-_NO_CARRY: dict = {}  # shared, never changed
 _NO_TIES: frozenset = frozenset()
 _PITCH_TABLES: dict[tuple, list] = {}
 _TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
@@ -195,7 +194,8 @@ _TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, sha
 
 def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
     """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
-    accidental, (letter, octave)) (cached; the list is shared, never changed)."""
+    accidental, (letter, octave), text with accidental, True when the key's own accidental,
+    bit of the letter) (cached; the list is shared, never changed)."""
     k = (tuple(sig), fifths)
     table = _PITCH_TABLES.get(k)
     if table is None:
@@ -204,11 +204,25 @@ def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
         for p in range(128):
             li, acc = spell[p % 12]
             octave = (p - acc) // 12 - 1
-            table.append((li, acc, octave, _note_text(li, octave), (li, octave)))
+            txt = _note_text(li, octave)
+            table.append((li, acc, octave, txt, (li, octave), _ACC_TEXT[acc] + txt,
+                          acc == sig[li], 1 << li))
         if len(_PITCH_TABLES) > 256:
             _PITCH_TABLES.clear()
         _PITCH_TABLES[k] = table
     return table
+
+
+class _Lengths(dict):
+    """Length text of a plain duration in ticks, computed on first use."""
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+
+    def __missing__(self, ticks: int) -> str:
+        s = self[ticks] = self.writer.length(ticks, 1)
+        return s
 
 
 def _odd_part(n: int) -> int:
@@ -278,7 +292,10 @@ class _Writer:
             self.ktext = key_text(key)
         fifths = self.key.fifths if self.key is not None else 0
         self.pitch = _pitch_table(self.sig, fifths)
-        self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
+        self.plain_len = _Lengths(self)  # length() of whole ticks, keyed by ticks
+        # per chord (pitches): (bits of its letters, or -1 when a note is off the key's own
+        # accidental; its text with no accidental)
+        self.chord_info: dict[tuple, tuple[int, str]] = {}
         self.len_cache: dict[tuple[int, int], str] = {}
 
     # -- durations
@@ -448,7 +465,7 @@ class _Writer:
         return segs
 
     # -- one bar of one voice
-    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=frozenset(),
+    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=_NO_TIES,
                  on_grid=False) -> str:
         """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
         ends on the plain grid (no tuplets needed)."""
@@ -459,16 +476,20 @@ class _Writer:
             groups = ((None, segs),)
         out: list[str] = [lead] if lead else []
         append = out.append
+        # accidentals written so far in this bar, per letter and per (letter, octave); a note
+        # needs one when either differs from its own (absent: the key's)
         letter_acc: dict[int, int] = {}
         oct_acc: dict[tuple[int, int], int] = {}
+        touched = 0  # bits of the letters in letter_acc
         sig = self.sig
         pitch = self.pitch
         beat = self.beat
         plain_len = self.plain_len
+        chord_info = self.chord_info
         # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
-        # another note on the same letter and octave at the bar's start must spell its own
-        carry_lo = {pitch[x][4]: x for x in carry} if carry else _NO_CARRY
-        first = True
+        # another note on the same letter and octave at the bar's start must spell its own:
+        # ``first`` holds those notes until the bar's first segment is written
+        first = {pitch[x][4]: x for x in carry} if carry else None
         prev_tied = carry
         for tup, gsegs in groups:
             plain = tup is None
@@ -478,33 +499,39 @@ class _Writer:
             for s, e, ps, tied in gsegs:
                 if tempo_at and s in tempo_at:
                     append(f" [Q:{_tempo_text(tempo_at[s])}] ")
-                elif plain and s != b0 and (s - b0) % beat == 0:
+                elif plain and s != b0 and not (s - b0) % beat:
                     append(" ")
-                if plain:
-                    ln = plain_len.get(e - s)
-                    if ln is None:
-                        ln = plain_len[e - s] = self.length(e - s, 1)
-                else:
-                    ln = self.length((e - s) * p, q)
+                ln = plain_len[e - s] if plain else self.length((e - s) * p, q)
                 if not ps:
                     append("z" + ln)
-                    first = False
+                    first = None
                     prev_tied = _NO_TIES
                     continue
                 if len(ps) == 1:
                     x = ps[0]
-                    li, acc, octv, txt, lo = pitch[x]
-                    sl = sig[li]
-                    # nothing written before in this bar and the key's own accidental: plain
-                    if (letter_acc or acc != sl or (first and carry_lo)) and (
-                            letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
-                            or (first and carry_lo and carry_lo.get(lo, x) != x)):
-                        txt = _ACC_TEXT[acc] + txt
-                        letter_acc[li] = acc
-                        oct_acc[lo] = acc
-                    first = False
+                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
+                    # in the key and nothing written on its letter yet: plain
+                    if not inkey or touched & bit or first:
+                        sl = sig[li]
+                        if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                                or (first and first.get(lo, x) != x)):
+                            txt = atxt
+                            letter_acc[li] = acc
+                            oct_acc[lo] = acc
+                            touched |= bit
+                    first = None
                     prev_tied = tied
                     append(txt + ln + "-" if tied else txt + ln)
+                    continue
+                info = chord_info.get(ps)
+                if info is None:
+                    info = chord_info[ps] = self._chord_info(ps)
+                mask, ctext = info
+                if (mask >= 0 and not touched & mask and not first and not prev_tied
+                        and (not tied or len(tied) == len(ps))):
+                    # every note in the key, none of their letters written yet: plain
+                    prev_tied = tied
+                    append(ctext + ln + "-" if tied else ctext + ln)
                     continue
                 if prev_tied:
                     # continuations first: abc2midi ties a note to the first chord note that
@@ -513,15 +540,16 @@ class _Writer:
                 prev_tied = tied
                 parts = []
                 for x in ps:
-                    li, acc, octv, txt, lo = pitch[x]
+                    li, acc, _, txt, lo, atxt, _, bit = pitch[x]
                     sl = sig[li]
                     if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
-                            or (first and carry_lo.get(lo, x) != x)):
-                        txt = _ACC_TEXT[acc] + txt
+                            or (first and first.get(lo, x) != x)):
+                        txt = atxt
                         letter_acc[li] = acc
                         oct_acc[lo] = acc
+                        touched |= bit
                     parts.append(txt)
-                first = False
+                first = None
                 if len(tied) == len(ps):
                     append("[" + "".join(parts) + "]" + ln + "-")
                 elif not tied:
@@ -530,6 +558,13 @@ class _Writer:
                     append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
                            + "]" + ln)
         return "".join(out).strip()
+
+    def _chord_info(self, ps: tuple) -> tuple[int, str]:
+        mask = 0
+        for x in ps:
+            _, _, _, _, _, _, inkey, bit = self.pitch[x]
+            mask = mask | bit if (inkey and mask >= 0) else -1
+        return mask, "[" + "".join(self.pitch[x][3] for x in ps) + "]"
 
     def tuplets(self, segs, b0, b1, pickup):
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""

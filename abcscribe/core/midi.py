@@ -261,7 +261,7 @@ def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> None:
     """Build each voice's notes from the flat arrays, dropping same-pitch duplicates, cutting
     same-pitch overlaps, and dropping voices left without notes."""
     qs, qe, pitches, vels, vidx = _resolve_overlaps(qs, qe, pitches, vels, vidx)
-    order = np.lexsort((qe - qs, pitches, qs, vidx))
+    order = _lexsort((qe - qs, pitches, qs, vidx))
     qs, qe, pitches, vels, vidx = qs[order], qe[order], pitches[order], vels[order], vidx[order]
     bounds = np.searchsorted(vidx, np.arange(len(piece.voices) + 1))
     s_l, d_l, p_l = qs.tolist(), (qe - qs).tolist(), pitches.tolist()
@@ -284,12 +284,32 @@ def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> None:
     piece.voices = kept
 
 
+def _lexsort(keys) -> np.ndarray:
+    """``np.lexsort(keys)`` (last key primary, ties in input order) for non-negative integer
+    keys: one stable argsort of a combined key when the keys fit in 63 bits (several times
+    faster), else lexsort itself."""
+    total = 1
+    spans = []
+    for k in keys:
+        if len(k) == 0 or int(k.min()) < 0:
+            return np.lexsort(keys)
+        spans.append(int(k.max()) + 1)
+        total *= spans[-1]
+    if total >= 1 << 63:
+        return np.lexsort(keys)
+    combined = np.zeros(len(keys[0]), np.int64)
+    for k, span in zip(reversed(keys), reversed(spans)):
+        combined *= span
+        combined += k
+    return np.argsort(combined, kind="stable")
+
+
 def _resolve_overlaps(qs, qe, pitches, vels, vidx):
     """Within a voice, two notes of one pitch never sound at once: of notes starting together
     the longest stays; an earlier note is cut where the next one of its pitch starts."""
     if len(qs) == 0:
         return qs, qe, pitches, vels, vidx
-    order = np.lexsort((-qe, qs, pitches, vidx))
+    order = _lexsort((qe.max() - qe, qs, pitches, vidx))  # qe descending
     qs, qe, pitches, vels, vidx = qs[order], qe[order], pitches[order], vels[order], vidx[order]
     same = (vidx[1:] == vidx[:-1]) & (pitches[1:] == pitches[:-1])
     dup = np.concatenate([[False], same & (qs[1:] == qs[:-1])])
@@ -455,7 +475,10 @@ def _quantize_arrays(
 
 def _dist(x: np.ndarray, g: float) -> np.ndarray:
     """Distance of each value to the nearest multiple of ``g``, in units of ``g`` (0..0.5)."""
-    return np.abs(np.remainder(x / g + 0.5, 1.0) - 0.5)
+    r = x / g + 0.5
+    r -= np.floor(r)  # r mod 1, exactly as np.remainder(r, 1.0) but several times faster
+    r -= 0.5
+    return np.abs(r, out=r)
 
 
 def estimate_shift(starts: np.ndarray, step: int, tstep: int | None = None) -> float:
