@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.machinery
+import importlib.util
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,12 +158,67 @@ def _parse(data: bytes, name: str):
         raise UserError(f"{name}: SMPTE time division is not supported (only ticks per quarter)")
     if division == 0:
         raise UserError(f"{name}: corrupt MIDI (zero ticks per quarter)")
-    import symusic  # C++ parser; imported here so `abcscribe --help` stays fast
-
+    core = _symusic_core()
     try:
-        return symusic.Score.from_midi(data)
+        return core.ScoreTick.from_midi(data, False)  # what symusic.Score.from_midi(data) does
     except Exception as e:  # symusic raises RuntimeError with a message from its parser
         raise UserError(f"{name}: corrupt MIDI ({_reason(e)})") from None
+
+
+def _symusic_core():
+    """symusic's C++ module (its parser). Imported on first use so `abcscribe --help` stays
+    fast, and without running the package's ``__init__`` when nothing imported it yet: that
+    also imports a soundfont downloader (urllib, http, email; about 40 ms of every
+    ``midi2abc`` run) which parsing does not need. A later ``import symusic`` gets this same
+    module as ``symusic.core``."""
+    core = sys.modules.get("symusic.core")
+    if core is not None:
+        return core
+    if "symusic" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("symusic")
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = Path(spec.submodule_search_locations[0]) / ("core" + suffix)
+                if path.is_file():
+                    break
+            else:
+                raise ImportError("symusic.core not found")
+            cspec = importlib.util.spec_from_file_location("symusic.core", path)
+            core = importlib.util.module_from_spec(cspec)
+            sys.modules["symusic.core"] = core
+            try:
+                cspec.loader.exec_module(core)
+            except BaseException:
+                del sys.modules["symusic.core"]
+                raise
+            sys.meta_path.insert(0, _SymusicCoreBinder())
+            return core
+        except (ImportError, AttributeError, TypeError, IndexError, OSError):
+            pass  # an unusual install: the ordinary way below
+    import symusic
+
+    return symusic.core
+
+
+class _SymusicCoreBinder:
+    """Import hook for a later ``import symusic`` after ``_symusic_core`` loaded its C++ module
+    alone: sets that module as the package's ``core`` before the package's ``__init__`` runs."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "symusic":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            module.core = sys.modules["symusic.core"]
+            run(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _conductor_name(data: bytes) -> str:
