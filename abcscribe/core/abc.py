@@ -195,8 +195,9 @@ _TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, sha
 
 def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
     """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
-    accidental, (letter, octave), text with accidental, True when the key's own accidental,
-    bit of the letter) (cached; the list is shared, never changed)."""
+    accidental, number of (letter, octave) (>= 7, so apart from letter numbers), text with
+    accidental, True when the key's own accidental, bit of the letter) (cached; the list is
+    shared, never changed)."""
     k = (tuple(sig), fifths)
     table = _PITCH_TABLES.get(k)
     if table is None:
@@ -206,7 +207,7 @@ def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
             li, acc = spell[p % 12]
             octave = (p - acc) // 12 - 1
             txt = _note_text(li, octave)
-            table.append((li, acc, octave, txt, (li, octave), _ACC_TEXT[acc] + txt,
+            table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
                           acc == sig[li], 1 << li))
         if len(_PITCH_TABLES) > 256:
             _PITCH_TABLES.clear()
@@ -326,7 +327,9 @@ class _Writer:
     # -- timeline
     def bars(self) -> list[tuple[int, int]]:
         p = self.p
-        end = p.end_tick
+        # p.end_tick, without a generator and a property call per note
+        end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices if v.notes],
+                  default=0)
         if end <= 0:
             return []
         starts = [s for s in _bar_starts(p, end) if s < end] or [0]
@@ -480,11 +483,10 @@ class _Writer:
             groups = ((None, segs),)
         out: list[str] = [lead] if lead else []
         append = out.append
-        # accidentals written so far in this bar, per letter and per (letter, octave); a note
-        # needs one when either differs from its own (absent: the key's)
-        letter_acc: dict[int, int] = {}
-        oct_acc: dict[tuple[int, int], int] = {}
-        touched = 0  # bits of the letters in letter_acc
+        # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
+        # number; a note needs one when either differs from its own (absent: the key's)
+        written: dict[int, int] = {}
+        touched = 0  # bits of the letters in ``written``
         sig = self.sig
         pitch = self.pitch
         beat = self.beat
@@ -517,11 +519,10 @@ class _Writer:
                     # in the key and nothing written on its letter yet: plain
                     if not inkey or touched & bit or first:
                         sl = sig[li]
-                        if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
                                 or (first and first.get(lo, x) != x)):
                             txt = atxt
-                            letter_acc[li] = acc
-                            oct_acc[lo] = acc
+                            written[li] = written[lo] = acc
                             touched |= bit
                     first = None
                     prev_tied = tied
@@ -546,11 +547,10 @@ class _Writer:
                 for x in ps:
                     li, acc, _, txt, lo, atxt, _, bit = pitch[x]
                     sl = sig[li]
-                    if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
+                    if (written.get(li, sl) != acc or written.get(lo, sl) != acc
                             or (first and first.get(lo, x) != x)):
                         txt = atxt
-                        letter_acc[li] = acc
-                        oct_acc[lo] = acc
+                        written[li] = written[lo] = acc
                         touched |= bit
                     parts.append(txt)
                 first = None
