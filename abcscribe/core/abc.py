@@ -13,7 +13,7 @@ import gc
 import math
 import re
 from bisect import bisect_left, bisect_right
-from operator import attrgetter
+from operator import add, attrgetter
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.gm import program_name, program_number
@@ -97,6 +97,11 @@ def estimate_key(piece: Piece) -> Key:
             continue
         for n in v.notes:
             hist[n.pitch % 12] += n.duration
+    return _key_from_histogram(hist)
+
+
+def _key_from_histogram(hist: list[float]) -> Key:
+    """``estimate_key`` from the duration-weighted pitch-class histogram."""
     if not any(hist):
         return Key(0, "major", "C")
 
@@ -280,8 +285,9 @@ def _bar_starts(p: Piece, end: int) -> list[int]:
 
 
 class _Writer:
-    def __init__(self, piece: Piece, unit, key, layout, bars_per_line):
+    def __init__(self, piece: Piece, unit, key, layout, bars_per_line, columns=None):
         self.p = piece
+        self.columns = columns  # per voice (starts, pitches, durations, ...), or None
         self.tpq = piece.tpq or TPQ
         num, den = unit
         ut = self.tpq * 4 * num
@@ -303,7 +309,7 @@ class _Writer:
                 key = False
         if key is not False:
             if key is None:
-                key = piece.key if piece.key is not None else estimate_key(piece)
+                key = piece.key if piece.key is not None else self._estimate_key()
             self.key = key
             self.sig = signature(key.fifths)
             self.ktext = key_text(key)
@@ -314,6 +320,31 @@ class _Writer:
         # accidental; its text with no accidental)
         self.chord_info: dict[tuple, tuple[int, str]] = {}
         self.len_cache: dict[tuple[int, int], str] = {}
+
+    def _estimate_key(self) -> Key:
+        if self.columns is None:
+            return estimate_key(self.p)
+        hist = [0.0] * 12
+        for v, (_, pitches, durations, *_) in zip(self.p.voices, self.columns):
+            if not v.drum:
+                for p, d in zip(pitches, durations):
+                    hist[p % 12] += d
+        return _key_from_histogram(hist)
+
+    def notes(self, vi: int) -> list[tuple[int, int, int]]:
+        """Voice ``vi``'s notes as sorted (start, pitch, duration), without the ones the
+        writer cannot place (no duration, pitch out of range, before the start)."""
+        if self.columns is None:
+            notes = [(n.start, n.pitch, n.duration) for n in self.p.voices[vi].notes
+                     if n.duration > 0 and 0 <= n.pitch <= 127 and n.start >= 0]
+            notes.sort()
+            return notes
+        starts, pitches, durations = self.columns[vi][:3]
+        notes = sorted(zip(starts, pitches, durations))
+        if notes and (notes[0][0] < 0 or min(durations) <= 0 or min(pitches) < 0
+                      or max(pitches) > 127):
+            notes = [n for n in notes if n[2] > 0 and 0 <= n[1] <= 127 and n[0] >= 0]
+        return notes
 
     # -- durations
     def length(self, num: int, den: int = 1) -> str:
@@ -328,8 +359,12 @@ class _Writer:
     def bars(self) -> list[tuple[int, int]]:
         p = self.p
         # p.end_tick, without a generator and a property call per note
-        end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices if v.notes],
-                  default=0)
+        if self.columns is None:
+            end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices
+                       if v.notes], default=0)
+        else:
+            end = max([max(map(add, c[0], c[2])) for c in self.columns if c[0]],
+                      default=0)
         if end <= 0:
             return []
         starts = [s for s in _bar_starts(p, end) if s < end] or [0]
@@ -349,11 +384,10 @@ class _Writer:
             out.append((s, e))
         return out
 
-    def segments(self, voice: Voice, cuts: list[int], total_end: int):
-        """Exact chord segments of a voice: [(start, end, pitches, tied pitches)], rests as ()."""
-        notes = [(n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
-                 and 0 <= n.pitch <= 127 and n.start >= 0]
-        notes.sort()
+    def segments(self, vi: int, cuts: list[int], total_end: int):
+        """Exact chord segments of voice ``vi``: [(start, end, pitches, tied pitches)], rests
+        as ()."""
+        notes = self.notes(vi)
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:  # no note overlaps another: nothing to clean up
             return segs
@@ -693,7 +727,7 @@ class _Writer:
         # per voice: bar texts
         voice_bars: list[list[str]] = []
         for vi, v in enumerate(p.voices):
-            segs = self.segments(v, cuts, total_end)
+            segs = self.segments(vi, cuts, total_end)
             odd = self.odd
             grid = not any([s % odd or e % odd for s, e, _, _ in segs])
             texts = []
@@ -750,12 +784,15 @@ def write_abc(
     bars_per_line: int = 4,
     key: Key | str | None = None,
     title: str | None = None,
+    notes: list[tuple[list[int], ...]] | None = None,
 ) -> str:
     """One ABC 2.1 tune for ``piece``. Every note's onset and duration is kept exactly.
 
     ``unit`` is L (default 1/16); ``key`` a Key, a K: text (``"none"`` writes explicit
     accidentals only), or None (the piece's key, estimated when unknown); ``layout`` is
-    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars)."""
+    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars).
+    ``notes``, when given, stands for the voices' notes: per voice, its notes' (starts,
+    pitches, durations, ...) as lists, as ``midi.read_midi_columns`` gives them."""
     if layout not in LAYOUTS:
         raise UserError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if bars_per_line < 1:
@@ -763,7 +800,9 @@ def write_abc(
     unit = tuple(unit) if unit is not None else DEFAULT_UNIT
     if len(unit) != 2 or unit[0] <= 0 or unit[1] <= 0:
         raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
-    writer = _Writer(piece, unit, key, layout, bars_per_line)
+    if notes is not None and len(notes) != len(piece.voices):
+        raise ValueError(f"notes: {len(notes)} voices' columns for {len(piece.voices)} voices")
+    writer = _Writer(piece, unit, key, layout, bars_per_line, notes)
     # The writer makes hundreds of thousands of small tuples and lists for a long piece, none
     # in a reference cycle: with the cycle collector paused it runs a third faster in a
     # process that holds many objects (a CLI run's imports).
