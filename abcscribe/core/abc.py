@@ -284,6 +284,70 @@ def _bar_starts(p: Piece, end: int) -> list[int]:
     return p.bar_starts(end)
 
 
+_NP_NOTES = 256  # voices given as columns with this many notes take _chord_segments_np
+_SINGLE = tuple((p,) for p in range(128))
+
+
+def _chord_segments_np(columns, cuts, total_end):
+    """``_Writer._chord_segments`` with numpy, straight from a voice's (starts, pitches,
+    durations, ...) columns: the same segments, or None when the notes overlap (or are not
+    sorted and valid, for the general path to deal with)."""
+    import numpy as np
+
+    st = np.array(columns[0], np.int64)
+    pi = np.array(columns[1], np.int64)
+    en = np.array(columns[2], np.int64)
+    if not len(st) or en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
+        return None
+    en += st
+    new = np.empty(len(st), bool)  # first note of a chord (a run of notes starting together)
+    new[0] = True
+    np.not_equal(st[1:], st[:-1], out=new[1:])
+    if (st[1:] < st[:-1]).any():
+        return None
+    same = ~new[1:]
+    if same.any():
+        dp = pi[1:][same] - pi[:-1][same]
+        if (dp < 0).any():  # not sorted by pitch within a chord
+            return None
+        if (en[1:][same] != en[:-1][same]).any():  # a chord whose notes end apart
+            return None
+        dup = np.zeros(len(st), bool)
+        dup[1:][same] = dp == 0
+        if dup.any():  # the same pitch twice in a chord sounds once
+            keep = ~dup
+            st, pi, en, new = st[keep], pi[keep], en[keep], new[keep]
+    first = np.flatnonzero(new)
+    gs, ge = st[first], en[first]
+    if (gs[1:] < ge[:-1]).any():  # a chord starts before the previous one ends
+        return None
+    # pitches of each chord; index 0 stands for a rest
+    ps = [()]
+    ps.extend(map(_SINGLE.__getitem__, pi[first].tolist()))
+    size = np.diff(first, append=len(pi))
+    multi = np.flatnonzero(size > 1)
+    if len(multi):
+        pl = pi.tolist()
+        for g, a, k in zip(multi.tolist(), first[multi].tolist(), size[multi].tolist()):
+            ps[g + 1] = tuple(pl[a:a + k])
+    c = np.array(cuts, np.int64)
+    c = c[(c > 0) & (c < total_end)]
+    bounds = np.concatenate(([0, total_end], gs, ge, c))
+    bounds.sort()
+    bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
+    lo, hi = bounds[:-1], bounds[1:]
+    g = np.searchsorted(gs, lo, "right") - 1
+    gend = ge[np.maximum(g, 0)]
+    sounding = (g >= 0) & (lo < gend)
+    idx = np.where(sounding, g + 1, 0)
+    tidx = np.where(sounding & (hi < gend), idx, 0)  # cut before the chord ends: tied on
+    ts = [_NO_TIES] * len(ps)
+    for k in set(tidx[tidx > 0].tolist()):
+        ts[k] = frozenset(ps[k])
+    return list(zip(lo.tolist(), hi.tolist(), map(ps.__getitem__, idx.tolist()),
+                    map(ts.__getitem__, tidx.tolist())))
+
+
 class _Writer:
     def __init__(self, piece: Piece, unit, key, layout, bars_per_line, columns=None):
         self.p = piece
@@ -387,6 +451,10 @@ class _Writer:
     def segments(self, vi: int, cuts: list[int], total_end: int):
         """Exact chord segments of voice ``vi``: [(start, end, pitches, tied pitches)], rests
         as ()."""
+        if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
+            segs = _chord_segments_np(self.columns[vi], cuts, total_end)
+            if segs is not None:
+                return segs
         notes = self.notes(vi)
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:  # no note overlaps another: nothing to clean up
