@@ -793,26 +793,27 @@ class _Writer:
         head.append("Q:" + _tempo_text(tempos[0].bpm if tempos[0].tick == 0 else 120.0))
         head.append("K:" + self.ktext)
         # per voice: bar texts
+        odd = self.odd
+        pickup = p.anacrusis > 0
+        leads = []
+        for b0, _ in bars:
+            m = meter_at.get(b0)
+            leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
+        bar_text = self.bar_text
         voice_bars: list[list[str]] = []
-        for vi, v in enumerate(p.voices):
+        for vi in range(len(p.voices)):
             segs = self.segments(vi, cuts, total_end)
-            odd = self.odd
-            grid = not any([s % odd or e % odd for s, e, _, _ in segs])
+            starts = [sg[0] for sg in segs]
+            # segments follow one another: every end is the next start, the last total_end
+            grid = total_end % odd == 0 and not any(map(odd.__rmod__, starts))  # s % odd
+            tempo = tempo_at if vi == 0 else {}
             texts = []
             j = 0
-            nseg = len(segs)
             for bi, (b0, b1) in enumerate(bars):
-                k = j
-                while k < nseg and segs[k][0] < b1:
-                    k += 1
-                lead = ""
-                m = meter_at.get(b0)
-                if m is not None:
-                    lead = f"[M:{m.numerator}/{m.denominator}] "
-                carry = segs[j - 1][3] if j > 0 else frozenset()
-                texts.append(self.bar_text(segs[j:k], b0, b1, bi == 0 and p.anacrusis > 0,
-                                           tempo_at if vi == 0 else {}, lead, carry,
-                                           grid and b0 % odd == 0))
+                k = bisect_left(starts, b1, j)
+                texts.append(bar_text(segs[j:k], b0, b1, bi == 0 and pickup, tempo, leads[bi],
+                                      segs[j - 1][3] if j else _NO_TIES,
+                                      grid and b0 % odd == 0))
                 j = k
             voice_bars.append(texts)
         body = []
