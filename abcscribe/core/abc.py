@@ -380,9 +380,7 @@ class _Writer:
         fifths = self.key.fifths if self.key is not None else 0
         self.pitch = _pitch_table(self.sig, fifths)
         self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
-        # per chord (pitches): (bits of its letters, or -1 when a note is off the key's own
-        # accidental; its text with no accidental)
-        self.chord_info: dict[tuple, tuple[int, str]] = {}
+        self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
 
     def _estimate_key(self) -> Key:
@@ -632,13 +630,17 @@ class _Writer:
                     continue
                 info = chord_info.get(ps)
                 if info is None:
-                    info = chord_info[ps] = self._chord_info(ps)
-                mask, ctext = info
-                if (mask >= 0 and not touched & mask and not first and not prev_tied
+                    info = chord_info[ps] = self._chord_at_start(ps)
+                mask, ctext, updates, umask = info
+                if (not touched & mask and not first and not prev_tied
                         and (not tied or len(tied) == len(ps))):
-                    # every note in the key, none of their letters written yet: plain
+                    # none of its letters written in this bar yet: as from a bar's start
                     prev_tied = tied
                     append(ctext + ln + "-" if tied else ctext + ln)
+                    if updates:
+                        for li, lo, acc in updates:
+                            written[li] = written[lo] = acc
+                        touched |= umask
                     continue
                 if prev_tied:
                     # continuations first: abc2midi ties a note to the first chord note that
@@ -647,10 +649,15 @@ class _Writer:
                 prev_tied = tied
                 parts = []
                 for x in ps:
-                    li, acc, _, txt, lo, atxt, _, bit = pitch[x]
-                    sl = sig[li]
-                    if (written.get(li, sl) != acc or written.get(lo, sl) != acc
-                            or (first and first.get(lo, x) != x)):
+                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
+                    if touched & bit or first:
+                        sl = sig[li]
+                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
+                                or (first and first.get(lo, x) != x)):
+                            txt = atxt
+                            written[li] = written[lo] = acc
+                            touched |= bit
+                    elif not inkey:  # nothing written on its letter: the key's accidental
                         txt = atxt
                         written[li] = written[lo] = acc
                         touched |= bit
@@ -665,12 +672,22 @@ class _Writer:
                            + "]" + ln)
         return "".join(out).strip()
 
-    def _chord_info(self, ps: tuple) -> tuple[int, str]:
-        mask = 0
+    def _chord_at_start(self, ps: tuple) -> tuple[int, str, tuple, int]:
+        """A chord as written where none of its letters has an accidental written before in
+        the bar: (bits of its letters, its text, (letter, (letter, octave) number,
+        accidental) of each note written with one, bits of their letters)."""
+        mask, umask, parts, updates, done = 0, 0, [], [], {}
         for x in ps:
-            _, _, _, _, _, _, inkey, bit = self.pitch[x]
-            mask = mask | bit if (inkey and mask >= 0) else -1
-        return mask, "[" + "".join(self.pitch[x][3] for x in ps) + "]"
+            li, acc, _, txt, lo, atxt, _, bit = self.pitch[x]
+            sl = self.sig[li]
+            mask |= bit
+            if done.get(li, sl) != acc or done.get(lo, sl) != acc:
+                txt = atxt
+                done[li] = done[lo] = acc
+                updates.append((li, lo, acc))
+                umask |= bit
+            parts.append(txt)
+        return mask, "[" + "".join(parts) + "]", tuple(updates), umask
 
     def tuplets(self, segs, b0, b1, pickup):
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
