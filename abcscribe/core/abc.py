@@ -294,10 +294,12 @@ def _chord_segments_np(columns, cuts, total_end):
     sorted and valid, for the general path to deal with)."""
     import numpy as np
 
-    st = np.array(columns[0], np.int64)
-    pi = np.array(columns[1], np.int64)
-    en = np.array(columns[2], np.int64)
-    if not len(st) or en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
+    st, pi, en, c = (np.array(x) for x in (columns[0], columns[1], columns[2], cuts))
+    if not len(c):
+        c = c.astype(np.int64)
+    if any(a.dtype.kind != "i" for a in (st, pi, en, c)) or not len(st):
+        return None  # ticks that are not whole numbers, or no notes
+    if en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
         return None
     en += st
     new = np.empty(len(st), bool)  # first note of a chord (a run of notes starting together)
@@ -330,7 +332,6 @@ def _chord_segments_np(columns, cuts, total_end):
         pl = pi.tolist()
         for g, a, k in zip(multi.tolist(), first[multi].tolist(), size[multi].tolist()):
             ps[g + 1] = tuple(pl[a:a + k])
-    c = np.array(cuts, np.int64)
     c = c[(c > 0) & (c < total_end)]
     bounds = np.concatenate(([0, total_end], gs, ge, c))
     bounds.sort()
