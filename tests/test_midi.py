@@ -11,7 +11,7 @@ import pytest
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.gm import program_name
-from abcscribe.core.midi import quantize, read_midi, write_midi
+from abcscribe.core.midi import quantize, read_midi, read_midi_columns, write_midi
 from abcscribe.core.notes import TPQ, Key, Meter, Note, Piece, Tempo, Voice
 
 
@@ -145,6 +145,32 @@ def test_music21_scores_read_back_exactly(work, tmp_path):
         assert sorted((n.start, n.pitch) for n in voice.notes) == want
     ts = score.recurse().getElementsByClass("TimeSignature").first()
     assert (p.meter.numerator, p.meter.denominator) == (ts.numerator, ts.denominator)
+
+
+def test_columns_carry_the_same_notes_and_write_the_same_abc(tmp_path):
+    """read_midi_columns + write_abc(notes=...) is the path midi2abc takes, without Note
+    objects: the same notes, the same ABC (a key estimated from the notes included)."""
+    from abcscribe.core.abc import write_abc
+
+    music21 = pytest.importorskip("music21")
+    path = tmp_path / "chorale.mid"
+    music21.corpus.parse("bach/bwv66.6").write("midi", fp=str(path))
+    rnd = random.Random(5)
+    chords = [(i * 480 + rnd.randint(0, 20), 440, p) for i in range(64)
+              for p in rnd.sample(range(48, 80), 3)]
+    hihat = [(i * 240, 120, 42) for i in range(128)]
+    performed = midi_bytes([notes_on(0, chords), notes_on(9, hihat)])
+    for source in (path, performed):
+        piece = read_midi(source)
+        bare, columns = read_midi_columns(source)
+        assert [v.name for v in bare.voices] == [v.name for v in piece.voices]
+        assert all(v.notes == [] for v in bare.voices)
+        for voice, (starts, pitches, lengths, vels) in zip(piece.voices, columns):
+            assert [(n.start, n.pitch, n.duration, n.velocity) for n in voice.notes] == list(
+                zip(starts, pitches, lengths, vels))
+        for kw in ({}, {"layout": "interleaved", "key": "none"}):
+            assert write_abc(bare, notes=columns, **kw) == write_abc(piece, **kw)
+    assert piece.key is None  # the performed file has no key signature: estimated from notes
 
 
 # ---- quantization and lead-in -------------------------------------------------------------

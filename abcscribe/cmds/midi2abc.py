@@ -54,7 +54,7 @@ def main(
     per input with -o DIR, or JSONL records with --jsonl."""
     from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit, write_abc
     from abcscribe.core.files import MIDI_EXTS, atomic_write, expand_inputs
-    from abcscribe.core.midi import read_midi
+    from abcscribe.core.midi import read_midi_columns
 
     unit_frac = parse_unit(unit)
     grid_n = _parse_grid(grid)
@@ -93,13 +93,15 @@ def main(
             source = sys.stdin.buffer.read() if item.path is None else item.path
             if item.path is None and not source:
                 raise UserError("-: no MIDI data on stdin")
-            piece = read_midi(source, grid=grid_n)
+            # the notes as columns: no Note objects on the way from MIDI to ABC
+            piece, notes = read_midi_columns(source, grid=grid_n)
             if drums == "drop":
+                notes = [c for v, c in zip(piece.voices, notes) if not v.drum]
                 piece.voices = [v for v in piece.voices if not v.drum]
             title = piece.title or (item.path.stem if item.path is not None else "")
             abc = write_abc(
                 piece, x=1 if out is not None else x, unit=unit_frac, layout=layout,
-                bars_per_line=bars_per_line, key=key_arg, title=title,
+                bars_per_line=bars_per_line, key=key_arg, title=title, notes=notes,
             )
             rec["abc"] = abc
             if out is not None:

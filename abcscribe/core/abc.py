@@ -9,10 +9,11 @@ returns what it could read plus a list of warnings.
 
 from __future__ import annotations
 
+import gc
 import math
 import re
-from bisect import bisect_right
-from operator import attrgetter
+from bisect import bisect_left, bisect_right
+from operator import add, attrgetter
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.gm import program_name, program_number
@@ -96,6 +97,11 @@ def estimate_key(piece: Piece) -> Key:
             continue
         for n in v.notes:
             hist[n.pitch % 12] += n.duration
+    return _key_from_histogram(hist)
+
+
+def _key_from_histogram(hist: list[float]) -> Key:
+    """``estimate_key`` from the duration-weighted pitch-class histogram."""
     if not any(hist):
         return Key(0, "major", "C")
 
@@ -187,14 +193,16 @@ def _note_text(letter: int, octave: int) -> str:
 
 
 # ---- writer --------------------------------------------------------------------------------
-_NO_CARRY: dict = {}  # shared, never changed
 _NO_TIES: frozenset = frozenset()
 _PITCH_TABLES: dict[tuple, list] = {}
+_TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
 
 
 def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
     """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
-    accidental, (letter, octave)) (cached; the list is shared, never changed)."""
+    accidental, number of (letter, octave) (>= 7, so apart from letter numbers), text with
+    accidental, True when the key's own accidental, bit of the letter) (cached; the list is
+    shared, never changed)."""
     k = (tuple(sig), fifths)
     table = _PITCH_TABLES.get(k)
     if table is None:
@@ -203,11 +211,40 @@ def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
         for p in range(128):
             li, acc = spell[p % 12]
             octave = (p - acc) // 12 - 1
-            table.append((li, acc, octave, _note_text(li, octave), (li, octave)))
+            txt = _note_text(li, octave)
+            table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
+                          acc == sig[li], 1 << li))
         if len(_PITCH_TABLES) > 256:
             _PITCH_TABLES.clear()
         _PITCH_TABLES[k] = table
     return table
+
+
+def _length_text(num: int, den: int, unit: int) -> str:
+    """Text for a duration of ``num/den`` ticks written in units of L (``unit`` ticks)."""
+    n, d = num, den * unit
+    g = math.gcd(n, d)
+    n, d = n // g, d // g
+    if d == 1:
+        return "" if n == 1 else str(n)
+    if d & (d - 1):  # not a power of two: cannot happen after tuplet handling
+        n2 = max(1, round(n * 64 / d))
+        return _length_text(n2 * unit, 64, unit)
+    if n == 1:
+        return "/" if d == 2 else f"/{d}"
+    return f"{n}/{d}"
+
+
+class _Lengths(dict):
+    """Length text of a plain duration in ticks, computed on first use."""
+
+    def __init__(self, unit: int):
+        super().__init__()
+        self.unit = unit
+
+    def __missing__(self, ticks: int) -> str:
+        s = self[ticks] = _length_text(ticks, 1, self.unit)
+        return s
 
 
 def _odd_part(n: int) -> int:
@@ -247,9 +284,75 @@ def _bar_starts(p: Piece, end: int) -> list[int]:
     return p.bar_starts(end)
 
 
+_NP_NOTES = 256  # voices given as columns with this many notes take _chord_segments_np
+_SINGLE = tuple((p,) for p in range(128))
+
+
+def _chord_segments_np(columns, cuts, total_end):
+    """``_Writer._chord_segments`` with numpy, straight from a voice's (starts, pitches,
+    durations, ...) columns: the same segments, or None when the notes overlap (or are not
+    sorted and valid, for the general path to deal with)."""
+    import numpy as np
+
+    st, pi, en, c = (np.array(x) for x in (columns[0], columns[1], columns[2], cuts))
+    if not len(c):
+        c = c.astype(np.int64)
+    if any(a.dtype.kind != "i" for a in (st, pi, en, c)) or not len(st):
+        return None  # ticks that are not whole numbers, or no notes
+    if en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
+        return None
+    en += st
+    new = np.empty(len(st), bool)  # first note of a chord (a run of notes starting together)
+    new[0] = True
+    np.not_equal(st[1:], st[:-1], out=new[1:])
+    if (st[1:] < st[:-1]).any():
+        return None
+    same = ~new[1:]
+    if same.any():
+        dp = pi[1:][same] - pi[:-1][same]
+        if (dp < 0).any():  # not sorted by pitch within a chord
+            return None
+        if (en[1:][same] != en[:-1][same]).any():  # a chord whose notes end apart
+            return None
+        dup = np.zeros(len(st), bool)
+        dup[1:][same] = dp == 0
+        if dup.any():  # the same pitch twice in a chord sounds once
+            keep = ~dup
+            st, pi, en, new = st[keep], pi[keep], en[keep], new[keep]
+    first = np.flatnonzero(new)
+    gs, ge = st[first], en[first]
+    if (gs[1:] < ge[:-1]).any():  # a chord starts before the previous one ends
+        return None
+    # pitches of each chord; index 0 stands for a rest
+    ps = [()]
+    ps.extend(map(_SINGLE.__getitem__, pi[first].tolist()))
+    size = np.diff(first, append=len(pi))
+    multi = np.flatnonzero(size > 1)
+    if len(multi):
+        pl = pi.tolist()
+        for g, a, k in zip(multi.tolist(), first[multi].tolist(), size[multi].tolist()):
+            ps[g + 1] = tuple(pl[a:a + k])
+    c = c[(c > 0) & (c < total_end)]
+    bounds = np.concatenate(([0, total_end], gs, ge, c))
+    bounds.sort()
+    bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
+    lo, hi = bounds[:-1], bounds[1:]
+    g = np.searchsorted(gs, lo, "right") - 1
+    gend = ge[np.maximum(g, 0)]
+    sounding = (g >= 0) & (lo < gend)
+    idx = np.where(sounding, g + 1, 0)
+    tidx = np.where(sounding & (hi < gend), idx, 0)  # cut before the chord ends: tied on
+    ts = [_NO_TIES] * len(ps)
+    for k in set(tidx[tidx > 0].tolist()):
+        ts[k] = frozenset(ps[k])
+    return list(zip(lo.tolist(), hi.tolist(), map(ps.__getitem__, idx.tolist()),
+                    map(ts.__getitem__, tidx.tolist())))
+
+
 class _Writer:
-    def __init__(self, piece: Piece, unit, key, layout, bars_per_line):
+    def __init__(self, piece: Piece, unit, key, layout, bars_per_line, columns=None):
         self.p = piece
+        self.columns = columns  # per voice (starts, pitches, durations, ...), or None
         self.tpq = piece.tpq or TPQ
         num, den = unit
         ut = self.tpq * 4 * num
@@ -271,15 +374,40 @@ class _Writer:
                 key = False
         if key is not False:
             if key is None:
-                key = piece.key if piece.key is not None else estimate_key(piece)
+                key = piece.key if piece.key is not None else self._estimate_key()
             self.key = key
             self.sig = signature(key.fifths)
             self.ktext = key_text(key)
         fifths = self.key.fifths if self.key is not None else 0
         self.pitch = _pitch_table(self.sig, fifths)
-        self.plain_len: dict[int, str] = {}  # length() of whole ticks, keyed by ticks
+        self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
+        self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
-        self.plan_cache: dict[tuple, tuple | None] = {}  # tuplets(): plan per bar shape
+
+    def _estimate_key(self) -> Key:
+        if self.columns is None:
+            return estimate_key(self.p)
+        hist = [0.0] * 12
+        for v, (_, pitches, durations, *_) in zip(self.p.voices, self.columns):
+            if not v.drum:
+                for p, d in zip(pitches, durations):
+                    hist[p % 12] += d
+        return _key_from_histogram(hist)
+
+    def notes(self, vi: int) -> list[tuple[int, int, int]]:
+        """Voice ``vi``'s notes as sorted (start, pitch, duration), without the ones the
+        writer cannot place (no duration, pitch out of range, before the start)."""
+        if self.columns is None:
+            notes = [(n.start, n.pitch, n.duration) for n in self.p.voices[vi].notes
+                     if n.duration > 0 and 0 <= n.pitch <= 127 and n.start >= 0]
+            notes.sort()
+            return notes
+        starts, pitches, durations = self.columns[vi][:3]
+        notes = sorted(zip(starts, pitches, durations))
+        if notes and (notes[0][0] < 0 or min(durations) <= 0 or min(pitches) < 0
+                      or max(pitches) > 127):
+            notes = [n for n in notes if n[2] > 0 and 0 <= n[1] <= 127 and n[0] >= 0]
+        return notes
 
     # -- durations
     def length(self, num: int, den: int = 1) -> str:
@@ -287,25 +415,19 @@ class _Writer:
         k = (num, den)
         s = self.len_cache.get(k)
         if s is None:
-            n, d = num, den * self.unit
-            g = math.gcd(n, d)
-            n, d = n // g, d // g
-            if d == 1:
-                s = "" if n == 1 else str(n)
-            elif d & (d - 1):  # not a power of two: cannot happen after tuplet handling
-                n2 = max(1, round(n * 64 / d))
-                s = self.length(n2 * self.unit, 64)
-            elif n == 1:
-                s = "/" if d == 2 else f"/{d}"
-            else:
-                s = f"{n}/{d}"
-            self.len_cache[k] = s
+            s = self.len_cache[k] = _length_text(num, den, self.unit)
         return s
 
     # -- timeline
     def bars(self) -> list[tuple[int, int]]:
         p = self.p
-        end = p.end_tick
+        # p.end_tick, without a generator and a property call per note
+        if self.columns is None:
+            end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices
+                       if v.notes], default=0)
+        else:
+            end = max([max(map(add, c[0], c[2])) for c in self.columns if c[0]],
+                      default=0)
         if end <= 0:
             return []
         starts = [s for s in _bar_starts(p, end) if s < end] or [0]
@@ -325,11 +447,14 @@ class _Writer:
             out.append((s, e))
         return out
 
-    def segments(self, voice: Voice, cuts: list[int], total_end: int):
-        """Exact chord segments of a voice: [(start, end, pitches, tied pitches)], rests as ()."""
-        notes = [(n.start, n.pitch, n.duration) for n in voice.notes if n.duration > 0
-                 and 0 <= n.pitch <= 127 and n.start >= 0]
-        notes.sort()
+    def segments(self, vi: int, cuts: list[int], total_end: int):
+        """Exact chord segments of voice ``vi``: [(start, end, pitches, tied pitches)], rests
+        as ()."""
+        if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
+            segs = _chord_segments_np(self.columns[vi], cuts, total_end)
+            if segs is not None:
+                return segs
+        notes = self.notes(vi)
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:  # no note overlaps another: nothing to clean up
             return segs
@@ -448,7 +573,7 @@ class _Writer:
         return segs
 
     # -- one bar of one voice
-    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=frozenset(),
+    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=_NO_TIES,
                  on_grid=False) -> str:
         """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
         ends on the plain grid (no tuplets needed)."""
@@ -459,16 +584,19 @@ class _Writer:
             groups = ((None, segs),)
         out: list[str] = [lead] if lead else []
         append = out.append
-        letter_acc: dict[int, int] = {}
-        oct_acc: dict[tuple[int, int], int] = {}
+        # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
+        # number; a note needs one when either differs from its own (absent: the key's)
+        written: dict[int, int] = {}
+        touched = 0  # bits of the letters in ``written``
         sig = self.sig
         pitch = self.pitch
         beat = self.beat
         plain_len = self.plain_len
+        chord_info = self.chord_info
         # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
-        # another note on the same letter and octave at the bar's start must spell its own
-        carry_lo = {pitch[x][4]: x for x in carry} if carry else _NO_CARRY
-        first = True
+        # another note on the same letter and octave at the bar's start must spell its own:
+        # ``first`` holds those notes until the bar's first segment is written
+        first = {pitch[x][4]: x for x in carry} if carry else None
         prev_tied = carry
         for tup, gsegs in groups:
             plain = tup is None
@@ -478,33 +606,42 @@ class _Writer:
             for s, e, ps, tied in gsegs:
                 if tempo_at and s in tempo_at:
                     append(f" [Q:{_tempo_text(tempo_at[s])}] ")
-                elif plain and s != b0 and (s - b0) % beat == 0:
+                elif plain and s != b0 and not (s - b0) % beat:
                     append(" ")
-                if plain:
-                    ln = plain_len.get(e - s)
-                    if ln is None:
-                        ln = plain_len[e - s] = self.length(e - s, 1)
-                else:
-                    ln = self.length((e - s) * p, q)
+                ln = plain_len[e - s] if plain else self.length((e - s) * p, q)
                 if not ps:
                     append("z" + ln)
-                    first = False
+                    first = None
                     prev_tied = _NO_TIES
                     continue
                 if len(ps) == 1:
                     x = ps[0]
-                    li, acc, octv, txt, lo = pitch[x]
-                    sl = sig[li]
-                    # nothing written before in this bar and the key's own accidental: plain
-                    if (letter_acc or acc != sl or (first and carry_lo)) and (
-                            letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
-                            or (first and carry_lo and carry_lo.get(lo, x) != x)):
-                        txt = _ACC_TEXT[acc] + txt
-                        letter_acc[li] = acc
-                        oct_acc[lo] = acc
-                    first = False
+                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
+                    # in the key and nothing written on its letter yet: plain
+                    if not inkey or touched & bit or first:
+                        sl = sig[li]
+                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
+                                or (first and first.get(lo, x) != x)):
+                            txt = atxt
+                            written[li] = written[lo] = acc
+                            touched |= bit
+                    first = None
                     prev_tied = tied
                     append(txt + ln + "-" if tied else txt + ln)
+                    continue
+                info = chord_info.get(ps)
+                if info is None:
+                    info = chord_info[ps] = self._chord_at_start(ps)
+                mask, ctext, updates, umask = info
+                if (not touched & mask and not first and not prev_tied
+                        and (not tied or len(tied) == len(ps))):
+                    # none of its letters written in this bar yet: as from a bar's start
+                    prev_tied = tied
+                    append(ctext + ln + "-" if tied else ctext + ln)
+                    if updates:
+                        for li, lo, acc in updates:
+                            written[li] = written[lo] = acc
+                        touched |= umask
                     continue
                 if prev_tied:
                     # continuations first: abc2midi ties a note to the first chord note that
@@ -513,15 +650,20 @@ class _Writer:
                 prev_tied = tied
                 parts = []
                 for x in ps:
-                    li, acc, octv, txt, lo = pitch[x]
-                    sl = sig[li]
-                    if (letter_acc.get(li, sl) != acc or oct_acc.get(lo, sl) != acc
-                            or (first and carry_lo.get(lo, x) != x)):
-                        txt = _ACC_TEXT[acc] + txt
-                        letter_acc[li] = acc
-                        oct_acc[lo] = acc
+                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
+                    if touched & bit or first:
+                        sl = sig[li]
+                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
+                                or (first and first.get(lo, x) != x)):
+                            txt = atxt
+                            written[li] = written[lo] = acc
+                            touched |= bit
+                    elif not inkey:  # nothing written on its letter: the key's accidental
+                        txt = atxt
+                        written[li] = written[lo] = acc
+                        touched |= bit
                     parts.append(txt)
-                first = False
+                first = None
                 if len(tied) == len(ps):
                     append("[" + "".join(parts) + "]" + ln + "-")
                 elif not tied:
@@ -531,100 +673,115 @@ class _Writer:
                            + "]" + ln)
         return "".join(out).strip()
 
+    def _chord_at_start(self, ps: tuple) -> tuple[int, str, tuple, int]:
+        """A chord as written where none of its letters has an accidental written before in
+        the bar: (bits of its letters, its text, (letter, (letter, octave) number,
+        accidental) of each note written with one, bits of their letters)."""
+        mask, umask, parts, updates, done = 0, 0, [], [], {}
+        for x in ps:
+            li, acc, _, txt, lo, atxt, _, bit = self.pitch[x]
+            sl = self.sig[li]
+            mask |= bit
+            if done.get(li, sl) != acc or done.get(lo, sl) != acc:
+                txt = atxt
+                done[li] = done[lo] = acc
+                updates.append((li, lo, acc))
+                umask |= bit
+            parts.append(txt)
+        return mask, "[" + "".join(parts) + "]", tuple(updates), umask
+
     def tuplets(self, segs, b0, b1, pickup):
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
-        # the plan depends only on the bar's shape: bars with the same rhythm share it
-        key = (b1 - b0, bool(pickup), tuple([(s - b0, e - b0) for s, e, _, _ in segs]))
-        rel = self.plan_cache.get(key, False)
-        if rel is False:
-            plan = self._tuplet_plan(segs, b0, b1, pickup)
-            rel = None if plan is None else tuple((c0 - b0, c1 - b0, p) for c0, c1, p in plan)
-            self.plan_cache[key] = rel
-        if rel is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
+        # the layout depends only on the bar's shape: bars with the same rhythm share it
+        shape = tuple([(s - b0, e - b0) for s, e, _, _ in segs])
+        key = (self.tpq, b1 - b0, bool(pickup), shape)
+        layout = _TUPLET_LAYOUTS.get(key)
+        if layout is None:
+            layout = self._tuplet_layout(shape, b1 - b0, pickup)
+            if len(_TUPLET_LAYOUTS) >= 20000:
+                _TUPLET_LAYOUTS.clear()
+            _TUPLET_LAYOUTS[key] = layout
+        groups = []
+        for tag, pieces in layout:
+            out = []
+            for a, b, i, whole in pieces:
+                ps = segs[i][2]
+                out.append((a + b0, b + b0, ps, segs[i][3] if whole else frozenset(ps)))
+            groups.append((tag, out))
+        return groups
+
+    def _tuplet_layout(self, shape, length, pickup):
+        """``tuplets`` for a bar from 0 to ``length`` whose segments span ``shape``:
+        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]."""
+        plan = self._tuplet_plan(shape, length, pickup)
+        if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
             odd = self.odd
             snapped = []
-            for s, e, ps, tied in segs:
-                s2 = b0 + round((s - b0) / odd) * odd
-                e2 = min(b1, b0 + round((e - b0) / odd) * odd)
+            for i, (s, e) in enumerate(shape):
+                s2 = round(s / odd) * odd
+                e2 = min(length, round(e / odd) * odd)
                 if e2 > s2:
                     if snapped and snapped[-1][1] > s2:
                         continue
-                    snapped.append((s2, e2, ps, tied))
-            return [(None, snapped)]
-        tchunks = [(c0 + b0, c1 + b0, p) for c0, c1, p in rel if p is not None]
+                    snapped.append((s2, e2, i, True))
+            return ((None, tuple(snapped)),)
+        tchunks = [c for c in plan if c[2] is not None]
         edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
         groups: list = []
         ci = 0
-        for s, e, ps, tied in segs:
-            cuts = [x for x in edges if s < x < e]
-            pts = [s, *cuts, e]
+        for i, (s, e) in enumerate(shape):
+            pts = [s, *[x for x in edges if s < x < e], e]
             for a, b in zip(pts, pts[1:]):
-                t2 = tied if b == e else frozenset(ps)
                 while ci < len(tchunks) and tchunks[ci][1] <= a:
                     ci += 1
                 chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
                 tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
                 if groups and groups[-1][0] == tag:
-                    groups[-1][1].append((a, b, ps, t2))
+                    groups[-1][1].append((a, b, i, b == e))
                 else:
-                    groups.append((tag, [(a, b, ps, t2)]))
-        groups = [((g[0][0], g[0][1]) if g[0] else None, g[1]) for g in groups]
-        return groups
+                    groups.append((tag, [(a, b, i, b == e)]))
+        return tuple(((g[0][0], g[0][1]) if g[0] else None, tuple(g[1])) for g in groups)
 
-    def _tuplet_plan(self, segs, b0, b1, pickup):
-        """[(chunk start, chunk end, tuplet p or None)] covering the bar, or None when no
-        tuplet grid fits."""
+    def _tuplet_plan(self, shape, b1, pickup):
+        """[(chunk start, chunk end, tuplet p or None)] covering a bar from 0 to ``b1`` whose
+        segments span ``shape`` [(start, end)], or None when no tuplet grid fits."""
         odd, tpq = self.odd, self.tpq
-        ref = b1 if pickup else b0
+        starts = [s for s, _ in shape]
+        ends = [e for _, e in shape]  # ascending too: segments do not overlap
 
-        def chunks(R):
-            edges = {b0, b1}
-            k = (b0 - ref) // R
-            t = ref + k * R
-            while t < b1:
-                if t > b0:
-                    edges.add(t)
-                t += R
-            es = sorted(edges)
-            return list(zip(es, es[1:]))
-
-        def needs(c0, c1):
-            for s, e, _, _ in segs:
-                if c0 <= s < c1 and (s - c0) % odd:
-                    return True
-                if c0 < e <= c1 and (e - c0) % odd:
-                    return True
-            return (c1 - c0) % odd != 0
-
-        def factor(c0, c1):
-            pts = [c1 - c0]
-            for s, e, _, _ in segs:
-                if c0 < s < c1:
-                    pts.append(s - c0)
-                if c0 < e < c1:
-                    pts.append(e - c0)
-            for p in (3, 5, 7, 9):
-                if all((x * p) % odd == 0 for x in pts):
-                    return p
-            return None
+        def inside(c):  # strictly inside a segment
+            k = bisect_left(starts, c) - 1
+            return k >= 0 and ends[k] > c
 
         plan = None
         for R in (tpq, 2 * tpq, tpq // 2, tpq // 4):
             if R <= 0:
                 continue
-            cs = chunks(R)
+            es = [0]  # chunk edges: multiples of R from the bar's start (its end for a pickup)
+            t = (b1 % R) - R if pickup else R
+            while t < b1:
+                if t > 0:
+                    es.append(t)
+                t += R
+            es.append(b1)
             ok, clean, spec = True, True, []
-            for c0, c1 in cs:
-                if needs(c0, c1):
-                    p = factor(c0, c1)
-                    if p is None:
-                        ok = False
-                        break
-                    if any(s < c0 < e or s < c1 < e for s, e, _, _ in segs):
-                        clean = False
-                    spec.append((c0, c1, p))
-                else:
+            for c0, c1 in zip(es, es[1:]):
+                ss = starts[bisect_left(starts, c0):bisect_left(starts, c1)]  # in [c0, c1)
+                ee = ends[bisect_right(ends, c0):bisect_right(ends, c1)]  # in (c0, c1]
+                if not ((c1 - c0) % odd or any([(x - c0) % odd for x in ss])
+                        or any([(x - c0) % odd for x in ee])):
                     spec.append((c0, c1, None))
+                    continue
+                pts = [c1 - c0, *[x - c0 for x in ss if x > c0], *[x - c0 for x in ee if x < c1]]
+                for p in (3, 5, 7, 9):
+                    if all([(x * p) % odd == 0 for x in pts]):
+                        break
+                else:
+                    ok = False
+                    break
+                if clean and (inside(c0) or inside(c1)):
+                    clean = False
+                spec.append((c0, c1, p))
             if ok and clean:
                 plan = spec
                 break
@@ -654,26 +811,27 @@ class _Writer:
         head.append("Q:" + _tempo_text(tempos[0].bpm if tempos[0].tick == 0 else 120.0))
         head.append("K:" + self.ktext)
         # per voice: bar texts
+        odd = self.odd
+        pickup = p.anacrusis > 0
+        leads = []
+        for b0, _ in bars:
+            m = meter_at.get(b0)
+            leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
+        bar_text = self.bar_text
         voice_bars: list[list[str]] = []
-        for vi, v in enumerate(p.voices):
-            segs = self.segments(v, cuts, total_end)
-            odd = self.odd
-            grid = not any([s % odd or e % odd for s, e, _, _ in segs])
+        for vi in range(len(p.voices)):
+            segs = self.segments(vi, cuts, total_end)
+            starts = [sg[0] for sg in segs]
+            # segments follow one another: every end is the next start, the last total_end
+            grid = total_end % odd == 0 and not any(map(odd.__rmod__, starts))  # s % odd
+            tempo = tempo_at if vi == 0 else {}
             texts = []
             j = 0
-            nseg = len(segs)
             for bi, (b0, b1) in enumerate(bars):
-                k = j
-                while k < nseg and segs[k][0] < b1:
-                    k += 1
-                lead = ""
-                m = meter_at.get(b0)
-                if m is not None:
-                    lead = f"[M:{m.numerator}/{m.denominator}] "
-                carry = segs[j - 1][3] if j > 0 else frozenset()
-                texts.append(self.bar_text(segs[j:k], b0, b1, bi == 0 and p.anacrusis > 0,
-                                           tempo_at if vi == 0 else {}, lead, carry,
-                                           grid and b0 % odd == 0))
+                k = bisect_left(starts, b1, j)
+                texts.append(bar_text(segs[j:k], b0, b1, bi == 0 and pickup, tempo, leads[bi],
+                                      segs[j - 1][3] if j else _NO_TIES,
+                                      grid and b0 % odd == 0))
                 j = k
             voice_bars.append(texts)
         body = []
@@ -713,12 +871,15 @@ def write_abc(
     bars_per_line: int = 4,
     key: Key | str | None = None,
     title: str | None = None,
+    notes: list[tuple[list[int], ...]] | None = None,
 ) -> str:
     """One ABC 2.1 tune for ``piece``. Every note's onset and duration is kept exactly.
 
     ``unit`` is L (default 1/16); ``key`` a Key, a K: text (``"none"`` writes explicit
     accidentals only), or None (the piece's key, estimated when unknown); ``layout`` is
-    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars)."""
+    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars).
+    ``notes``, when given, stands for the voices' notes: per voice, its notes' (starts,
+    pitches, durations, ...) as lists, as ``midi.read_midi_columns`` gives them."""
     if layout not in LAYOUTS:
         raise UserError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if bars_per_line < 1:
@@ -726,7 +887,19 @@ def write_abc(
     unit = tuple(unit) if unit is not None else DEFAULT_UNIT
     if len(unit) != 2 or unit[0] <= 0 or unit[1] <= 0:
         raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
-    return _Writer(piece, unit, key, layout, bars_per_line).write(x, title)
+    if notes is not None and len(notes) != len(piece.voices):
+        raise ValueError(f"notes: {len(notes)} voices' columns for {len(piece.voices)} voices")
+    writer = _Writer(piece, unit, key, layout, bars_per_line, notes)
+    # The writer makes hundreds of thousands of small tuples and lists for a long piece, none
+    # in a reference cycle: with the cycle collector paused it runs a third faster in a
+    # process that holds many objects (a CLI run's imports).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return writer.write(x, title)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_unit(text: str) -> tuple[int, int]:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.machinery
+import importlib.util
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,23 @@ def read_midi(
     notes are quantized (see ``quantize``) after removing a constant lead-in: ``offset`` seconds,
     or, when None, an estimate (zero for files already on the grid). ``grid=None`` keeps the raw
     timing, rescaled to ``TPQ``. Corrupt or non-MIDI input is a ``UserError`` naming the file."""
+    piece, columns = read_midi_columns(source, grid=grid, triplets=triplets, offset=offset)
+    _make_notes(piece, columns)
+    return piece
+
+
+def read_midi_columns(
+    source: str | Path | bytes,
+    *,
+    grid: int | None = 16,
+    triplets: bool = True,
+    offset: float | None = None,
+) -> tuple[Piece, list[tuple[list[int], list[int], list[int], list[int]]]]:
+    """``read_midi`` for a converter that goes straight on to another format (``write_abc``
+    takes these columns): the same ``Piece`` but without ``Note`` objects, whose making is a
+    third of the reading time of a long file. Each voice's ``notes`` is left empty; the list
+    holds, per voice, its notes as four lists (starts, pitches, durations, velocities) sorted
+    by start, pitch and duration, the order of ``read_midi``'s notes."""
     data, name = _load(source)
     score = _parse(data, name)
     step = _grid_step(grid) if grid is not None else None
@@ -79,7 +99,7 @@ def read_midi(
     if title and all(v.name != title for v in voices):
         piece.title = title
     if not voices:
-        return piece
+        return piece, []
 
     starts = np.concatenate([a[0] for a in arrays])
     ends = np.concatenate([a[1] for a in arrays])
@@ -119,8 +139,7 @@ def read_midi(
     else:
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
-    _fill_voices(piece, qs, qe, pitches, vels, vidx)
-    return piece
+    return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
 
 
 def _load(source: str | Path | bytes) -> tuple[bytes, str]:
@@ -155,12 +174,67 @@ def _parse(data: bytes, name: str):
         raise UserError(f"{name}: SMPTE time division is not supported (only ticks per quarter)")
     if division == 0:
         raise UserError(f"{name}: corrupt MIDI (zero ticks per quarter)")
-    import symusic  # C++ parser; imported here so `abcscribe --help` stays fast
-
+    core = _symusic_core()
     try:
-        return symusic.Score.from_midi(data)
+        return core.ScoreTick.from_midi(data, False)  # what symusic.Score.from_midi(data) does
     except Exception as e:  # symusic raises RuntimeError with a message from its parser
         raise UserError(f"{name}: corrupt MIDI ({_reason(e)})") from None
+
+
+def _symusic_core():
+    """symusic's C++ module (its parser). Imported on first use so `abcscribe --help` stays
+    fast, and without running the package's ``__init__`` when nothing imported it yet: that
+    also imports a soundfont downloader (urllib, http, email; about 40 ms of every
+    ``midi2abc`` run) which parsing does not need. A later ``import symusic`` gets this same
+    module as ``symusic.core``."""
+    core = sys.modules.get("symusic.core")
+    if core is not None:
+        return core
+    if "symusic" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("symusic")
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = Path(spec.submodule_search_locations[0]) / ("core" + suffix)
+                if path.is_file():
+                    break
+            else:
+                raise ImportError("symusic.core not found")
+            cspec = importlib.util.spec_from_file_location("symusic.core", path)
+            core = importlib.util.module_from_spec(cspec)
+            sys.modules["symusic.core"] = core
+            try:
+                cspec.loader.exec_module(core)
+            except BaseException:
+                del sys.modules["symusic.core"]
+                raise
+            sys.meta_path.insert(0, _SymusicCoreBinder())
+            return core
+        except (ImportError, AttributeError, TypeError, IndexError, OSError):
+            pass  # an unusual install: the ordinary way below
+    import symusic
+
+    return symusic.core
+
+
+class _SymusicCoreBinder:
+    """Import hook for a later ``import symusic`` after ``_symusic_core`` loaded its C++ module
+    alone: sets that module as the package's ``core`` before the package's ``__init__`` runs."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "symusic":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            module.core = sys.modules["symusic.core"]
+            run(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _conductor_name(data: bytes) -> str:
@@ -257,31 +331,59 @@ def key_from_fifths(fifths: int, mode: str = "major") -> Key:
     return Key(fifths=fifths, mode=mode, tonic=tonic)
 
 
-def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> None:
-    """Build each voice's notes from the flat arrays, dropping same-pitch duplicates, cutting
-    same-pitch overlaps, and dropping voices left without notes."""
+def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> list[tuple[list[int], ...]]:
+    """Sort the flat arrays into each voice's (starts, pitches, durations, velocities) columns,
+    dropping same-pitch duplicates, cutting same-pitch overlaps, and dropping voices left
+    without notes (from ``piece.voices`` too)."""
     qs, qe, pitches, vels, vidx = _resolve_overlaps(qs, qe, pitches, vels, vidx)
-    order = np.lexsort((qe - qs, pitches, qs, vidx))
+    order = _lexsort((qe - qs, pitches, qs, vidx))
     qs, qe, pitches, vels, vidx = qs[order], qe[order], pitches[order], vels[order], vidx[order]
-    bounds = np.searchsorted(vidx, np.arange(len(piece.voices) + 1))
+    bounds = np.searchsorted(vidx, np.arange(len(piece.voices) + 1)).tolist()
     s_l, d_l, p_l = qs.tolist(), (qe - qs).tolist(), pitches.tolist()
     v_l = np.clip(vels, 1, 127).tolist()
-    kept = []
+    kept, columns = [], []
+    for i, voice in enumerate(piece.voices):
+        a, b = bounds[i], bounds[i + 1]
+        if a == b:
+            continue
+        kept.append(voice)
+        columns.append((s_l[a:b], p_l[a:b], d_l[a:b], v_l[a:b]))
+    piece.voices = kept
+    return columns
+
+
+def _make_notes(piece: Piece, columns) -> None:
+    """Each voice's ``notes`` from its columns (``_fill_voices``)."""
     # Creating 100,000 small objects with the cycle collector on costs twice the time: the
     # notes hold no references, so pausing it here is safe.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for i, voice in enumerate(piece.voices):
-            a, b = int(bounds[i]), int(bounds[i + 1])
-            if a == b:
-                continue
-            voice.notes = list(map(Note, p_l[a:b], s_l[a:b], d_l[a:b], v_l[a:b]))
-            kept.append(voice)
+        for voice, (s_l, p_l, d_l, v_l) in zip(piece.voices, columns):
+            voice.notes = list(map(Note, p_l, s_l, d_l, v_l))
     finally:
         if was_enabled:
             gc.enable()
-    piece.voices = kept
+
+
+def _lexsort(keys) -> np.ndarray:
+    """``np.lexsort(keys)`` (last key primary, ties in input order) for non-negative integer
+    keys: one stable argsort of a combined key when the keys fit in 63 bits (several times
+    faster), else lexsort itself."""
+    total = 1
+    spans = []
+    for k in keys:
+        if len(k) == 0 or int(k.min()) < 0:
+            return np.lexsort(keys)
+        spans.append(int(k.max()) + 1)
+        total *= spans[-1]
+    if total >= 1 << 63:
+        return np.lexsort(keys)
+    combined = np.zeros(len(keys[0]), np.int64)
+    for k, span in zip(reversed(keys), reversed(spans)):
+        combined *= span
+        combined += k
+    return np.argsort(combined, kind="stable")
 
 
 def _resolve_overlaps(qs, qe, pitches, vels, vidx):
@@ -289,7 +391,7 @@ def _resolve_overlaps(qs, qe, pitches, vels, vidx):
     the longest stays; an earlier note is cut where the next one of its pitch starts."""
     if len(qs) == 0:
         return qs, qe, pitches, vels, vidx
-    order = np.lexsort((-qe, qs, pitches, vidx))
+    order = _lexsort((qe.max() - qe, qs, pitches, vidx))  # qe descending
     qs, qe, pitches, vels, vidx = qs[order], qe[order], pitches[order], vels[order], vidx[order]
     same = (vidx[1:] == vidx[:-1]) & (pitches[1:] == pitches[:-1])
     dup = np.concatenate([[False], same & (qs[1:] == qs[:-1])])
@@ -355,7 +457,7 @@ def quantize(piece: Piece, grid: int = 16, triplets: bool = True) -> Piece:
     pitches = np.fromiter((n.pitch for _, n in notes), np.int64, len(notes))
     vels = np.fromiter((n.velocity for _, n in notes), np.int64, len(notes))
     qs, qe = _quantize_arrays(starts, ends, vidx, step, tstep, tol=0.5 * scale)
-    _fill_voices(out, qs, qe, pitches, vels, vidx)
+    _make_notes(out, _fill_voices(out, qs, qe, pitches, vels, vidx))
     return out
 
 
@@ -401,7 +503,7 @@ def _micro_offset(starts, step: int) -> float:
     near = np.abs(r) < step / 8
     if near.sum() < max(4, len(r) // 2):
         return 0.0
-    m = float(np.median(r[near]))
+    m = _median(r[near])
     return m if abs(m) <= step / 32 else 0.0
 
 
@@ -453,16 +555,30 @@ def _quantize_arrays(
     return qs, qe
 
 
+def _median(x: np.ndarray) -> float:
+    """``float(np.median(x))`` of a non-empty 1-d array without NaNs (np.median's first call
+    imports numpy.ma, 16 ms)."""
+    n = len(x)
+    part = np.partition(x, [(n - 1) // 2, n // 2])
+    return float((part[(n - 1) // 2] + part[n // 2]) / 2)
+
+
 def _dist(x: np.ndarray, g: float) -> np.ndarray:
     """Distance of each value to the nearest multiple of ``g``, in units of ``g`` (0..0.5)."""
-    return np.abs(np.remainder(x / g + 0.5, 1.0) - 0.5)
+    r = x / g + 0.5
+    r -= np.floor(r)  # r mod 1, exactly as np.remainder(r, 1.0) but several times faster
+    r -= 0.5
+    return np.abs(r, out=r)
 
 
 def estimate_shift(starts: np.ndarray, step: int, tstep: int | None = None) -> float:
     """Ticks of constant lead-in to remove so the onsets sit on the grid and the music starts
     in the first beat; 0.0 when the onsets already sit on the grid or no shift puts them
     clearly closer."""
-    on = np.unique(np.asarray(starts, np.float64))
+    on = np.sort(np.asarray(starts, np.float64).ravel())
+    if len(on) < 4:
+        return 0.0
+    on = on[np.concatenate(([True], on[1:] != on[:-1]))]  # np.unique, which imports numpy.ma
     if len(on) < 4:
         return 0.0
     on = on[:600]  # a constant lead-in shows in the first few hundred onsets
@@ -494,7 +610,7 @@ def estimate_shift(starts: np.ndarray, step: int, tstep: int | None = None) -> f
         res = r - _snap(r, step)
         near = np.abs(res) < step * 0.25
         if near.any():
-            shift += float(np.median(res[near]))
+            shift += _median(res[near])
     # The phase is known modulo a beat; whole beats of silence before the first note are part
     # of the lead-in too (a file from notation, which may open with rests, never gets here).
     shift += np.floor((on[0] - shift + TPQ / 8) / TPQ) * TPQ
