@@ -21,17 +21,11 @@ from abcscribe import __version__
 from abcscribe.cmds import COMMANDS
 from abcscribe.core.errors import UserError
 
-app = typer.Typer(
-    name="abcscribe",
-    help="Transcribe music recordings to ABC notation with audio language models.\n\n"
+HELP = (
+    "Transcribe music recordings to ABC notation with audio language models.\n\n"
     "Subcommands read files, folders, or JSONL on stdin and write ABC or JSONL on stdout, "
     "so they chain in shell pipelines and Makefiles. See 'abcscribe COMMAND --help' and "
-    "'man abcscribe-COMMAND'.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    "'man abcscribe-COMMAND'."
 )
 
 
@@ -41,7 +35,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -50,16 +43,41 @@ def _root(
     """Transcribe music recordings to ABC notation with audio language models."""
 
 
-for _name, _module in COMMANDS:
-    _mod = importlib.import_module(f"abcscribe.cmds.{_module}")
-    app.command(_name)(_mod.main)
+def build_app(only: str | None = None) -> typer.Typer:
+    """The typer app with every subcommand, or with just ``only`` (what a run of one command
+    needs: the other command modules are not imported, which keeps pipeline calls quick)."""
+    app = typer.Typer(
+        name="abcscribe",
+        help=HELP,
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name, module in COMMANDS:
+        if only is None or name == only:
+            app.command(name)(importlib.import_module(f"abcscribe.cmds.{module}").main)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole app, built on first use (``from abcscribe.cli import app``)
+        app = globals()["app"] = build_app()
+        return app
+    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # the first word that is not an option names the subcommand (root options take no value)
+    first = next((a for a in args if not a.startswith("-")), None)
+    only = first if first in {name for name, _ in COMMANDS} else None
+    command = typer.main.get_command(build_app(only))
     try:
-        rv = command.main(args=argv, prog_name="abcscribe", standalone_mode=False)
+        rv = command.main(args=args, prog_name="abcscribe", standalone_mode=False)
     except UserError as e:
         print(f"abcscribe: error: {e}", file=sys.stderr)
         sys.exit(2)

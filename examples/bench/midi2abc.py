@@ -133,6 +133,12 @@ def main() -> int:
     args = ap.parse_args()
     if shutil.which("midi2abc") is None:
         sys.exit("abcmidi's midi2abc is not installed (apt-get install abcmidi)")
+    # bytecode as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in some
+    # sandboxes and containers) an editable checkout would be recompiled on every run
+    import abcscribe
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(abcscribe.__file__).parent)],
+                   check=True, capture_output=True)
     n_files = args.files or (4 if args.quick else 12)
     minutes = args.minutes or (1.5 if args.quick else 3.0)
     repeats = 1 if args.quick else 3
