@@ -77,6 +77,29 @@ def test_jsonl_records_and_a_bad_file_in_the_batch(cli, midi_dir):
     assert "Traceback" not in p.stderr and "1 of 3 inputs failed" in p.stderr
 
 
+def test_jobs_give_the_same_output_in_the_same_order(cli, midi_dir, tmp_path):
+    for i in range(5):
+        write_midi(small_piece(i - 2), midi_dir / "more" / f"c{i}.mid")
+    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01")
+    one = cli("midi2abc", midi_dir, "--jsonl")
+    two = cli("midi2abc", midi_dir, "--jsonl", "--jobs", "2")
+    assert one.returncode == two.returncode == 1  # the broken file, in both
+    assert two.stdout == one.stdout and len(two.stdout.splitlines()) == 8
+    assert cli("midi2abc", midi_dir, "-j", "0").stdout == cli("midi2abc", midi_dir).stdout
+    # -o with some outputs there already: those are skipped, the rest written as with one job
+    out = tmp_path / "abc"
+    cli("midi2abc", midi_dir / "a.mid", "-o", out)
+    p = cli("midi2abc", midi_dir, "-o", out, "--jobs", "3")
+    assert p.returncode == 1 and "skipped" in p.stderr
+    single = tmp_path / "single"
+    cli("midi2abc", midi_dir, "-o", single)
+    written = sorted(f.relative_to(out) for f in out.rglob("*.abc"))
+    assert written == sorted(f.relative_to(single) for f in single.rglob("*.abc"))
+    assert len(written) == 7
+    for rel in written:
+        assert (out / rel).read_text() == (single / rel).read_text()
+
+
 def test_stdin_and_user_mistakes(cli, midi_dir):
     data = (midi_dir / "a.mid").read_bytes()
     p = subprocess.run([sys.executable, "-m", "abcscribe", "midi2abc", "-"], input=data,

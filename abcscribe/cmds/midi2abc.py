@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -49,12 +50,16 @@ def main(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="With -o, replace .abc files that exist (default: skip them)."
     ),
+    jobs: int = typer.Option(
+        1, "-j", "--jobs", metavar="N",
+        help="Convert N files at a time in worker processes (0: one per CPU core). Output "
+        "order and contents are the same as with 1.",
+    ),
 ) -> None:
     """Convert MIDI to ABC: one tune per input (X: numbered in input order) on stdout, one .abc
     per input with -o DIR, or JSONL records with --jsonl."""
-    from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit, write_abc
+    from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit
     from abcscribe.core.files import MIDI_EXTS, atomic_write, expand_inputs
-    from abcscribe.core.midi import read_midi_columns
 
     unit_frac = parse_unit(unit)
     grid_n = _parse_grid(grid)
@@ -72,37 +77,39 @@ def main(
     if not items:
         raise UserError("no MIDI files found in the inputs")
 
+    opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout,
+                bars_per_line=bars_per_line, key=key_arg)
+    jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     batch = Batch()
     first = True
-    for x, item in enumerate(progress(items, total=len(items), desc="midi2abc"), 1):
-        name = str(item.path) if item.path is not None else "-"
-        rec = {"path": name, "abc": None, "error": None}
+    todo = []  # (record, output path, task or None: skipped) in input order
+    for x, item in enumerate(items, 1):
+        rec = {"path": str(item.path) if item.path is not None else "-", "abc": None, "error": None}
         out = None
         if output_dir is not None:
             rel = item.rel if item.path is not None else Path("stdin")
             out = output_dir / rel.with_suffix(".abc")
             rec["output"] = str(out)
             if out.exists() and not overwrite:
-                print(f"abcscribe: {out} exists, skipped (--overwrite replaces it)",
-                      file=sys.stderr)
-                if jsonl:
-                    rec["abc"] = out.read_text(encoding="utf-8", errors="replace")
-                    emit(rec)
+                todo.append((rec, out, None))
                 continue
+        source = sys.stdin.buffer.read() if item.path is None else item.path
+        title = item.path.stem if item.path is not None else ""
+        todo.append((rec, out, (source, 1 if out is not None else x, title, opts)))
+
+    tasks = [t for _, _, t in todo if t is not None]
+    results = _results(tasks, min(jobs, len(tasks)))
+    for rec, out, task in progress(todo, total=len(todo), desc="midi2abc"):
+        if task is None:
+            print(f"abcscribe: {out} exists, skipped (--overwrite replaces it)", file=sys.stderr)
+            if jsonl:
+                rec["abc"] = out.read_text(encoding="utf-8", errors="replace")
+                emit(rec)
+            continue
+        abc, error = next(results)
         with batch.guard(rec):
-            source = sys.stdin.buffer.read() if item.path is None else item.path
-            if item.path is None and not source:
-                raise UserError("-: no MIDI data on stdin")
-            # the notes as columns: no Note objects on the way from MIDI to ABC
-            piece, notes = read_midi_columns(source, grid=grid_n)
-            if drums == "drop":
-                notes = [c for v, c in zip(piece.voices, notes) if not v.drum]
-                piece.voices = [v for v in piece.voices if not v.drum]
-            title = piece.title or (item.path.stem if item.path is not None else "")
-            abc = write_abc(
-                piece, x=1 if out is not None else x, unit=unit_frac, layout=layout,
-                bars_per_line=bars_per_line, key=key_arg, title=title, notes=notes,
-            )
+            if error is not None:
+                raise UserError(error)
             rec["abc"] = abc
             if out is not None:
                 atomic_write(out, abc)
@@ -113,6 +120,44 @@ def main(
             sys.stdout.flush()
             first = False
     batch.finish()
+
+
+def _convert(task) -> tuple[str | None, str | None]:
+    """One input to ABC: (abc, None), or (None, the one-line error)."""
+    from abcscribe.core.abc import write_abc
+    from abcscribe.core.midi import read_midi_columns
+
+    source, x, title, o = task
+    try:
+        if isinstance(source, bytes) and not source:
+            raise UserError("-: no MIDI data on stdin")
+        # the notes as columns: no Note objects on the way from MIDI to ABC
+        piece, notes = read_midi_columns(source, grid=o["grid"])
+        if o["drums"] == "drop":
+            notes = [c for v, c in zip(piece.voices, notes) if not v.drum]
+            piece.voices = [v for v in piece.voices if not v.drum]
+        return write_abc(piece, x=x, unit=o["unit"], layout=o["layout"],
+                         bars_per_line=o["bars_per_line"], key=o["key"],
+                         title=piece.title or title, notes=notes), None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 - one bad file is that file's error record
+        msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        return None, (msg.splitlines()[0] if msg else type(e).__name__)
+
+
+def _results(tasks: list, jobs: int) -> Iterator[tuple[str | None, str | None]]:
+    """``_convert`` of each task, in order: in this process, or in ``jobs`` forked workers
+    (the parent has imported everything already, so a worker starts in milliseconds)."""
+    if jobs <= 1:
+        yield from map(_convert, tasks)
+        return
+    import multiprocessing
+
+    from abcscribe.core import abc, midi  # noqa: F401  (imported once, before the fork)
+
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_convert, tasks, chunksize=1)
 
 
 def _parse_grid(text: str) -> int | None:

@@ -85,16 +85,17 @@ def abcscribe_cmd() -> list[str] | None:
     return cmd if built else None
 
 
-def time_abcscribe(src: Path, out: Path) -> tuple[float, str]:
+def time_abcscribe(src: Path, out: Path, *extra: str) -> tuple[float, str]:
     cmd = abcscribe_cmd()
     if cmd is not None:
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd + [str(src), "-o", str(out)], capture_output=True, text=True)
+        proc = subprocess.run(cmd + [str(src), "-o", str(out), *extra], capture_output=True,
+                              text=True)
         dt = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"abcscribe midi2abc failed:\n{proc.stderr[-2000:]}")
-        return dt, "abcscribe midi2abc DIR -o OUT"
+        return dt, " ".join(["abcscribe midi2abc DIR -o OUT", *extra])
     from abcscribe.core.abc import write_abc
     from abcscribe.core.midi import read_midi
 
@@ -156,6 +157,11 @@ def main() -> int:
             (time_abcscribe(src, Path(tmp) / f"ours{r}") for r in range(repeats)),
             key=lambda x: x[0],
         )
+        cores = os.cpu_count() or 1
+        par, how_par = min(
+            (time_abcscribe(src, Path(tmp) / f"par{r}", "--jobs", "0") for r in range(repeats)),
+            key=lambda x: x[0],
+        ) if cores > 1 and abcscribe_cmd() is not None else (None, "")
         theirs = min(time_abcmidi(src, Path(tmp) / f"abcmidi{r}") for r in range(repeats))
         reading = min(time_read_midi(src) for _ in range(repeats))
 
@@ -163,7 +169,12 @@ def main() -> int:
     ratio = ours_rate / theirs_rate
     print(f"abcscribe ({how}): {ours:.3f} s, {ours_rate:,.0f} notes/s")
     print(f"abcmidi midi2abc (shell loop): {theirs:.3f} s, {theirs_rate:,.0f} notes/s")
-    print(f"ratio abcscribe/abcmidi: {ratio:.3f} (target >= 0.2)")
+    print(f"ratio abcscribe/abcmidi: {ratio:.3f} (target >= 0.2; one process, as abcmidi's loop)")
+    par_ratio = None
+    if par is not None:
+        par_ratio = (notes / par) / theirs_rate
+        print(f"abcscribe ({how_par}, {cores} cores): {par:.3f} s, {notes / par:,.0f} notes/s, "
+              f"ratio {par_ratio:.3f}")
     print(f"read_midi alone: {notes / reading:,.0f} notes/s")
     if args.json:
         print(json.dumps({
@@ -175,6 +186,9 @@ def main() -> int:
                  "target": None},
                 {"metric": "speed ratio abcscribe/abcmidi", "value": round(ratio, 4), "unit": "x",
                  "target": ">= 0.2"},
+                {"metric": "speed ratio with --jobs 0 (all cores)",
+                 "value": None if par_ratio is None else round(par_ratio, 4), "unit": "x",
+                 "target": None},
                 {"metric": "read_midi notes/s", "value": round(notes / reading),
                  "unit": "notes/s", "target": None},
             ],
