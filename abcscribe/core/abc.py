@@ -796,7 +796,6 @@ def _length_of(text: str) -> tuple[int, int]:
     return r
 
 
-_NOTE_CACHE: dict[str, tuple] = {}
 _CHORD_CACHE: dict[str, tuple] = {}
 
 
@@ -807,15 +806,6 @@ def _chord_info(text: str) -> tuple:
     if len(_CHORD_CACHE) > 4096:
         _CHORD_CACHE.clear()
     _CHORD_CACHE[text] = r
-    return r
-
-
-def _note_info(m) -> tuple:
-    """_pitch_info + _length_of of a note token (cached by the token's text)."""
-    r = _pitch_info(m[1]) + _length_of(m[2])
-    if len(_NOTE_CACHE) > 4096:
-        _NOTE_CACHE.clear()
-    _NOTE_CACHE[m[0]] = r
     return r
 
 
@@ -839,6 +829,125 @@ def _pitch_info(text: str) -> tuple:
             _PITCH_CACHE.clear()
         _PITCH_CACHE[text] = r
     return r
+
+
+def _without_groups(pattern: str) -> str:
+    """A verbose pattern with every capturing group made non-capturing (same matches)."""
+    out, i, n, in_class = [], 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":  # a "]" first in a class is literal
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "#":  # a comment to the end of the line
+            j = pattern.find("\n", i)
+            j = n if j < 0 else j
+            out.append(pattern[i:j])
+            i = j
+            continue
+        elif c == "(" and pattern[i + 1:i + 2] != "?":
+            out.append("(?:")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+# the same tokens as _TOKEN, as plain strings (findall on a pattern without groups is the
+# cheapest way to cut a line); _token_info classifies each distinct token text once
+_TOKENS = re.compile(_without_groups(_TOKEN.pattern), re.X)
+_UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
+
+
+def _unit_tokens(unit: int) -> dict[str, tuple]:
+    """The cache of _token_info for one unit length (ticks of L)."""
+    c = _UNIT_TOKENS.get(unit)
+    if c is None:
+        if len(_UNIT_TOKENS) > 64:
+            _UNIT_TOKENS.clear()
+        c = _UNIT_TOKENS[unit] = {}
+    return c
+
+
+def _plain_duration(unit: int, n: int, d: int) -> int:
+    """Ticks of a length n/d of the unit outside tuplets and broken rhythms."""
+    x = unit * n
+    if x <= 0:
+        return 0
+    if d == 1:
+        return x
+    return x // d if x % d == 0 else max(1, round(x / d))
+
+
+def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
+    """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
+    is the kind (the number of _TOKEN's group that names the alternative):
+    (2, accidental, letter index, (letter, octave), pitch, ticks, num, den, pitch text) note,
+    (3,) skipped, (4, text) inline field, (5, numbers) ending,
+    (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
+    (8, _pitch_info of each note, their texts, ticks, length text) plain chord, (9,) chord open,
+    (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
+    (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
+    (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
+    broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
+    (a garbage length or ending number) is kind + 100: the general code reads it again and
+    raises at the point where it always did. Cached in ``cache`` (the unit's)."""
+    m = _TOKEN.match(tok)
+    k = m.lastindex
+    if k == 2:
+        n, d = _length_of(m[2])  # raises before any state changes, as it always did
+        try:
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur, k = 0, 102
+        info = (k, *_pitch_info(m[1]), dur, n, d, m[1])
+    elif k == 3 or k == 21:
+        info = (3,)
+    elif k == 4:
+        info = (4, m[4])
+    elif k == 5:
+        info = (5, m[5][1:])
+    elif k == 6:
+        try:
+            text, ending = _BAR_CACHE.get(m[6]) or _bar_parts(m[6])
+            info = (6, text, ending, ":" in text or text == "[" or ending is not None, m[6])
+        except Exception:
+            info = (106, None, None, None, m[6])
+    elif k == 8:
+        pitches, texts = _CHORD_CACHE.get(m[7]) or _chord_info(m[7])
+        try:
+            n, d = _length_of(m[8])
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur, k = 0, 108
+        info = (k, pitches, texts, dur, m[8])
+    elif k == 14:
+        n, d = _length_of(m[14])  # raises before any state changes, as it always did
+        try:
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur, k = 0, 114
+        info = (k, dur, m[14])
+    elif k == 17 or k == 18 or k == 19:
+        info = (17, m[17], m[18], m[19])
+    elif k in (9, 12, 22):
+        info = (k,)
+    else:  # 11, 16, 20, 23
+        info = (k, m[k])
+    if len(cache) > 4096:
+        cache.clear()
+    cache[tok] = info
+    return info
 
 
 def _parse_meter(text: str) -> tuple[int, int] | None:
@@ -889,7 +998,8 @@ def _parse_tempo(text: str) -> float | None:
 class _VoiceState:
     __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
                  "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
-                 "first_bar", "used", "bar_count", "in_chord", "chord")
+                 "first_bar", "used", "bar_count", "in_chord", "chord", "sort_t", "sort_p",
+                 "unsorted", "repeats")
 
     def __init__(self, vid, voice, sig, key, unit, meter):
         self.vid = vid
@@ -915,6 +1025,12 @@ class _VoiceState:
         self.bar_count = 0
         self.in_chord = False
         self.chord = None
+        # (start, pitch) of the last note appended, and whether a note was ever appended out
+        # of (start, pitch) order (else the notes need no sorting)
+        self.sort_t = -math.inf
+        self.sort_p = 0
+        self.unsorted = False
+        self.repeats = False  # a marker with a repeat sign or an ending
 
 
 class _TuneReader:
@@ -1154,220 +1270,377 @@ class _TuneReader:
             self.music(s)
 
     def music(self, s: str) -> None:
+        # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
+        # rhythms and open chords, with accidentals propagating by pitch) are handled here
+        # with the voice's hot state in local variables; every other token goes through
+        # _token with that state written back first and read again after.
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
-        ncache = _NOTE_CACHE
+        t = vs.t
+        last = vs.last
+        ties = vs.ties
+        tie_letters = vs.tie_letters
+        bar_acc = vs.bar_acc
+        sig = vs.sig
         add = vs.voice.notes.append
-        for m in _TOKEN.finditer(s):
-            k = m.lastindex
-            if k == 2:  # a note: the common case inline
-                info = ncache.get(m[0]) or _note_info(m)
-                acc, li, lo, base, n, d = info
-                if not prop_pitch:
-                    pitch, lo = self._pitch(vs, m[1])
-                elif acc is None:
-                    acc = vs.bar_acc.get(li) if vs.bar_acc else None
-                    if acc is None:
-                        pitch = base + vs.sig[li]
-                        # a tie into a new bar carries its accidental (as abc2midi does)
-                        if vs.tie_letters:
-                            tp = vs.tie_letters.get(lo)
-                            if tp is not None and pitch not in vs.ties and tp in vs.ties:
-                                pitch = tp
-                    else:
-                        pitch = base + acc
-                else:
-                    vs.bar_acc[li] = acc
-                    pitch = base + acc
-                if vs.in_chord:
-                    vs.chord.append([pitch, lo, n, d, False])
-                    continue
-                if vs.tuplet is None and vs.broken is None:
-                    x = vs.unit * n
-                    if x <= 0:
-                        dur = 0
-                    elif d == 1:
-                        dur = x
-                    else:
-                        dur = x // d if x % d == 0 else max(1, round(x / d))
-                else:
-                    dur = self._duration(vs, n, d)
-                if dur <= 0:
-                    self.warn("note of zero length skipped", once="zero")
-                    continue
-                # one untied note (what _emit does for a single item)
-                t = vs.t
-                old = vs.ties
-                if not 0 <= pitch <= 127:
-                    self.warn("note outside the MIDI range skipped", once="range")
-                    vs.last = ((), t, dur, ())
-                else:
-                    prev = old.get(pitch) if old else None
-                    if prev is not None and prev.start + prev.duration == t:
-                        prev.duration += dur
-                        note = prev
-                    else:
-                        note = Note(pitch, t, dur)
-                        add(note)
-                    vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
-                if old:  # an empty dict can stay: nothing else holds it
-                    vs.ties = {}
-                if vs.tie_letters:
-                    vs.tie_letters = {}
-                vs.t = t + dur
-                vs.used = True
-            elif k == 3 or k == 21:  # spaces, slurs, decorations, chord symbols, ...
-                continue
-            elif k == 6:
-                text = m[6]
-                if vs.in_chord or text not in _BAR_CACHE:
-                    self.bar(vs, text)
-                    continue
-                # what bar() does for a cached bar sign, inline
-                if vs.bar_max:
-                    if vs.bar_max > vs.t:
-                        vs.t = vs.bar_max
-                    vs.bar_max = 0
-                text, ending = _BAR_CACHE[text]
-                t = vs.t
-                if vs.bar_count == 0 and vs.first_bar is None:
-                    vs.first_bar = t
-                vs.bar_count += 1
-                vs.bar_start = t
-                if vs.bar_acc:
-                    vs.bar_acc = {}
-                vs.tuplet = None
-                if text:
-                    vs.markers.append((t, text, None))
-                if ending is not None:
-                    vs.markers.append((t, "[", ending))
-            elif k == 8:  # a chord of plain notes: what "[", the notes and "]" do
-                ctext = m[7]
-                cinfo = _CHORD_CACHE.get(ctext)
-                if cinfo is None:
-                    cinfo = _chord_info(ctext)
-                if not prop_pitch:
-                    items = [self._pitch(vs, x) for x in cinfo[1]]
-                else:
-                    items = []
-                    for acc, li, lo, base in cinfo[0]:
+        cache = _unit_tokens(vs.unit)
+        plain = prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+        lt, lp = vs.sort_t, vs.sort_p  # (start, pitch) of the last note appended
+        used = False
+        general = False  # in _token, which keeps the state on the voice itself
+        try:
+            for tok in _TOKENS.findall(s):
+                info = cache.get(tok)
+                if info is None:
+                    info = _unit_token_info(tok, vs.unit, cache)
+                k = info[0]
+                if plain:
+                    if k == 2:  # a note
+                        _, acc, li, lo, base, dur, n, d, _t = info
                         if acc is None:
-                            acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                            acc = bar_acc.get(li) if bar_acc else None
                             if acc is None:
-                                pitch = base + vs.sig[li]
-                                if vs.tie_letters:
-                                    tp = vs.tie_letters.get(lo)
-                                    if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                pitch = base + sig[li]
+                                # a tie into a new bar carries its accidental (as abc2midi does)
+                                if tie_letters:
+                                    tp = tie_letters.get(lo)
+                                    if tp is not None and pitch not in ties and tp in ties:
                                         pitch = tp
                             else:
                                 pitch = base + acc
                         else:
-                            vs.bar_acc[li] = acc
+                            bar_acc[li] = acc
                             pitch = base + acc
-                        items.append((pitch, lo))
-                vs.in_chord = False
-                vs.chord = None
-                n, d = _LEN_CACHE.get(m[8]) or _length_of(m[8])
-                if vs.tuplet is None and vs.broken is None:
-                    x = vs.unit * n
-                    if x <= 0:
-                        dur = 0
-                    elif d == 1:
-                        dur = x
-                    else:
-                        dur = x // d if x % d == 0 else max(1, round(x / d))
-                else:
-                    dur = self._duration(vs, n, d)
-                if dur <= 0:
-                    self.warn("chord of zero length skipped", once="zero")
-                    continue
-                # what _emit does for untied notes of one length
-                t = vs.t
-                old = vs.ties
-                out, los = [], []
-                add = vs.voice.notes.append
-                for pitch, lo in items:
-                    if not 0 <= pitch <= 127:
-                        self.warn("note outside the MIDI range skipped", once="range")
+                        if dur <= 0:
+                            self.warn("note of zero length skipped", once="zero")
+                            continue
+                        if not 0 <= pitch <= 127:
+                            self.warn("note outside the MIDI range skipped", once="range")
+                            last = ((), t, dur, ())
+                        else:
+                            prev = ties.get(pitch) if ties else None
+                            if prev is not None and prev.start + prev.duration == t:
+                                prev.duration += dur
+                                note = prev
+                            else:
+                                note = Note(pitch, t, dur)
+                                add(note)
+                                if t > lt:
+                                    lt = t
+                                    lp = pitch
+                                elif t == lt and pitch > lp:
+                                    lp = pitch
+                                else:
+                                    vs.unsorted = True
+                            last = (note, t, dur, lo)  # one note: not wrapped in tuples
+                        if ties:  # an empty dict can stay: nothing else holds it
+                            ties = {}
+                        if tie_letters:
+                            tie_letters = {}
+                        t += dur
+                        used = True
                         continue
-                    prev = old.get(pitch) if old else None
-                    if prev is not None and prev.start + prev.duration == t:
-                        prev.duration += dur
-                        note = prev
-                    else:
-                        note = Note(pitch, t, dur)
-                        add(note)
-                    out.append(note)
-                    los.append(lo)
-                vs.ties = {}
-                vs.tie_letters = {}
-                vs.last = (out, t, dur, los)
-                vs.t = t + dur
-                vs.used = True
-            elif k == 9:
-                vs.in_chord = True
-                vs.chord = []
-            elif k == 11:
-                self.chord_close(vs, m.group(11))
-            elif k == 12:
-                if vs.in_chord:
-                    if vs.chord:
-                        vs.chord[-1][4] = True
-                elif vs.last is not None:
-                    x = vs.last[0]
-                    if type(x) is Note:
-                        vs.ties[x.pitch] = x
-                        vs.tie_letters[vs.last[3]] = x.pitch
-                    else:
-                        for x, lo in zip(vs.last[0], vs.last[3]):
-                            vs.ties[x.pitch] = x
-                            vs.tie_letters[lo] = x.pitch
-            elif k == 14:
-                self.rest(vs, m.group(14))
-            elif k == 4:
-                text = m.group(4)
-                f, val = text[1], text[3:-1]
-                if f == "V":
-                    self.field("V", val, True)
-                    vs = self.current()
-                    add = vs.voice.notes.append
-                elif f in "KLMQ":
-                    self.field(f, val, True)
-                elif f in "IrNRPT":
-                    pass
-                else:
-                    self.warn(f"ignored inline field {text!r}", once="if" + f)
-            elif k == 17 or k == 18 or k == 19:
-                p = int(m.group(17))
-                if not 2 <= p <= 32:
-                    self.warn(f"ignored tuplet ({p}", once="tup")
+                    if k == 3:  # spaces, slurs, decorations, chord symbols, ...
+                        continue
+                    if k == 6:  # a bar line
+                        if vs.bar_max:
+                            if vs.bar_max > t:
+                                t = vs.bar_max
+                            vs.bar_max = 0
+                        if vs.bar_count == 0 and vs.first_bar is None:
+                            vs.first_bar = t
+                        vs.bar_count += 1
+                        vs.bar_start = t
+                        if bar_acc:
+                            bar_acc = vs.bar_acc = {}
+                        if info[3]:
+                            vs.repeats = True
+                        if info[1]:
+                            vs.markers.append((t, info[1], None))
+                        if info[2] is not None:
+                            vs.markers.append((t, "[", info[2]))
+                        continue
+                    if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
+                        items = []
+                        for acc, li, lo, base in info[1]:
+                            if acc is None:
+                                acc = bar_acc.get(li) if bar_acc else None
+                                if acc is None:
+                                    pitch = base + sig[li]
+                                    if tie_letters:
+                                        tp = tie_letters.get(lo)
+                                        if tp is not None and pitch not in ties and tp in ties:
+                                            pitch = tp
+                                else:
+                                    pitch = base + acc
+                            else:
+                                bar_acc[li] = acc
+                                pitch = base + acc
+                            items.append((pitch, lo))
+                        vs.chord = None
+                        dur = info[3]
+                        if dur <= 0:
+                            self.warn("chord of zero length skipped", once="zero")
+                            continue
+                        # what _emit does for untied notes of one length
+                        out, los = [], []
+                        for pitch, lo in items:
+                            if not 0 <= pitch <= 127:
+                                self.warn("note outside the MIDI range skipped", once="range")
+                                continue
+                            prev = ties.get(pitch) if ties else None
+                            if prev is not None and prev.start + prev.duration == t:
+                                prev.duration += dur
+                                note = prev
+                            else:
+                                note = Note(pitch, t, dur)
+                                add(note)
+                                if t > lt:
+                                    lt = t
+                                    lp = pitch
+                                elif t == lt and pitch > lp:
+                                    lp = pitch
+                                else:
+                                    vs.unsorted = True
+                            out.append(note)
+                            los.append(lo)
+                        ties = {}
+                        tie_letters = {}
+                        last = (out, t, dur, los)
+                        t += dur
+                        used = True
+                        continue
+                    if k == 12:  # a tie
+                        if last is not None:
+                            x = last[0]
+                            if type(x) is Note:
+                                ties[x.pitch] = x
+                                tie_letters[last[3]] = x.pitch
+                            else:
+                                for x, lo in zip(last[0], last[3]):
+                                    ties[x.pitch] = x
+                                    tie_letters[lo] = x.pitch
+                        continue
+                    if k == 14:  # a rest
+                        dur = info[1]
+                        ties = {}
+                        tie_letters = {}
+                        last = ((), t, dur, ())
+                        t += dur
+                        used = True
+                        continue
+                elif k == 3:
                     continue
-                q = m.group(18)
-                r = m.group(19)
-                compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
-                if q:
-                    qv = int(q)
-                elif p in (2, 4, 8):
-                    qv = 3
-                elif p in (3, 6):
-                    qv = 2
+                # anything else: through the general code, on the voice's state
+                vs.t = t
+                vs.last = last
+                vs.ties = ties
+                vs.tie_letters = tie_letters
+                vs.bar_acc = bar_acc
+                vs.sort_t, vs.sort_p = lt, lp
+                if used:
+                    vs.used = True
+                    used = False
+                general = True
+                self._token(vs, k, info, prop_pitch)
+                general = False
+                vs = self.current()
+                t = vs.t
+                last = vs.last
+                ties = vs.ties
+                tie_letters = vs.tie_letters
+                bar_acc = vs.bar_acc
+                sig = vs.sig
+                add = vs.voice.notes.append
+                cache = _unit_tokens(vs.unit)
+                plain = prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+                lt, lp = vs.sort_t, vs.sort_p
+        except Exception:  # "stopped reading": the voice's state as it was at the error
+            vs.unsorted = True  # (sorting is always right; _token may have appended notes)
+            if not general:
+                vs.t = t
+                vs.last = last
+                vs.ties = ties
+                vs.tie_letters = tie_letters
+                vs.bar_acc = bar_acc
+                vs.sort_t, vs.sort_p = lt, lp
+                if used:
+                    vs.used = True
+            raise
+        vs.t = t
+        vs.last = last
+        vs.ties = ties
+        vs.tie_letters = tie_letters
+        vs.bar_acc = bar_acc
+        vs.sort_t, vs.sort_p = lt, lp
+        if used:
+            vs.used = True
+
+    def _token(self, vs: _VoiceState, k: int, info: tuple, prop_pitch: bool) -> None:
+        """One token of any kind (``info`` from _token_info) on the voice's state."""
+        notes = vs.voice.notes
+        n0 = len(notes)
+        if k == 2 or k == 102:
+            _, acc, li, lo, base, _dur, n, d, ptext = info
+            if not prop_pitch:
+                pitch, lo = self._pitch(vs, ptext)
+            elif acc is None:
+                acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                if acc is None:
+                    pitch = base + vs.sig[li]
+                    # a tie into a new bar carries its accidental (as abc2midi does)
+                    if vs.tie_letters:
+                        tp = vs.tie_letters.get(lo)
+                        if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                            pitch = tp
                 else:
-                    qv = 3 if compound else 2
-                rv = int(r) if r else p
-                if qv > 0 and rv > 0:
-                    vs.tuplet = [p, qv, rv]
-            elif k == 20:
-                self.broken(vs, m.group(20))
-            elif k == 5:
-                self.ending(vs, m.group(5)[1:])
-            elif k == 16:
-                self.multi_rest(vs, m.group(16))
-            elif k == 22:
-                vs.bar_max = max(vs.bar_max, vs.t)
-                vs.t = vs.bar_start
-                vs.last = None
-            elif k == 23:
-                self.warn(f"ignored character {m.group(23)!r}", once="ch" + m.group(23))
+                    pitch = base + acc
+            else:
+                vs.bar_acc[li] = acc
+                pitch = base + acc
+            if vs.in_chord:
+                vs.chord.append([pitch, lo, n, d, False])
+                return
+            dur = self._duration(vs, n, d)
+            if dur <= 0:
+                self.warn("note of zero length skipped", once="zero")
+                return
+            # one untied note (what _emit does for a single item)
+            t = vs.t
+            old = vs.ties
+            if not 0 <= pitch <= 127:
+                self.warn("note outside the MIDI range skipped", once="range")
+                vs.last = ((), t, dur, ())
+            else:
+                prev = old.get(pitch) if old else None
+                if prev is not None and prev.start + prev.duration == t:
+                    prev.duration += dur
+                    note = prev
+                else:
+                    note = Note(pitch, t, dur)
+                    notes.append(note)
+                vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
+            if old:
+                vs.ties = {}
+            if vs.tie_letters:
+                vs.tie_letters = {}
+            vs.t = t + dur
+            vs.used = True
+        elif k == 6 or k == 106:
+            self.bar(vs, info[4])
+        elif k == 8 or k == 108:  # a chord of plain notes: what "[", the notes and "]" do
+            if not prop_pitch:
+                items = [self._pitch(vs, x) for x in info[2]]
+            else:
+                items = []
+                for acc, li, lo, base in info[1]:
+                    if acc is None:
+                        acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                        if acc is None:
+                            pitch = base + vs.sig[li]
+                            if vs.tie_letters:
+                                tp = vs.tie_letters.get(lo)
+                                if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                    pitch = tp
+                        else:
+                            pitch = base + acc
+                    else:
+                        vs.bar_acc[li] = acc
+                        pitch = base + acc
+                    items.append((pitch, lo))
+            vs.in_chord = False
+            vs.chord = None
+            n, d = _length_of(info[4])
+            dur = self._duration(vs, n, d)
+            if dur <= 0:
+                self.warn("chord of zero length skipped", once="zero")
+                return
+            # what _emit does for untied notes of one length
+            t = vs.t
+            old = vs.ties
+            out, los = [], []
+            for pitch, lo in items:
+                if not 0 <= pitch <= 127:
+                    self.warn("note outside the MIDI range skipped", once="range")
+                    continue
+                prev = old.get(pitch) if old else None
+                if prev is not None and prev.start + prev.duration == t:
+                    prev.duration += dur
+                    note = prev
+                else:
+                    note = Note(pitch, t, dur)
+                    notes.append(note)
+                out.append(note)
+                los.append(lo)
+            vs.ties = {}
+            vs.tie_letters = {}
+            vs.last = (out, t, dur, los)
+            vs.t = t + dur
+            vs.used = True
+        elif k == 9:
+            vs.in_chord = True
+            vs.chord = []
+        elif k == 11:
+            self.chord_close(vs, info[1])
+        elif k == 12:
+            if vs.in_chord:
+                if vs.chord:
+                    vs.chord[-1][4] = True
+            elif vs.last is not None:
+                x = vs.last[0]
+                if type(x) is Note:
+                    vs.ties[x.pitch] = x
+                    vs.tie_letters[vs.last[3]] = x.pitch
+                else:
+                    for x, lo in zip(vs.last[0], vs.last[3]):
+                        vs.ties[x.pitch] = x
+                        vs.tie_letters[lo] = x.pitch
+        elif k == 14 or k == 114:
+            self.rest(vs, info[2])
+        elif k == 4:
+            text = info[1]
+            f, val = text[1], text[3:-1]
+            if f == "V":
+                self.field("V", val, True)
+            elif f in "KLMQ":
+                self.field(f, val, True)
+            elif f in "IrNRPT":
+                pass
+            else:
+                self.warn(f"ignored inline field {text!r}", once="if" + f)
+        elif k == 17:
+            p = int(info[1])
+            if not 2 <= p <= 32:
+                self.warn(f"ignored tuplet ({p}", once="tup")
+                return
+            q = info[2]
+            r = info[3]
+            compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
+            if q:
+                qv = int(q)
+            elif p in (2, 4, 8):
+                qv = 3
+            elif p in (3, 6):
+                qv = 2
+            else:
+                qv = 3 if compound else 2
+            rv = int(r) if r else p
+            if qv > 0 and rv > 0:
+                vs.tuplet = [p, qv, rv]
+        elif k == 20:
+            self.broken(vs, info[1])
+        elif k == 5:
+            self.ending(vs, info[1])
+        elif k == 16:
+            self.multi_rest(vs, info[1])
+        elif k == 22:
+            vs.bar_max = max(vs.bar_max, vs.t)
+            vs.t = vs.bar_start
+            vs.last = None
+        elif k == 23:
+            self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
+        if len(notes) != n0:
+            vs.unsorted = True
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
         n = vs.unit * num
@@ -1527,8 +1800,12 @@ class _TuneReader:
         if vs.in_chord:
             self.warn("chord not closed before a bar line", once="chord")
             self.chord_close(vs, "")
-        vs.t = max(vs.t, vs.bar_max)
-        vs.bar_max = 0
+            vs.t = max(vs.t, vs.bar_max)
+            vs.bar_max = 0
+        elif vs.bar_max:  # (a time before 0, after a broken rhythm on a huge rest, stays)
+            if vs.bar_max > vs.t:
+                vs.t = vs.bar_max
+            vs.bar_max = 0
         bt = _BAR_CACHE.get(text)
         if bt is None:
             bt = _bar_parts(text)
@@ -1541,11 +1818,15 @@ class _TuneReader:
         vs.tuplet = None
         if text:
             vs.markers.append((vs.t, text, None))
+            if ":" in text or text == "[":
+                vs.repeats = True
         if ending is not None:
             vs.markers.append((vs.t, "[", ending))
+            vs.repeats = True
 
     def ending(self, vs, nums: str) -> None:
         vs.markers.append((vs.t, "[", _ending_numbers(nums)))
+        vs.repeats = True
 
     # -- finishing: repeats, anacrusis, the Piece
     def _finish(self) -> tuple[Piece, list[str]]:
@@ -1558,13 +1839,16 @@ class _TuneReader:
         spans = None
         for vs in used:
             v = vs.voice
-            if self.expand and any(mk[1] == "[" or ":" in mk[1] for mk in vs.markers):
+            unsorted = vs.unsorted
+            if self.expand and vs.repeats:
                 sp = _repeat_spans(vs.markers, vs.t)
                 if sp is not None:
                     v.notes = _apply_spans(v.notes, sp)
+                    unsorted = True
                     if spans is None:
                         spans = sp
-            v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
+            if unsorted:  # else already in (start, pitch) order, every pair distinct
+                v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
             piece.voices.append(v)
         if spans is not None:
             piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
