@@ -738,6 +738,8 @@ def parse_unit(text: str) -> tuple[int, int]:
 
 
 # ---- reader --------------------------------------------------------------------------------
+from itertools import chain  # noqa: E402
+
 _TOKEN = re.compile(
     r"""
     ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*/*\d*)\ *            # 1-2 note, length
@@ -950,6 +952,35 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     return info
 
 
+def _cached(fn):
+    """fn memoised on its one text argument (a pure parser of a field's value; results that
+    raise are not stored, so they raise again)."""
+    memo: dict = {}
+
+    def wrapper(text):
+        try:
+            return memo[text]
+        except KeyError:
+            pass
+        r = fn(text)
+        if len(memo) > 1024:
+            memo.clear()
+        memo[text] = r
+        return r
+
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+@_cached
+def _parse_key_value(text: str) -> tuple:
+    """parse_key with the signature as a tuple (copy it to a list before changing it)."""
+    key, sig, ok = parse_key(text)
+    return key, tuple(sig), ok
+
+
+@_cached
 def _parse_meter(text: str) -> tuple[int, int] | None:
     s = text.strip().split("%", 1)[0].strip()
     if s in ("C", "c"):
@@ -969,6 +1000,7 @@ def _parse_meter(text: str) -> tuple[int, int] | None:
     return num, den
 
 
+@_cached
 def _parse_unit_field(text: str) -> tuple[int, int] | None:
     m = re.match(r"\s*(\d+)\s*/\s*(\d+)", text)
     if not m:
@@ -980,6 +1012,7 @@ def _parse_unit_field(text: str) -> tuple[int, int] | None:
     return a, b
 
 
+@_cached
 def _parse_tempo(text: str) -> float | None:
     """Quarter notes per minute from a ``Q:`` value (``1/4=120``, ``3/8=60``, ``120``)."""
     s = re.sub(r'"[^"]*"', " ", text).strip()
@@ -993,6 +1026,45 @@ def _parse_tempo(text: str) -> float | None:
             return None
         bpm = float(m.group(1))
     return bpm if 1 <= bpm <= 2000 else None
+
+
+@_cached
+def _parse_voice_field(text: str) -> tuple | None:
+    """A V: value as (id, name or None, GM program of the name or None, whether the name is a
+    drum kit's), None when empty."""
+    toks = text.strip().split(None, 1)
+    if not toks:
+        return None
+    rest = toks[1] if len(toks) > 1 else ""
+    m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(
+        r"(?:name|nm)\s*=\s*(\S+)", rest)
+    if not m:
+        return toks[0], None, None, False
+    name = m.group(1).strip()
+    return (toks[0], name, program_number(name),
+            name.lower() in ("drum kit", "drums", "drum set", "percussion"))
+
+
+@_cached
+def _parse_directive(line: str) -> tuple:
+    """A %% line as ("program", 0..127), ("drum", bool), ("propagate", mode) or (None, None)."""
+    words = line[2:].split()
+    if not words:
+        return None, None
+    head = words[0].lower()
+    if head == "midi" and len(words) >= 3:
+        what = words[1].lower()
+        nums = [int(w) for w in words[2:4] if w.isdigit()]
+        if what == "program" and nums:
+            prog = nums[-1] if len(nums) == 2 else nums[0]
+            if 0 <= prog <= 127:
+                return "program", prog
+        elif what == "channel" and nums:
+            return "drum", nums[0] == 10
+    elif head == "propagate-accidentals" and len(words) >= 2:
+        if words[1] in ("not", "octave", "pitch"):
+            return "propagate", words[1]
+    return None, None
 
 
 class _VoiceState:
@@ -1085,41 +1157,28 @@ class _TuneReader:
         return self.cur
 
     def voice_field(self, text: str) -> None:
-        toks = text.strip().split(None, 1)
-        if not toks:
+        parsed = _parse_voice_field(text)
+        if parsed is None:
             return
-        vid = toks[0]
-        rest = toks[1] if len(toks) > 1 else ""
+        vid, name, prog, drum = parsed
         vs = self.voice(vid)
         self.cur = vs
-        m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(
-            r"(?:name|nm)\s*=\s*(\S+)", rest)
-        if m and not vs.voice.name:
-            vs.voice.name = m.group(1).strip()
+        if name is not None and not vs.voice.name:
+            vs.voice.name = name
             if not vs.used and vs.voice.program == 0:
-                prog = program_number(vs.voice.name)
                 if prog is not None:
                     vs.voice.program = prog
-                if vs.voice.name.lower() in ("drum kit", "drums", "drum set", "percussion"):
+                if drum:
                     vs.voice.drum = True
 
     def directive(self, line: str) -> None:
-        words = line[2:].split()
-        if not words:
-            return
-        head = words[0].lower()
-        if head == "midi" and len(words) >= 3:
-            what = words[1].lower()
-            nums = [int(w) for w in words[2:4] if w.isdigit()]
-            if what == "program" and nums:
-                prog = nums[-1] if len(nums) == 2 else nums[0]
-                if 0 <= prog <= 127:
-                    self._set_program(prog)
-            elif what == "channel" and nums:
-                self._set_drum(nums[0] == 10)
-        elif head == "propagate-accidentals" and len(words) >= 2:
-            if words[1] in ("not", "octave", "pitch"):
-                self.propagate = words[1]
+        what, value = _parse_directive(line)
+        if what == "program":
+            self._set_program(value)
+        elif what == "drum":
+            self._set_drum(value)
+        elif what == "propagate":
+            self.propagate = value
 
     def _set_program(self, prog: int) -> None:
         if self.cur is None and not self.order:
@@ -1136,7 +1195,8 @@ class _TuneReader:
     # -- fields
     def field(self, f: str, val: str, inline: bool) -> None:
         if f == "K":
-            key, sig, ok = parse_key(val)
+            key, sig, ok = _parse_key_value(val)
+            sig = list(sig)
             if not ok and val.strip():
                 if not re.search(r"clef|bass|treble|alto|tenor|perc|middle|transpose|octave",
                                  val):
@@ -1227,10 +1287,14 @@ class _TuneReader:
         in_header = True
         lines = self.lines
         i, n = 0, len(lines)
+        music: list[str] = []  # music lines not read yet: nothing happens between them
         while i < n:
             line = lines[i]
             i += 1
             if line.startswith("%%"):
+                if music:
+                    self.music(music)
+                    music = []
                 self.directive(line)
                 continue
             if "%" in line:
@@ -1242,13 +1306,14 @@ class _TuneReader:
             if fm and (in_header or fm.group(1) in "KLMQVTPwWINRrsUZmH+" or
                        not _looks_like_music(s)):
                 f, val = fm.group(1), fm.group(2)
-                if f in ("w", "W", "+"):
+                if f in ("w", "W", "+", "X"):
                     continue
+                if music:
+                    self.music(music)
+                    music = []
                 if in_header and f == "K":
                     self.field("K", val, False)
                     in_header = False
-                    continue
-                if f == "X":
                     continue
                 self.field(f, val, False)
                 continue
@@ -1267,9 +1332,12 @@ class _TuneReader:
                 in_header = False
                 if not self.key_seen:
                     self.warn("no K: field before the music", once="noK")
-            self.music(s)
+            music.append(s)
+        if music:
+            self.music(music)
 
-    def music(self, s: str) -> None:
+    def music(self, lines: list[str]) -> None:
+        """Read music lines (one after the other, nothing else between them)."""
         # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
         # rhythms and open chords, with accidentals propagating by pitch) are handled here
         # with the voice's hot state in local variables; every other token goes through
@@ -1289,7 +1357,7 @@ class _TuneReader:
         used = False
         general = False  # in _token, which keeps the state on the voice itself
         try:
-            for tok in _TOKENS.findall(s):
+            for tok in chain.from_iterable(map(_TOKENS.findall, lines)):
                 info = cache.get(tok)
                 if info is None:
                     info = _unit_token_info(tok, vs.unit, cache)
@@ -2039,7 +2107,10 @@ def _as_text(text) -> str:
 
 
 def _split_tunes(text: str) -> list[list[str]]:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if "\nX:" not in text:  # one tune from the first line, or none marked
+        return [lines]
     starts = [i for i, ln in enumerate(lines) if ln.startswith("X:")]
     if not starts:
         return [lines]
