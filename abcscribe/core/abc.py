@@ -2166,12 +2166,16 @@ def extract_abc(text: str) -> str:
                 break
     if start is None:
         return text.strip() + ("\n" if text.strip() else "")
-    out = []
-    for ln in lines[start:]:
+    end = len(lines)
+    for i in range(start, end):
+        ln = lines[i]
+        if "|" in ln:  # a bar line: never prose (the common case, checked first)
+            continue
         s = ln.strip()
         if s and not _FIELD_LINE.match(s) and not s.startswith("%") and _is_prose(s):
+            end = i
             break
-        out.append(ln.rstrip())
+    out = list(map(str.rstrip, lines[start:end]))
     # short closing prose after the last music line ("Enjoy playing it!")
     while out and (not out[-1].strip() or _is_closing_prose(out[-1].strip())):
         out.pop()
