@@ -1067,6 +1067,9 @@ def _parse_directive(line: str) -> tuple:
     return None, None
 
 
+_NO_LAST = (None, None, None, None)
+
+
 class _VoiceState:
     __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
                  "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
@@ -1302,7 +1305,7 @@ class _TuneReader:
             s = line.strip()
             if not s:
                 continue
-            fm = _FIELD_LINE.match(s)
+            fm = _FIELD_LINE.match(s) if s[1:2] == ":" else None
             if fm and (in_header or fm.group(1) in "KLMQVTPwWINRrsUZmH+" or
                        not _looks_like_music(s)):
                 f, val = fm.group(1), fm.group(2)
@@ -1345,7 +1348,9 @@ class _TuneReader:
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
         t = vs.t
-        last = vs.last
+        # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
+        # octave) of each), for one note (Note, start, duration, (letter, octave))
+        lx, lt0, ld, llo = vs.last or _NO_LAST
         ties = vs.ties
         tie_letters = vs.tie_letters
         bar_acc = vs.bar_acc
@@ -1384,7 +1389,7 @@ class _TuneReader:
                             continue
                         if not 0 <= pitch <= 127:
                             self.warn("note outside the MIDI range skipped", once="range")
-                            last = ((), t, dur, ())
+                            lx, lt0, ld, llo = (), t, dur, ()
                         else:
                             prev = ties.get(pitch) if ties else None
                             if prev is not None and prev.start + prev.duration == t:
@@ -1400,7 +1405,10 @@ class _TuneReader:
                                     lp = pitch
                                 else:
                                     vs.unsorted = True
-                            last = (note, t, dur, lo)  # one note: not wrapped in tuples
+                            lx = note  # one note: not wrapped in tuples
+                            lt0 = t
+                            ld = dur
+                            llo = lo
                         if ties:  # an empty dict can stay: nothing else holds it
                             ties = {}
                         if tie_letters:
@@ -1429,7 +1437,16 @@ class _TuneReader:
                             vs.markers.append((t, "[", info[2]))
                         continue
                     if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
-                        items = []
+                        dur = info[3]
+                        if dur <= 0:
+                            for acc, li, lo, base in info[1]:
+                                if acc is not None:  # its accidental still holds in the bar
+                                    bar_acc[li] = acc
+                            self.warn("chord of zero length skipped", once="zero")
+                            continue
+                        # each note's pitch, then what _emit does for untied notes of one
+                        # length (ties and tie_letters are only read until after the loop)
+                        out, los = [], []
                         for acc, li, lo, base in info[1]:
                             if acc is None:
                                 acc = bar_acc.get(li) if bar_acc else None
@@ -1444,15 +1461,6 @@ class _TuneReader:
                             else:
                                 bar_acc[li] = acc
                                 pitch = base + acc
-                            items.append((pitch, lo))
-                        vs.chord = None
-                        dur = info[3]
-                        if dur <= 0:
-                            self.warn("chord of zero length skipped", once="zero")
-                            continue
-                        # what _emit does for untied notes of one length
-                        out, los = [], []
-                        for pitch, lo in items:
                             if not 0 <= pitch <= 127:
                                 self.warn("note outside the MIDI range skipped", once="range")
                                 continue
@@ -1472,28 +1480,31 @@ class _TuneReader:
                                     vs.unsorted = True
                             out.append(note)
                             los.append(lo)
-                        ties = {}
-                        tie_letters = {}
-                        last = (out, t, dur, los)
+                        if ties:  # (an empty dict can stay: nothing else holds it)
+                            ties = {}
+                        if tie_letters:
+                            tie_letters = {}
+                        lx, lt0, ld, llo = out, t, dur, los
                         t += dur
                         used = True
                         continue
                     if k == 12:  # a tie
-                        if last is not None:
-                            x = last[0]
-                            if type(x) is Note:
-                                ties[x.pitch] = x
-                                tie_letters[last[3]] = x.pitch
+                        if lx is not None:
+                            if type(lx) is Note:
+                                ties[lx.pitch] = lx
+                                tie_letters[llo] = lx.pitch
                             else:
-                                for x, lo in zip(last[0], last[3]):
+                                for x, lo in zip(lx, llo):
                                     ties[x.pitch] = x
                                     tie_letters[lo] = x.pitch
                         continue
                     if k == 14:  # a rest
                         dur = info[1]
-                        ties = {}
-                        tie_letters = {}
-                        last = ((), t, dur, ())
+                        if ties:
+                            ties = {}
+                        if tie_letters:
+                            tie_letters = {}
+                        lx, lt0, ld, llo = (), t, dur, ()
                         t += dur
                         used = True
                         continue
@@ -1501,7 +1512,7 @@ class _TuneReader:
                     continue
                 # anything else: through the general code, on the voice's state
                 vs.t = t
-                vs.last = last
+                vs.last = None if lx is None else (lx, lt0, ld, llo)
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
@@ -1514,7 +1525,7 @@ class _TuneReader:
                 general = False
                 vs = self.current()
                 t = vs.t
-                last = vs.last
+                lx, lt0, ld, llo = vs.last or _NO_LAST
                 ties = vs.ties
                 tie_letters = vs.tie_letters
                 bar_acc = vs.bar_acc
@@ -1527,7 +1538,7 @@ class _TuneReader:
             vs.unsorted = True  # (sorting is always right; _token may have appended notes)
             if not general:
                 vs.t = t
-                vs.last = last
+                vs.last = None if lx is None else (lx, lt0, ld, llo)
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
@@ -1536,7 +1547,7 @@ class _TuneReader:
                     vs.used = True
             raise
         vs.t = t
-        vs.last = last
+        vs.last = None if lx is None else (lx, lt0, ld, llo)
         vs.ties = ties
         vs.tie_letters = tie_letters
         vs.bar_acc = bar_acc
