@@ -738,6 +738,7 @@ def parse_unit(text: str) -> tuple[int, int]:
 
 
 # ---- reader --------------------------------------------------------------------------------
+from dataclasses import fields as _dataclass_fields  # noqa: E402
 from itertools import chain  # noqa: E402
 
 _TOKEN = re.compile(
@@ -833,41 +834,43 @@ def _pitch_info(text: str) -> tuple:
     return r
 
 
-def _without_groups(pattern: str) -> str:
-    """A verbose pattern with every capturing group made non-capturing (same matches)."""
-    out, i, n, in_class = [], 0, len(pattern), False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            if pattern[i + 1:i + 2] == "]":  # a "]" first in a class is literal
-                out.append("[]")
-                i += 2
-                continue
-        elif c == "#":  # a comment to the end of the line
-            j = pattern.find("\n", i)
-            j = n if j < 0 else j
-            out.append(pattern[i:j])
-            i = j
-            continue
-        elif c == "(" and pattern[i + 1:i + 2] != "?":
-            out.append("(?:")
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-# the same tokens as _TOKEN, as plain strings (findall on a pattern without groups is the
-# cheapest way to cut a line); _token_info classifies each distinct token text once
-_TOKENS = re.compile(_without_groups(_TOKEN.pattern), re.X)
+# The same tokens as _TOKEN as plain strings (findall on a pattern without groups is the
+# cheapest way to cut a line; _unit_token_info classifies each distinct token text once with
+# _TOKEN). The alternatives are _TOKEN's in the same order, with nested alternatives and
+# leading optional parts spelled out (``(A|B)C`` as ``AC|BC``, ``X?Y`` as ``XY|Y``), so that
+# every one starts with a literal or a character set, which the regex engine tests before
+# entering it; quantifiers with nothing after them that could fail are possessive. Keep the two
+# in step: tests/test_abc_reader.py checks they cut text alike.
+_TOKENS = re.compile(
+    r"""
+    [A-Ga-g][,']*+\d*+/*+\d*+\ *+                          # note
+  | \^\^?[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | __?[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | =[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | \((?!\d)                                                # skipped: slurs, spaces
+  | [\s).~HLMOPSTuvy`$*#;?@'\\]++
+  | \[[A-Za-z]:[^\]\n]*\]                                   # inline field
+  | \[\d+(?:[,-]\d+)*                                       # ending
+  | ::*\|*[\]\[]?:*(?:\d+(?:[,-]\d+)*)?\ *                  # bar line, maybe ending
+  | \[\|\|*\]?:*(?:\d+(?:[,-]\d+)*)?\ *
+  | \|\|*\]?:*(?:\d+(?:[,-]\d+)*)?\ *
+  | \[(?:(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)+\]\d*/*\d*\ *   # plain chord
+  | \[                                                      # chord open
+  | \]\d*/*\d*\ *                                           # chord close
+  | -\ *                                                    # tie
+  | [zx]\d*/*\d*\ *                                         # rest
+  | [ZX]\d*                                                 # multi-bar rest
+  | \(\d+(?::\d*)?(?::\d*)?                                 # tuplet
+  | [<>]+                                                   # broken rhythm
+  | "[^"\n]*"?                                              # skipped groups
+  | ![^!\n]*!
+  | \+[^+\s]*\+
+  | \{[^}]*\}?
+  | &                                                       # voice overlay
+  | .                                                       # unknown
+    """,
+    re.X,
+)
 _UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
 
 
@@ -1068,6 +1071,23 @@ def _parse_directive(line: str) -> tuple:
 
 
 _NO_LAST = (None, None, None, None)
+
+
+def _bare_notes_ok() -> bool:
+    """Whether a Note made with object.__new__ and its four fields set is Note(p, s, d): the
+    reader makes its notes so (a dataclass __init__ is a Python call, a large share of the time
+    per note), unless Note someday gets other fields, defaults or checks."""
+    try:
+        n = object.__new__(Note)
+        n.pitch, n.start, n.duration, n.velocity = 60, 1, 2, 80
+        return (n == Note(60, 1, 2) and "__post_init__" not in vars(Note)
+                and [f.name for f in _dataclass_fields(Note)] == [
+                    "pitch", "start", "duration", "velocity"])
+    except Exception:
+        return False
+
+
+_BARE_NOTES = _bare_notes_ok()
 
 
 class _VoiceState:
@@ -1360,6 +1380,8 @@ class _TuneReader:
         plain = prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
         lt, lp = vs.sort_t, vs.sort_p  # (start, pitch) of the last note appended
         used = False
+        bare = _BARE_NOTES  # notes made without Note() (see _bare_notes_ok)
+        new = object.__new__
         general = False  # in _token, which keeps the state on the voice itself
         try:
             for tok in chain.from_iterable(map(_TOKENS.findall, lines)):
@@ -1396,7 +1418,14 @@ class _TuneReader:
                                 prev.duration += dur
                                 note = prev
                             else:
-                                note = Note(pitch, t, dur)
+                                if bare:
+                                    note = new(Note)
+                                    note.pitch = pitch
+                                    note.start = t
+                                    note.duration = dur
+                                    note.velocity = 80
+                                else:
+                                    note = Note(pitch, t, dur)
                                 add(note)
                                 if t > lt:
                                     lt = t
@@ -1469,7 +1498,14 @@ class _TuneReader:
                                 prev.duration += dur
                                 note = prev
                             else:
-                                note = Note(pitch, t, dur)
+                                if bare:
+                                    note = new(Note)
+                                    note.pitch = pitch
+                                    note.start = t
+                                    note.duration = dur
+                                    note.velocity = 80
+                                else:
+                                    note = Note(pitch, t, dur)
                                 add(note)
                                 if t > lt:
                                     lt = t
