@@ -914,7 +914,9 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
         try:
             dur = _plain_duration(unit, n, d)
         except Exception:
-            dur, k = 0, 102
+            dur = 0
+        if dur <= 0:  # (zero length or an error: the general code warns or raises)
+            k = 102
         info = (k, *_pitch_info(m[1]), dur, n, d, m[1])
     elif k == 3 or k == 21:
         info = (3,)
@@ -1406,14 +1408,16 @@ class _TuneReader:
                         else:
                             bar_acc[li] = acc
                             pitch = base + acc
-                        if dur <= 0:
-                            self.warn("note of zero length skipped", once="zero")
-                            continue
                         if not 0 <= pitch <= 127:
                             self.warn("note outside the MIDI range skipped", once="range")
                             lx, lt0, ld, llo = (), t, dur, ()
+                            if ties:
+                                ties = {}
                         else:
-                            prev = ties.get(pitch) if ties else None
+                            prev = None
+                            if ties:  # (an empty dict can stay: nothing else holds it)
+                                prev = ties.get(pitch)
+                                ties = {}
                             if prev is not None and prev.start + prev.duration == t:
                                 prev.duration += dur
                                 note = prev
@@ -1438,8 +1442,6 @@ class _TuneReader:
                             lt0 = t
                             ld = dur
                             llo = lo
-                        if ties:  # an empty dict can stay: nothing else holds it
-                            ties = {}
                         if tie_letters:
                             tie_letters = {}
                         t += dur

@@ -199,19 +199,28 @@ def _nd(m) -> tuple[int, int]:
 class _VoiceView:
     """What the per-voice losses need from a Voice, computed once."""
 
-    __slots__ = ("chords", "onsets", "program", "drum", "_code")
+    __slots__ = ("chords", "onsets", "program", "drum", "_code", "_tuples")
 
     def __init__(self, v: Voice, tpq: int):
         starts: list[int] = []
         chords: list = []  # a single pitch as an int, a chord as a tuple (sorted below)
+        tuples: list[int] = []  # where chords has a tuple
+        unsorted: list[int] = []  # ... one not in ascending order (readers give them sorted)
         last = None
-        multi = False
         for n in v.notes:  # readers give notes in time order: one pass, no dict
             t = n.start
             if t == last:
                 g = chords[-1]
-                chords[-1] = g + (n.pitch,) if type(g) is tuple else (g, n.pitch)
-                multi = True
+                p = n.pitch
+                if type(g) is tuple:
+                    if not p >= g[-1]:
+                        unsorted.append(len(chords) - 1)
+                    chords[-1] = g + (p,)
+                else:
+                    if not p >= g:
+                        unsorted.append(len(chords) - 1)
+                    chords[-1] = (g, p)
+                    tuples.append(len(chords) - 1)
             elif last is None or t > last:
                 starts.append(t)
                 chords.append(n.pitch)
@@ -222,10 +231,12 @@ class _VoiceView:
                     by.setdefault(m.start, []).append(m.pitch)
                 starts = sorted(by)
                 chords = [by[t][0] if len(by[t]) == 1 else tuple(by[t]) for t in starts]
-                multi = True
+                tuples = unsorted = [i for i, u in enumerate(chords) if type(u) is tuple]
                 break
-        self.chords = [u if type(u) is not tuple else tuple(sorted(u)) for u in chords] \
-            if multi else chords
+        for i in unsorted:
+            chords[i] = tuple(sorted(chords[i]))
+        self.chords = chords
+        self._tuples = tuples
         self.onsets = starts if tpq == TPQ else [t * TPQ / tpq for t in starts]
         self.program = int(v.program)
         self.drum = bool(v.drum)
@@ -239,6 +250,24 @@ class _VoiceView:
         if c is not None:
             return c
         u = self.chords
+        tuples = self._tuples
+        if tuples:  # chords among pitches 0..255: the pitches' characters, then the chords'
+            ints = list(u)
+            for i in tuples:
+                ints[i] = 0
+            try:
+                chars = list(bytes(ints).decode("latin-1"))
+            except (TypeError, ValueError):
+                chars = None
+            if chars is not None:
+                get = table.get
+                for i in tuples:
+                    x = u[i]
+                    c = get(x)
+                    if c is None:
+                        c = table[x] = _unit_code(x, len(table))
+                    chars[i] = c
+                return "".join(chars)
         try:  # pitches 0..255 only (MIDI's are): each its own character, whatever the table
             c = self._code = bytes(u).decode("latin-1")
             return c
