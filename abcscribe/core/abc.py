@@ -872,6 +872,9 @@ _TOKENS = re.compile(
     re.X,
 )
 _UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
+# a written pitch whose accidental, from the note, the bar or the key (-2..2), keeps it in
+# 0..127: the reader's fast path (music()) needs no range check for it
+_SAFE_LOW, _SAFE_HIGH = 2, 125
 
 
 def _unit_tokens(unit: int) -> dict[str, tuple]:
@@ -897,7 +900,7 @@ def _plain_duration(unit: int, n: int, d: int) -> int:
 def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
     is the kind (the number of _TOKEN's group that names the alternative):
-    (2, accidental, letter index, (letter, octave), pitch, ticks, num, den, pitch text) note,
+    (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
     (3,) skipped, (4, text) inline field, (5, numbers) ending,
     (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
     (8, _pitch_info of each note, their texts, ticks, length text) plain chord, (9,) chord open,
@@ -906,7 +909,9 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
     broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
     (a garbage length or ending number) is kind + 100: the general code reads it again and
-    raises at the point where it always did. Cached in ``cache`` (the unit's)."""
+    raises at the point where it always did; so is a note or chord of no length or with a
+    pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
+    unit's)."""
     m = _TOKEN.match(tok)
     k = m.lastindex
     if k == 2:
@@ -915,9 +920,12 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
             dur = _plain_duration(unit, n, d)
         except Exception:
             dur = 0
-        if dur <= 0:  # (zero length or an error: the general code warns or raises)
+        acc, li, lo, base = _pitch_info(m[1])
+        # zero length or an error (the general code warns or raises), or a pitch that with an
+        # accidental (-2..2) could leave 0..127 (the general code checks): the general way
+        if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
             k = 102
-        info = (k, *_pitch_info(m[1]), dur, n, d, m[1])
+        info = (k, acc, li, lo, base, dur, (n, d, m[1]))
     elif k == 3 or k == 21:
         info = (3,)
     elif k == 4:
@@ -937,6 +945,8 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
             dur = _plain_duration(unit, n, d)
         except Exception:
             dur, k = 0, 108
+        if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
+            k = 108
         info = (k, pitches, texts, dur, m[8])
     elif k == 14:
         n, d = _length_of(m[14])  # raises before any state changes, as it always did
@@ -1095,8 +1105,7 @@ _BARE_NOTES = _bare_notes_ok()
 class _VoiceState:
     __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
                  "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
-                 "first_bar", "used", "bar_count", "in_chord", "chord", "sort_t", "sort_p",
-                 "unsorted", "repeats")
+                 "first_bar", "used", "bar_count", "in_chord", "chord", "unsorted", "repeats")
 
     def __init__(self, vid, voice, sig, key, unit, meter):
         self.vid = vid
@@ -1122,10 +1131,8 @@ class _VoiceState:
         self.bar_count = 0
         self.in_chord = False
         self.chord = None
-        # (start, pitch) of the last note appended, and whether a note was ever appended out
-        # of (start, pitch) order (else the notes need no sorting)
-        self.sort_t = -math.inf
-        self.sort_p = 0
+        # whether a note may have been added out of (start, pitch) order (else the notes
+        # need no sorting: see music())
         self.unsorted = False
         self.repeats = False  # a marker with a repeat sign or an ending
 
@@ -1364,9 +1371,13 @@ class _TuneReader:
     def music(self, lines: list[str]) -> None:
         """Read music lines (one after the other, nothing else between them)."""
         # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
-        # rhythms and open chords, with accidentals propagating by pitch) are handled here
-        # with the voice's hot state in local variables; every other token goes through
-        # _token with that state written back first and read again after.
+        # rhythms and open chords, with accidentals propagating by pitch and a key signature
+        # of at most double sharps and flats) are handled here with the voice's hot state in
+        # local variables; every other token goes through _token with that state written back
+        # first and read again after. Notes handled here need no range check (_unit_token_info
+        # sends notes that could leave 0..127 the general way) and come in time order: time
+        # only goes forward here, so only a chord's own notes can be out of (start, pitch)
+        # order; _token marks the voice unsorted when it adds notes or goes back in time.
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
         t = vs.t
@@ -1379,8 +1390,8 @@ class _TuneReader:
         sig = vs.sig
         add = vs.voice.notes.append
         cache = _unit_tokens(vs.unit)
-        plain = prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-        lt, lp = vs.sort_t, vs.sort_p  # (start, pitch) of the last note appended
+        plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+                 and -2 <= min(sig) and max(sig) <= 2)
         used = False
         bare = _BARE_NOTES  # notes made without Note() (see _bare_notes_ok)
         new = object.__new__
@@ -1393,7 +1404,7 @@ class _TuneReader:
                 k = info[0]
                 if plain:
                     if k == 2:  # a note
-                        _, acc, li, lo, base, dur, n, d, _t = info
+                        _, acc, li, lo, base, dur, _x = info
                         if acc is None:
                             acc = bar_acc.get(li) if bar_acc else None
                             if acc is None:
@@ -1408,40 +1419,26 @@ class _TuneReader:
                         else:
                             bar_acc[li] = acc
                             pitch = base + acc
-                        if not 0 <= pitch <= 127:
-                            self.warn("note outside the MIDI range skipped", once="range")
-                            lx, lt0, ld, llo = (), t, dur, ()
-                            if ties:
-                                ties = {}
+                        prev = None
+                        if ties:  # (an empty dict can stay: nothing else holds it)
+                            prev = ties.get(pitch)
+                            ties = {}
+                        if prev is not None and prev.start + prev.duration == t:
+                            prev.duration += dur
+                            lx = prev
                         else:
-                            prev = None
-                            if ties:  # (an empty dict can stay: nothing else holds it)
-                                prev = ties.get(pitch)
-                                ties = {}
-                            if prev is not None and prev.start + prev.duration == t:
-                                prev.duration += dur
-                                note = prev
+                            if bare:
+                                lx = new(Note)
+                                lx.pitch = pitch
+                                lx.start = t
+                                lx.duration = dur
+                                lx.velocity = 80
                             else:
-                                if bare:
-                                    note = new(Note)
-                                    note.pitch = pitch
-                                    note.start = t
-                                    note.duration = dur
-                                    note.velocity = 80
-                                else:
-                                    note = Note(pitch, t, dur)
-                                add(note)
-                                if t > lt:
-                                    lt = t
-                                    lp = pitch
-                                elif t == lt and pitch > lp:
-                                    lp = pitch
-                                else:
-                                    vs.unsorted = True
-                            lx = note  # one note: not wrapped in tuples
-                            lt0 = t
-                            ld = dur
-                            llo = lo
+                                lx = Note(pitch, t, dur)
+                            add(lx)
+                        lt0 = t  # (lx: one note, not wrapped in a tuple)
+                        ld = dur
+                        llo = lo
                         if tie_letters:
                             tie_letters = {}
                         t += dur
@@ -1478,6 +1475,7 @@ class _TuneReader:
                         # each note's pitch, then what _emit does for untied notes of one
                         # length (ties and tie_letters are only read until after the loop)
                         out, los = [], []
+                        top = -1  # the highest pitch added so far
                         for acc, li, lo, base in info[1]:
                             if acc is None:
                                 acc = bar_acc.get(li) if bar_acc else None
@@ -1492,9 +1490,6 @@ class _TuneReader:
                             else:
                                 bar_acc[li] = acc
                                 pitch = base + acc
-                            if not 0 <= pitch <= 127:
-                                self.warn("note outside the MIDI range skipped", once="range")
-                                continue
                             prev = ties.get(pitch) if ties else None
                             if prev is not None and prev.start + prev.duration == t:
                                 prev.duration += dur
@@ -1509,16 +1504,12 @@ class _TuneReader:
                                 else:
                                     note = Note(pitch, t, dur)
                                 add(note)
-                                if t > lt:
-                                    lt = t
-                                    lp = pitch
-                                elif t == lt and pitch > lp:
-                                    lp = pitch
-                                else:
+                                if pitch <= top:
                                     vs.unsorted = True
+                                top = pitch
                             out.append(note)
                             los.append(lo)
-                        if ties:  # (an empty dict can stay: nothing else holds it)
+                        if ties:
                             ties = {}
                         if tie_letters:
                             tie_letters = {}
@@ -1554,7 +1545,6 @@ class _TuneReader:
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
-                vs.sort_t, vs.sort_p = lt, lp
                 if used:
                     vs.used = True
                     used = False
@@ -1570,17 +1560,16 @@ class _TuneReader:
                 sig = vs.sig
                 add = vs.voice.notes.append
                 cache = _unit_tokens(vs.unit)
-                plain = prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-                lt, lp = vs.sort_t, vs.sort_p
+                plain = (prop_pitch and not vs.in_chord and vs.tuplet is None
+                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2)
         except Exception:  # "stopped reading": the voice's state as it was at the error
-            vs.unsorted = True  # (sorting is always right; _token may have appended notes)
+            vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
                 vs.t = t
                 vs.last = None if lx is None else (lx, lt0, ld, llo)
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
-                vs.sort_t, vs.sort_p = lt, lp
                 if used:
                     vs.used = True
             raise
@@ -1589,7 +1578,6 @@ class _TuneReader:
         vs.ties = ties
         vs.tie_letters = tie_letters
         vs.bar_acc = bar_acc
-        vs.sort_t, vs.sort_p = lt, lp
         if used:
             vs.used = True
 
@@ -1597,8 +1585,9 @@ class _TuneReader:
         """One token of any kind (``info`` from _token_info) on the voice's state."""
         notes = vs.voice.notes
         n0 = len(notes)
+        t0 = vs.t
         if k == 2 or k == 102:
-            _, acc, li, lo, base, _dur, n, d, ptext = info
+            _, acc, li, lo, base, _dur, (n, d, ptext) = info
             if not prop_pitch:
                 pitch, lo = self._pitch(vs, ptext)
             elif acc is None:
@@ -1756,7 +1745,7 @@ class _TuneReader:
             vs.last = None
         elif k == 23:
             self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
-        if len(notes) != n0:
+        if len(notes) != n0 or vs.t < t0:  # (music() adds notes going forward only)
             vs.unsorted = True
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
