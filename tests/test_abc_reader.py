@@ -214,6 +214,39 @@ def test_random_abc_like_text_never_raises_nor_hangs(text):
     assert time.perf_counter() - t0 < 1.0
 
 
+TOKEN_ALPHABET = ABC_ALPHABET + "\t#*$@;?HLMOPSTuvwxyZ~`+\\'"
+
+
+# every kind of token, and every pair of them side by side
+TOKEN_PIECES = [
+    "c", "^^c'", "^C,", "__B,,", "_e", "=f", "A3/2 ", "d//", "(", "(3", "(3:2", "(3:2:4", "(3::2",
+    ")", " ", ".", "~", "[K:G]", "[M:3/4]", "[V:2 name=x]", "[1", "[1,3", "[2-4", "|", "||", "|]",
+    "[|", "[||]", "|:", ":|", "::", ":|2", ":||:", "|1", ":[", "[CEG]2 ", "[^c_e=g]/", "[", "]",
+    "]3/2 ", "- ", "z", "x2", "z/", "Z", "Z4", "X12", ">", "<<", '"Am"', '"open', "!trill!", "!x",
+    "+fermata+", "+", "{g}", "{ga", "&", "?", "w", "%", "\\", "\t", "#", "@", "é",
+]
+TOKENIZER_LINES = [a + b for a in TOKEN_PIECES for b in TOKEN_PIECES]
+
+
+def same_tokens(line):
+    # the reader cuts music lines with _TOKENS (no groups, faster) and classifies each token
+    # with _TOKEN: both must cut any line into the same tokens
+    from abcscribe.core.abc import _TOKEN, _TOKENS
+
+    return _TOKENS.findall(line) == [m[0] for m in _TOKEN.finditer(line)]
+
+
+def test_fast_tokenizer_cuts_every_kind_of_token_like_the_documented_pattern():
+    lines = TOKENIZER_LINES + _corpus_text("ryansMammoth/SmashTheWindowsJig.abc").split("\n")
+    assert [line for line in lines if not same_tokens(line)] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=TOKEN_ALPHABET, max_size=200))
+def test_fast_tokenizer_cuts_random_text_like_the_documented_pattern(text):
+    assert all(same_tokens(line) for line in text.split("\n"))
+
+
 @given(st.integers(0, 10_000))
 @settings(max_examples=60, deadline=None)
 def test_truncated_tunes_never_raise(cut):

@@ -911,6 +911,9 @@ def parse_unit(text: str) -> tuple[int, int]:
 
 
 # ---- reader --------------------------------------------------------------------------------
+from dataclasses import fields as _dataclass_fields  # noqa: E402
+from itertools import chain  # noqa: E402
+
 _TOKEN = re.compile(
     r"""
     ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*/*\d*)\ *            # 1-2 note, length
@@ -969,7 +972,6 @@ def _length_of(text: str) -> tuple[int, int]:
     return r
 
 
-_NOTE_CACHE: dict[str, tuple] = {}
 _CHORD_CACHE: dict[str, tuple] = {}
 
 
@@ -980,15 +982,6 @@ def _chord_info(text: str) -> tuple:
     if len(_CHORD_CACHE) > 4096:
         _CHORD_CACHE.clear()
     _CHORD_CACHE[text] = r
-    return r
-
-
-def _note_info(m) -> tuple:
-    """_pitch_info + _length_of of a note token (cached by the token's text)."""
-    r = _pitch_info(m[1]) + _length_of(m[2])
-    if len(_NOTE_CACHE) > 4096:
-        _NOTE_CACHE.clear()
-    _NOTE_CACHE[m[0]] = r
     return r
 
 
@@ -1014,6 +1007,168 @@ def _pitch_info(text: str) -> tuple:
     return r
 
 
+# The same tokens as _TOKEN as plain strings (findall on a pattern without groups is the
+# cheapest way to cut a line; _unit_token_info classifies each distinct token text once with
+# _TOKEN). The alternatives are _TOKEN's in the same order, with nested alternatives and
+# leading optional parts spelled out (``(A|B)C`` as ``AC|BC``, ``X?Y`` as ``XY|Y``), so that
+# every one starts with a literal or a character set, which the regex engine tests before
+# entering it; quantifiers with nothing after them that could fail are possessive. Keep the two
+# in step: tests/test_abc_reader.py checks they cut text alike.
+_TOKENS = re.compile(
+    r"""
+    [A-Ga-g][,']*+\d*+/*+\d*+\ *+                          # note
+  | \^\^?[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | __?[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | =[A-Ga-g][,']*+\d*+/*+\d*+\ *+
+  | \((?!\d)                                                # skipped: slurs, spaces
+  | [\s).~HLMOPSTuvy`$*#;?@'\\]++
+  | \[[A-Za-z]:[^\]\n]*\]                                   # inline field
+  | \[\d+(?:[,-]\d+)*                                       # ending
+  | ::*\|*[\]\[]?:*(?:\d+(?:[,-]\d+)*)?\ *                  # bar line, maybe ending
+  | \[\|\|*\]?:*(?:\d+(?:[,-]\d+)*)?\ *
+  | \|\|*\]?:*(?:\d+(?:[,-]\d+)*)?\ *
+  | \[(?:(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)+\]\d*/*\d*\ *   # plain chord
+  | \[                                                      # chord open
+  | \]\d*/*\d*\ *                                           # chord close
+  | -\ *                                                    # tie
+  | [zx]\d*/*\d*\ *                                         # rest
+  | [ZX]\d*                                                 # multi-bar rest
+  | \(\d+(?::\d*)?(?::\d*)?                                 # tuplet
+  | [<>]+                                                   # broken rhythm
+  | "[^"\n]*"?                                              # skipped groups
+  | ![^!\n]*!
+  | \+[^+\s]*\+
+  | \{[^}]*\}?
+  | &                                                       # voice overlay
+  | .                                                       # unknown
+    """,
+    re.X,
+)
+_UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
+# a written pitch whose accidental, from the note, the bar or the key (-2..2), keeps it in
+# 0..127: the reader's fast path (music()) needs no range check for it
+_SAFE_LOW, _SAFE_HIGH = 2, 125
+
+
+def _unit_tokens(unit: int) -> dict[str, tuple]:
+    """The cache of _token_info for one unit length (ticks of L)."""
+    c = _UNIT_TOKENS.get(unit)
+    if c is None:
+        if len(_UNIT_TOKENS) > 64:
+            _UNIT_TOKENS.clear()
+        c = _UNIT_TOKENS[unit] = {}
+    return c
+
+
+def _plain_duration(unit: int, n: int, d: int) -> int:
+    """Ticks of a length n/d of the unit outside tuplets and broken rhythms."""
+    x = unit * n
+    if x <= 0:
+        return 0
+    if d == 1:
+        return x
+    return x // d if x % d == 0 else max(1, round(x / d))
+
+
+def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
+    """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
+    is the kind (the number of _TOKEN's group that names the alternative):
+    (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
+    (3,) skipped, (4, text) inline field, (5, numbers) ending,
+    (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
+    (8, _pitch_info of each note, their texts, ticks, length text) plain chord, (9,) chord open,
+    (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
+    (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
+    (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
+    broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
+    (a garbage length or ending number) is kind + 100: the general code reads it again and
+    raises at the point where it always did; so is a note or chord of no length or with a
+    pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
+    unit's)."""
+    m = _TOKEN.match(tok)
+    k = m.lastindex
+    if k == 2:
+        n, d = _length_of(m[2])  # raises before any state changes, as it always did
+        try:
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur = 0
+        acc, li, lo, base = _pitch_info(m[1])
+        # zero length or an error (the general code warns or raises), or a pitch that with an
+        # accidental (-2..2) could leave 0..127 (the general code checks): the general way
+        if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
+            k = 102
+        info = (k, acc, li, lo, base, dur, (n, d, m[1]))
+    elif k == 3 or k == 21:
+        info = (3,)
+    elif k == 4:
+        info = (4, m[4])
+    elif k == 5:
+        info = (5, m[5][1:])
+    elif k == 6:
+        try:
+            text, ending = _BAR_CACHE.get(m[6]) or _bar_parts(m[6])
+            info = (6, text, ending, ":" in text or text == "[" or ending is not None, m[6])
+        except Exception:
+            info = (106, None, None, None, m[6])
+    elif k == 8:
+        pitches, texts = _CHORD_CACHE.get(m[7]) or _chord_info(m[7])
+        try:
+            n, d = _length_of(m[8])
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur, k = 0, 108
+        if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
+            k = 108
+        info = (k, pitches, texts, dur, m[8])
+    elif k == 14:
+        n, d = _length_of(m[14])  # raises before any state changes, as it always did
+        try:
+            dur = _plain_duration(unit, n, d)
+        except Exception:
+            dur, k = 0, 114
+        info = (k, dur, m[14])
+    elif k == 17 or k == 18 or k == 19:
+        info = (17, m[17], m[18], m[19])
+    elif k in (9, 12, 22):
+        info = (k,)
+    else:  # 11, 16, 20, 23
+        info = (k, m[k])
+    if len(cache) > 4096:
+        cache.clear()
+    cache[tok] = info
+    return info
+
+
+def _cached(fn):
+    """fn memoised on its one text argument (a pure parser of a field's value; results that
+    raise are not stored, so they raise again)."""
+    memo: dict = {}
+
+    def wrapper(text):
+        try:
+            return memo[text]
+        except KeyError:
+            pass
+        r = fn(text)
+        if len(memo) > 1024:
+            memo.clear()
+        memo[text] = r
+        return r
+
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+@_cached
+def _parse_key_value(text: str) -> tuple:
+    """parse_key with the signature as a tuple (copy it to a list before changing it)."""
+    key, sig, ok = parse_key(text)
+    return key, tuple(sig), ok
+
+
+@_cached
 def _parse_meter(text: str) -> tuple[int, int] | None:
     s = text.strip().split("%", 1)[0].strip()
     if s in ("C", "c"):
@@ -1033,6 +1188,7 @@ def _parse_meter(text: str) -> tuple[int, int] | None:
     return num, den
 
 
+@_cached
 def _parse_unit_field(text: str) -> tuple[int, int] | None:
     m = re.match(r"\s*(\d+)\s*/\s*(\d+)", text)
     if not m:
@@ -1044,6 +1200,7 @@ def _parse_unit_field(text: str) -> tuple[int, int] | None:
     return a, b
 
 
+@_cached
 def _parse_tempo(text: str) -> float | None:
     """Quarter notes per minute from a ``Q:`` value (``1/4=120``, ``3/8=60``, ``120``)."""
     s = re.sub(r'"[^"]*"', " ", text).strip()
@@ -1059,10 +1216,69 @@ def _parse_tempo(text: str) -> float | None:
     return bpm if 1 <= bpm <= 2000 else None
 
 
+@_cached
+def _parse_voice_field(text: str) -> tuple | None:
+    """A V: value as (id, name or None, GM program of the name or None, whether the name is a
+    drum kit's), None when empty."""
+    toks = text.strip().split(None, 1)
+    if not toks:
+        return None
+    rest = toks[1] if len(toks) > 1 else ""
+    m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(
+        r"(?:name|nm)\s*=\s*(\S+)", rest)
+    if not m:
+        return toks[0], None, None, False
+    name = m.group(1).strip()
+    return (toks[0], name, program_number(name),
+            name.lower() in ("drum kit", "drums", "drum set", "percussion"))
+
+
+@_cached
+def _parse_directive(line: str) -> tuple:
+    """A %% line as ("program", 0..127), ("drum", bool), ("propagate", mode) or (None, None)."""
+    words = line[2:].split()
+    if not words:
+        return None, None
+    head = words[0].lower()
+    if head == "midi" and len(words) >= 3:
+        what = words[1].lower()
+        nums = [int(w) for w in words[2:4] if w.isdigit()]
+        if what == "program" and nums:
+            prog = nums[-1] if len(nums) == 2 else nums[0]
+            if 0 <= prog <= 127:
+                return "program", prog
+        elif what == "channel" and nums:
+            return "drum", nums[0] == 10
+    elif head == "propagate-accidentals" and len(words) >= 2:
+        if words[1] in ("not", "octave", "pitch"):
+            return "propagate", words[1]
+    return None, None
+
+
+_NO_LAST = (None, None, None, None)
+
+
+def _bare_notes_ok() -> bool:
+    """Whether a Note made with object.__new__ and its four fields set is Note(p, s, d): the
+    reader makes its notes so (a dataclass __init__ is a Python call, a large share of the time
+    per note), unless Note someday gets other fields, defaults or checks."""
+    try:
+        n = object.__new__(Note)
+        n.pitch, n.start, n.duration, n.velocity = 60, 1, 2, 80
+        return (n == Note(60, 1, 2) and "__post_init__" not in vars(Note)
+                and [f.name for f in _dataclass_fields(Note)] == [
+                    "pitch", "start", "duration", "velocity"])
+    except Exception:
+        return False
+
+
+_BARE_NOTES = _bare_notes_ok()
+
+
 class _VoiceState:
     __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
                  "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
-                 "first_bar", "used", "bar_count", "in_chord", "chord")
+                 "first_bar", "used", "bar_count", "in_chord", "chord", "unsorted", "repeats")
 
     def __init__(self, vid, voice, sig, key, unit, meter):
         self.vid = vid
@@ -1088,6 +1304,10 @@ class _VoiceState:
         self.bar_count = 0
         self.in_chord = False
         self.chord = None
+        # whether a note may have been added out of (start, pitch) order (else the notes
+        # need no sorting: see music())
+        self.unsorted = False
+        self.repeats = False  # a marker with a repeat sign or an ending
 
 
 class _TuneReader:
@@ -1142,41 +1362,28 @@ class _TuneReader:
         return self.cur
 
     def voice_field(self, text: str) -> None:
-        toks = text.strip().split(None, 1)
-        if not toks:
+        parsed = _parse_voice_field(text)
+        if parsed is None:
             return
-        vid = toks[0]
-        rest = toks[1] if len(toks) > 1 else ""
+        vid, name, prog, drum = parsed
         vs = self.voice(vid)
         self.cur = vs
-        m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(
-            r"(?:name|nm)\s*=\s*(\S+)", rest)
-        if m and not vs.voice.name:
-            vs.voice.name = m.group(1).strip()
+        if name is not None and not vs.voice.name:
+            vs.voice.name = name
             if not vs.used and vs.voice.program == 0:
-                prog = program_number(vs.voice.name)
                 if prog is not None:
                     vs.voice.program = prog
-                if vs.voice.name.lower() in ("drum kit", "drums", "drum set", "percussion"):
+                if drum:
                     vs.voice.drum = True
 
     def directive(self, line: str) -> None:
-        words = line[2:].split()
-        if not words:
-            return
-        head = words[0].lower()
-        if head == "midi" and len(words) >= 3:
-            what = words[1].lower()
-            nums = [int(w) for w in words[2:4] if w.isdigit()]
-            if what == "program" and nums:
-                prog = nums[-1] if len(nums) == 2 else nums[0]
-                if 0 <= prog <= 127:
-                    self._set_program(prog)
-            elif what == "channel" and nums:
-                self._set_drum(nums[0] == 10)
-        elif head == "propagate-accidentals" and len(words) >= 2:
-            if words[1] in ("not", "octave", "pitch"):
-                self.propagate = words[1]
+        what, value = _parse_directive(line)
+        if what == "program":
+            self._set_program(value)
+        elif what == "drum":
+            self._set_drum(value)
+        elif what == "propagate":
+            self.propagate = value
 
     def _set_program(self, prog: int) -> None:
         if self.cur is None and not self.order:
@@ -1193,7 +1400,8 @@ class _TuneReader:
     # -- fields
     def field(self, f: str, val: str, inline: bool) -> None:
         if f == "K":
-            key, sig, ok = parse_key(val)
+            key, sig, ok = _parse_key_value(val)
+            sig = list(sig)
             if not ok and val.strip():
                 if not re.search(r"clef|bass|treble|alto|tenor|perc|middle|transpose|octave",
                                  val):
@@ -1284,10 +1492,14 @@ class _TuneReader:
         in_header = True
         lines = self.lines
         i, n = 0, len(lines)
+        music: list[str] = []  # music lines not read yet: nothing happens between them
         while i < n:
             line = lines[i]
             i += 1
             if line.startswith("%%"):
+                if music:
+                    self.music(music)
+                    music = []
                 self.directive(line)
                 continue
             if "%" in line:
@@ -1295,17 +1507,18 @@ class _TuneReader:
             s = line.strip()
             if not s:
                 continue
-            fm = _FIELD_LINE.match(s)
+            fm = _FIELD_LINE.match(s) if s[1:2] == ":" else None
             if fm and (in_header or fm.group(1) in "KLMQVTPwWINRrsUZmH+" or
                        not _looks_like_music(s)):
                 f, val = fm.group(1), fm.group(2)
-                if f in ("w", "W", "+"):
+                if f in ("w", "W", "+", "X"):
                     continue
+                if music:
+                    self.music(music)
+                    music = []
                 if in_header and f == "K":
                     self.field("K", val, False)
                     in_header = False
-                    continue
-                if f == "X":
                     continue
                 self.field(f, val, False)
                 continue
@@ -1324,223 +1537,389 @@ class _TuneReader:
                 in_header = False
                 if not self.key_seen:
                     self.warn("no K: field before the music", once="noK")
-            self.music(s)
+            music.append(s)
+        if music:
+            self.music(music)
 
-    def music(self, s: str) -> None:
+    def music(self, lines: list[str]) -> None:
+        """Read music lines (one after the other, nothing else between them)."""
+        # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
+        # rhythms and open chords, with accidentals propagating by pitch and a key signature
+        # of at most double sharps and flats) are handled here with the voice's hot state in
+        # local variables; every other token goes through _token with that state written back
+        # first and read again after. Notes handled here need no range check (_unit_token_info
+        # sends notes that could leave 0..127 the general way) and come in time order: time
+        # only goes forward here, so only a chord's own notes can be out of (start, pitch)
+        # order; _token marks the voice unsorted when it adds notes or goes back in time.
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
-        ncache = _NOTE_CACHE
+        t = vs.t
+        # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
+        # octave) of each), for one note (Note, start, duration, (letter, octave))
+        lx, lt0, ld, llo = vs.last or _NO_LAST
+        ties = vs.ties
+        tie_letters = vs.tie_letters
+        bar_acc = vs.bar_acc
+        sig = vs.sig
         add = vs.voice.notes.append
-        for m in _TOKEN.finditer(s):
-            k = m.lastindex
-            if k == 2:  # a note: the common case inline
-                info = ncache.get(m[0]) or _note_info(m)
-                acc, li, lo, base, n, d = info
-                if not prop_pitch:
-                    pitch, lo = self._pitch(vs, m[1])
-                elif acc is None:
-                    acc = vs.bar_acc.get(li) if vs.bar_acc else None
-                    if acc is None:
-                        pitch = base + vs.sig[li]
-                        # a tie into a new bar carries its accidental (as abc2midi does)
-                        if vs.tie_letters:
-                            tp = vs.tie_letters.get(lo)
-                            if tp is not None and pitch not in vs.ties and tp in vs.ties:
-                                pitch = tp
-                    else:
-                        pitch = base + acc
-                else:
-                    vs.bar_acc[li] = acc
-                    pitch = base + acc
-                if vs.in_chord:
-                    vs.chord.append([pitch, lo, n, d, False])
-                    continue
-                if vs.tuplet is None and vs.broken is None:
-                    x = vs.unit * n
-                    if x <= 0:
-                        dur = 0
-                    elif d == 1:
-                        dur = x
-                    else:
-                        dur = x // d if x % d == 0 else max(1, round(x / d))
-                else:
-                    dur = self._duration(vs, n, d)
-                if dur <= 0:
-                    self.warn("note of zero length skipped", once="zero")
-                    continue
-                # one untied note (what _emit does for a single item)
-                t = vs.t
-                old = vs.ties
-                if not 0 <= pitch <= 127:
-                    self.warn("note outside the MIDI range skipped", once="range")
-                    vs.last = ((), t, dur, ())
-                else:
-                    prev = old.get(pitch) if old else None
-                    if prev is not None and prev.start + prev.duration == t:
-                        prev.duration += dur
-                        note = prev
-                    else:
-                        note = Note(pitch, t, dur)
-                        add(note)
-                    vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
-                if old:  # an empty dict can stay: nothing else holds it
-                    vs.ties = {}
-                if vs.tie_letters:
-                    vs.tie_letters = {}
-                vs.t = t + dur
-                vs.used = True
-            elif k == 3 or k == 21:  # spaces, slurs, decorations, chord symbols, ...
-                continue
-            elif k == 6:
-                text = m[6]
-                if vs.in_chord or text not in _BAR_CACHE:
-                    self.bar(vs, text)
-                    continue
-                # what bar() does for a cached bar sign, inline
-                if vs.bar_max:
-                    if vs.bar_max > vs.t:
-                        vs.t = vs.bar_max
-                    vs.bar_max = 0
-                text, ending = _BAR_CACHE[text]
-                t = vs.t
-                if vs.bar_count == 0 and vs.first_bar is None:
-                    vs.first_bar = t
-                vs.bar_count += 1
-                vs.bar_start = t
-                if vs.bar_acc:
-                    vs.bar_acc = {}
-                vs.tuplet = None
-                if text:
-                    vs.markers.append((t, text, None))
-                if ending is not None:
-                    vs.markers.append((t, "[", ending))
-            elif k == 8:  # a chord of plain notes: what "[", the notes and "]" do
-                ctext = m[7]
-                cinfo = _CHORD_CACHE.get(ctext)
-                if cinfo is None:
-                    cinfo = _chord_info(ctext)
-                if not prop_pitch:
-                    items = [self._pitch(vs, x) for x in cinfo[1]]
-                else:
-                    items = []
-                    for acc, li, lo, base in cinfo[0]:
+        cache = _unit_tokens(vs.unit)
+        plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+                 and -2 <= min(sig) and max(sig) <= 2)
+        used = False
+        bare = _BARE_NOTES  # notes made without Note() (see _bare_notes_ok)
+        new = object.__new__
+        general = False  # in _token, which keeps the state on the voice itself
+        try:
+            for tok in chain.from_iterable(map(_TOKENS.findall, lines)):
+                info = cache.get(tok)
+                if info is None:
+                    info = _unit_token_info(tok, vs.unit, cache)
+                k = info[0]
+                if plain:
+                    if k == 2:  # a note
+                        _, acc, li, lo, base, dur, _x = info
                         if acc is None:
-                            acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                            acc = bar_acc.get(li) if bar_acc else None
                             if acc is None:
-                                pitch = base + vs.sig[li]
-                                if vs.tie_letters:
-                                    tp = vs.tie_letters.get(lo)
-                                    if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                pitch = base + sig[li]
+                                # a tie into a new bar carries its accidental (as abc2midi does)
+                                if tie_letters:
+                                    tp = tie_letters.get(lo)
+                                    if tp is not None and pitch not in ties and tp in ties:
                                         pitch = tp
                             else:
                                 pitch = base + acc
                         else:
-                            vs.bar_acc[li] = acc
+                            bar_acc[li] = acc
                             pitch = base + acc
-                        items.append((pitch, lo))
-                vs.in_chord = False
-                vs.chord = None
-                n, d = _LEN_CACHE.get(m[8]) or _length_of(m[8])
-                if vs.tuplet is None and vs.broken is None:
-                    x = vs.unit * n
-                    if x <= 0:
-                        dur = 0
-                    elif d == 1:
-                        dur = x
-                    else:
-                        dur = x // d if x % d == 0 else max(1, round(x / d))
-                else:
-                    dur = self._duration(vs, n, d)
-                if dur <= 0:
-                    self.warn("chord of zero length skipped", once="zero")
-                    continue
-                # what _emit does for untied notes of one length
-                t = vs.t
-                old = vs.ties
-                out, los = [], []
-                add = vs.voice.notes.append
-                for pitch, lo in items:
-                    if not 0 <= pitch <= 127:
-                        self.warn("note outside the MIDI range skipped", once="range")
+                        prev = None
+                        if ties:  # (an empty dict can stay: nothing else holds it)
+                            prev = ties.get(pitch)
+                            ties = {}
+                        if prev is not None and prev.start + prev.duration == t:
+                            prev.duration += dur
+                            lx = prev
+                        else:
+                            if bare:
+                                lx = new(Note)
+                                lx.pitch = pitch
+                                lx.start = t
+                                lx.duration = dur
+                                lx.velocity = 80
+                            else:
+                                lx = Note(pitch, t, dur)
+                            add(lx)
+                        lt0 = t  # (lx: one note, not wrapped in a tuple)
+                        ld = dur
+                        llo = lo
+                        if tie_letters:
+                            tie_letters = {}
+                        t += dur
+                        used = True
                         continue
-                    prev = old.get(pitch) if old else None
-                    if prev is not None and prev.start + prev.duration == t:
-                        prev.duration += dur
-                        note = prev
-                    else:
-                        note = Note(pitch, t, dur)
-                        add(note)
-                    out.append(note)
-                    los.append(lo)
-                vs.ties = {}
-                vs.tie_letters = {}
-                vs.last = (out, t, dur, los)
-                vs.t = t + dur
-                vs.used = True
-            elif k == 9:
-                vs.in_chord = True
-                vs.chord = []
-            elif k == 11:
-                self.chord_close(vs, m.group(11))
-            elif k == 12:
-                if vs.in_chord:
-                    if vs.chord:
-                        vs.chord[-1][4] = True
-                elif vs.last is not None:
-                    x = vs.last[0]
-                    if type(x) is Note:
-                        vs.ties[x.pitch] = x
-                        vs.tie_letters[vs.last[3]] = x.pitch
-                    else:
-                        for x, lo in zip(vs.last[0], vs.last[3]):
-                            vs.ties[x.pitch] = x
-                            vs.tie_letters[lo] = x.pitch
-            elif k == 14:
-                self.rest(vs, m.group(14))
-            elif k == 4:
-                text = m.group(4)
-                f, val = text[1], text[3:-1]
-                if f == "V":
-                    self.field("V", val, True)
-                    vs = self.current()
-                    add = vs.voice.notes.append
-                elif f in "KLMQ":
-                    self.field(f, val, True)
-                elif f in "IrNRPT":
-                    pass
-                else:
-                    self.warn(f"ignored inline field {text!r}", once="if" + f)
-            elif k == 17 or k == 18 or k == 19:
-                p = int(m.group(17))
-                if not 2 <= p <= 32:
-                    self.warn(f"ignored tuplet ({p}", once="tup")
+                    if k == 3:  # spaces, slurs, decorations, chord symbols, ...
+                        continue
+                    if k == 6:  # a bar line
+                        if vs.bar_max:
+                            if vs.bar_max > t:
+                                t = vs.bar_max
+                            vs.bar_max = 0
+                        if vs.bar_count == 0 and vs.first_bar is None:
+                            vs.first_bar = t
+                        vs.bar_count += 1
+                        vs.bar_start = t
+                        if bar_acc:
+                            bar_acc = vs.bar_acc = {}
+                        if info[3]:
+                            vs.repeats = True
+                        if info[1]:
+                            vs.markers.append((t, info[1], None))
+                        if info[2] is not None:
+                            vs.markers.append((t, "[", info[2]))
+                        continue
+                    if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
+                        dur = info[3]
+                        if dur <= 0:
+                            for acc, li, lo, base in info[1]:
+                                if acc is not None:  # its accidental still holds in the bar
+                                    bar_acc[li] = acc
+                            self.warn("chord of zero length skipped", once="zero")
+                            continue
+                        # each note's pitch, then what _emit does for untied notes of one
+                        # length (ties and tie_letters are only read until after the loop)
+                        out, los = [], []
+                        top = -1  # the highest pitch added so far
+                        for acc, li, lo, base in info[1]:
+                            if acc is None:
+                                acc = bar_acc.get(li) if bar_acc else None
+                                if acc is None:
+                                    pitch = base + sig[li]
+                                    if tie_letters:
+                                        tp = tie_letters.get(lo)
+                                        if tp is not None and pitch not in ties and tp in ties:
+                                            pitch = tp
+                                else:
+                                    pitch = base + acc
+                            else:
+                                bar_acc[li] = acc
+                                pitch = base + acc
+                            prev = ties.get(pitch) if ties else None
+                            if prev is not None and prev.start + prev.duration == t:
+                                prev.duration += dur
+                                note = prev
+                            else:
+                                if bare:
+                                    note = new(Note)
+                                    note.pitch = pitch
+                                    note.start = t
+                                    note.duration = dur
+                                    note.velocity = 80
+                                else:
+                                    note = Note(pitch, t, dur)
+                                add(note)
+                                if pitch <= top:
+                                    vs.unsorted = True
+                                top = pitch
+                            out.append(note)
+                            los.append(lo)
+                        if ties:
+                            ties = {}
+                        if tie_letters:
+                            tie_letters = {}
+                        lx, lt0, ld, llo = out, t, dur, los
+                        t += dur
+                        used = True
+                        continue
+                    if k == 12:  # a tie
+                        if lx is not None:
+                            if type(lx) is Note:
+                                ties[lx.pitch] = lx
+                                tie_letters[llo] = lx.pitch
+                            else:
+                                for x, lo in zip(lx, llo):
+                                    ties[x.pitch] = x
+                                    tie_letters[lo] = x.pitch
+                        continue
+                    if k == 14:  # a rest
+                        dur = info[1]
+                        if ties:
+                            ties = {}
+                        if tie_letters:
+                            tie_letters = {}
+                        lx, lt0, ld, llo = (), t, dur, ()
+                        t += dur
+                        used = True
+                        continue
+                elif k == 3:
                     continue
-                q = m.group(18)
-                r = m.group(19)
-                compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
-                if q:
-                    qv = int(q)
-                elif p in (2, 4, 8):
-                    qv = 3
-                elif p in (3, 6):
-                    qv = 2
+                # anything else: through the general code, on the voice's state
+                vs.t = t
+                vs.last = None if lx is None else (lx, lt0, ld, llo)
+                vs.ties = ties
+                vs.tie_letters = tie_letters
+                vs.bar_acc = bar_acc
+                if used:
+                    vs.used = True
+                    used = False
+                general = True
+                self._token(vs, k, info, prop_pitch)
+                general = False
+                vs = self.current()
+                t = vs.t
+                lx, lt0, ld, llo = vs.last or _NO_LAST
+                ties = vs.ties
+                tie_letters = vs.tie_letters
+                bar_acc = vs.bar_acc
+                sig = vs.sig
+                add = vs.voice.notes.append
+                cache = _unit_tokens(vs.unit)
+                plain = (prop_pitch and not vs.in_chord and vs.tuplet is None
+                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2)
+        except Exception:  # "stopped reading": the voice's state as it was at the error
+            vs.unsorted = True  # (sorting is always right; _token may have added notes)
+            if not general:
+                vs.t = t
+                vs.last = None if lx is None else (lx, lt0, ld, llo)
+                vs.ties = ties
+                vs.tie_letters = tie_letters
+                vs.bar_acc = bar_acc
+                if used:
+                    vs.used = True
+            raise
+        vs.t = t
+        vs.last = None if lx is None else (lx, lt0, ld, llo)
+        vs.ties = ties
+        vs.tie_letters = tie_letters
+        vs.bar_acc = bar_acc
+        if used:
+            vs.used = True
+
+    def _token(self, vs: _VoiceState, k: int, info: tuple, prop_pitch: bool) -> None:
+        """One token of any kind (``info`` from _token_info) on the voice's state."""
+        notes = vs.voice.notes
+        n0 = len(notes)
+        t0 = vs.t
+        if k == 2 or k == 102:
+            _, acc, li, lo, base, _dur, (n, d, ptext) = info
+            if not prop_pitch:
+                pitch, lo = self._pitch(vs, ptext)
+            elif acc is None:
+                acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                if acc is None:
+                    pitch = base + vs.sig[li]
+                    # a tie into a new bar carries its accidental (as abc2midi does)
+                    if vs.tie_letters:
+                        tp = vs.tie_letters.get(lo)
+                        if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                            pitch = tp
                 else:
-                    qv = 3 if compound else 2
-                rv = int(r) if r else p
-                if qv > 0 and rv > 0:
-                    vs.tuplet = [p, qv, rv]
-            elif k == 20:
-                self.broken(vs, m.group(20))
-            elif k == 5:
-                self.ending(vs, m.group(5)[1:])
-            elif k == 16:
-                self.multi_rest(vs, m.group(16))
-            elif k == 22:
-                vs.bar_max = max(vs.bar_max, vs.t)
-                vs.t = vs.bar_start
-                vs.last = None
-            elif k == 23:
-                self.warn(f"ignored character {m.group(23)!r}", once="ch" + m.group(23))
+                    pitch = base + acc
+            else:
+                vs.bar_acc[li] = acc
+                pitch = base + acc
+            if vs.in_chord:
+                vs.chord.append([pitch, lo, n, d, False])
+                return
+            dur = self._duration(vs, n, d)
+            if dur <= 0:
+                self.warn("note of zero length skipped", once="zero")
+                return
+            # one untied note (what _emit does for a single item)
+            t = vs.t
+            old = vs.ties
+            if not 0 <= pitch <= 127:
+                self.warn("note outside the MIDI range skipped", once="range")
+                vs.last = ((), t, dur, ())
+            else:
+                prev = old.get(pitch) if old else None
+                if prev is not None and prev.start + prev.duration == t:
+                    prev.duration += dur
+                    note = prev
+                else:
+                    note = Note(pitch, t, dur)
+                    notes.append(note)
+                vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
+            if old:
+                vs.ties = {}
+            if vs.tie_letters:
+                vs.tie_letters = {}
+            vs.t = t + dur
+            vs.used = True
+        elif k == 6 or k == 106:
+            self.bar(vs, info[4])
+        elif k == 8 or k == 108:  # a chord of plain notes: what "[", the notes and "]" do
+            if not prop_pitch:
+                items = [self._pitch(vs, x) for x in info[2]]
+            else:
+                items = []
+                for acc, li, lo, base in info[1]:
+                    if acc is None:
+                        acc = vs.bar_acc.get(li) if vs.bar_acc else None
+                        if acc is None:
+                            pitch = base + vs.sig[li]
+                            if vs.tie_letters:
+                                tp = vs.tie_letters.get(lo)
+                                if tp is not None and pitch not in vs.ties and tp in vs.ties:
+                                    pitch = tp
+                        else:
+                            pitch = base + acc
+                    else:
+                        vs.bar_acc[li] = acc
+                        pitch = base + acc
+                    items.append((pitch, lo))
+            vs.in_chord = False
+            vs.chord = None
+            n, d = _length_of(info[4])
+            dur = self._duration(vs, n, d)
+            if dur <= 0:
+                self.warn("chord of zero length skipped", once="zero")
+                return
+            # what _emit does for untied notes of one length
+            t = vs.t
+            old = vs.ties
+            out, los = [], []
+            for pitch, lo in items:
+                if not 0 <= pitch <= 127:
+                    self.warn("note outside the MIDI range skipped", once="range")
+                    continue
+                prev = old.get(pitch) if old else None
+                if prev is not None and prev.start + prev.duration == t:
+                    prev.duration += dur
+                    note = prev
+                else:
+                    note = Note(pitch, t, dur)
+                    notes.append(note)
+                out.append(note)
+                los.append(lo)
+            vs.ties = {}
+            vs.tie_letters = {}
+            vs.last = (out, t, dur, los)
+            vs.t = t + dur
+            vs.used = True
+        elif k == 9:
+            vs.in_chord = True
+            vs.chord = []
+        elif k == 11:
+            self.chord_close(vs, info[1])
+        elif k == 12:
+            if vs.in_chord:
+                if vs.chord:
+                    vs.chord[-1][4] = True
+            elif vs.last is not None:
+                x = vs.last[0]
+                if type(x) is Note:
+                    vs.ties[x.pitch] = x
+                    vs.tie_letters[vs.last[3]] = x.pitch
+                else:
+                    for x, lo in zip(vs.last[0], vs.last[3]):
+                        vs.ties[x.pitch] = x
+                        vs.tie_letters[lo] = x.pitch
+        elif k == 14 or k == 114:
+            self.rest(vs, info[2])
+        elif k == 4:
+            text = info[1]
+            f, val = text[1], text[3:-1]
+            if f == "V":
+                self.field("V", val, True)
+            elif f in "KLMQ":
+                self.field(f, val, True)
+            elif f in "IrNRPT":
+                pass
+            else:
+                self.warn(f"ignored inline field {text!r}", once="if" + f)
+        elif k == 17:
+            p = int(info[1])
+            if not 2 <= p <= 32:
+                self.warn(f"ignored tuplet ({p}", once="tup")
+                return
+            q = info[2]
+            r = info[3]
+            compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
+            if q:
+                qv = int(q)
+            elif p in (2, 4, 8):
+                qv = 3
+            elif p in (3, 6):
+                qv = 2
+            else:
+                qv = 3 if compound else 2
+            rv = int(r) if r else p
+            if qv > 0 and rv > 0:
+                vs.tuplet = [p, qv, rv]
+        elif k == 20:
+            self.broken(vs, info[1])
+        elif k == 5:
+            self.ending(vs, info[1])
+        elif k == 16:
+            self.multi_rest(vs, info[1])
+        elif k == 22:
+            vs.bar_max = max(vs.bar_max, vs.t)
+            vs.t = vs.bar_start
+            vs.last = None
+        elif k == 23:
+            self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
+        if len(notes) != n0 or vs.t < t0:  # (music() adds notes going forward only)
+            vs.unsorted = True
 
     def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
         n = vs.unit * num
@@ -1700,8 +2079,12 @@ class _TuneReader:
         if vs.in_chord:
             self.warn("chord not closed before a bar line", once="chord")
             self.chord_close(vs, "")
-        vs.t = max(vs.t, vs.bar_max)
-        vs.bar_max = 0
+            vs.t = max(vs.t, vs.bar_max)
+            vs.bar_max = 0
+        elif vs.bar_max:  # (a time before 0, after a broken rhythm on a huge rest, stays)
+            if vs.bar_max > vs.t:
+                vs.t = vs.bar_max
+            vs.bar_max = 0
         bt = _BAR_CACHE.get(text)
         if bt is None:
             bt = _bar_parts(text)
@@ -1714,11 +2097,15 @@ class _TuneReader:
         vs.tuplet = None
         if text:
             vs.markers.append((vs.t, text, None))
+            if ":" in text or text == "[":
+                vs.repeats = True
         if ending is not None:
             vs.markers.append((vs.t, "[", ending))
+            vs.repeats = True
 
     def ending(self, vs, nums: str) -> None:
         vs.markers.append((vs.t, "[", _ending_numbers(nums)))
+        vs.repeats = True
 
     # -- finishing: repeats, anacrusis, the Piece
     def _finish(self) -> tuple[Piece, list[str]]:
@@ -1731,13 +2118,16 @@ class _TuneReader:
         spans = None
         for vs in used:
             v = vs.voice
-            if self.expand and any(mk[1] == "[" or ":" in mk[1] for mk in vs.markers):
+            unsorted = vs.unsorted
+            if self.expand and vs.repeats:
                 sp = _repeat_spans(vs.markers, vs.t)
                 if sp is not None:
                     v.notes = _apply_spans(v.notes, sp)
+                    unsorted = True
                     if spans is None:
                         spans = sp
-            v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
+            if unsorted:  # else already in (start, pitch) order, every pair distinct
+                v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
             piece.voices.append(v)
         if spans is not None:
             piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
@@ -1928,7 +2318,10 @@ def _as_text(text) -> str:
 
 
 def _split_tunes(text: str) -> list[list[str]]:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if "\nX:" not in text:  # one tune from the first line, or none marked
+        return [lines]
     starts = [i for i, ln in enumerate(lines) if ln.startswith("X:")]
     if not starts:
         return [lines]
@@ -1984,12 +2377,16 @@ def extract_abc(text: str) -> str:
                 break
     if start is None:
         return text.strip() + ("\n" if text.strip() else "")
-    out = []
-    for ln in lines[start:]:
+    end = len(lines)
+    for i in range(start, end):
+        ln = lines[i]
+        if "|" in ln:  # a bar line: never prose (the common case, checked first)
+            continue
         s = ln.strip()
         if s and not _FIELD_LINE.match(s) and not s.startswith("%") and _is_prose(s):
+            end = i
             break
-        out.append(ln.rstrip())
+    out = list(map(str.rstrip, lines[start:end]))
     # short closing prose after the last music line ("Enjoy playing it!")
     while out and (not out[-1].strip() or _is_closing_prose(out[-1].strip())):
         out.pop()

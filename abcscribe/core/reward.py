@@ -199,19 +199,28 @@ def _nd(m) -> tuple[int, int]:
 class _VoiceView:
     """What the per-voice losses need from a Voice, computed once."""
 
-    __slots__ = ("chords", "onsets", "program", "drum", "_code")
+    __slots__ = ("chords", "onsets", "program", "drum", "_code", "_tuples")
 
     def __init__(self, v: Voice, tpq: int):
         starts: list[int] = []
         chords: list = []  # a single pitch as an int, a chord as a tuple (sorted below)
+        tuples: list[int] = []  # where chords has a tuple
+        unsorted: list[int] = []  # ... one not in ascending order (readers give them sorted)
         last = None
-        multi = False
         for n in v.notes:  # readers give notes in time order: one pass, no dict
             t = n.start
             if t == last:
                 g = chords[-1]
-                chords[-1] = g + (n.pitch,) if type(g) is tuple else (g, n.pitch)
-                multi = True
+                p = n.pitch
+                if type(g) is tuple:
+                    if not p >= g[-1]:
+                        unsorted.append(len(chords) - 1)
+                    chords[-1] = g + (p,)
+                else:
+                    if not p >= g:
+                        unsorted.append(len(chords) - 1)
+                    chords[-1] = (g, p)
+                    tuples.append(len(chords) - 1)
             elif last is None or t > last:
                 starts.append(t)
                 chords.append(n.pitch)
@@ -222,10 +231,12 @@ class _VoiceView:
                     by.setdefault(m.start, []).append(m.pitch)
                 starts = sorted(by)
                 chords = [by[t][0] if len(by[t]) == 1 else tuple(by[t]) for t in starts]
-                multi = True
+                tuples = unsorted = [i for i, u in enumerate(chords) if type(u) is tuple]
                 break
-        self.chords = [u if type(u) is not tuple else tuple(sorted(u)) for u in chords] \
-            if multi else chords
+        for i in unsorted:
+            chords[i] = tuple(sorted(chords[i]))
+        self.chords = chords
+        self._tuples = tuples
         self.onsets = starts if tpq == TPQ else [t * TPQ / tpq for t in starts]
         self.program = int(v.program)
         self.drum = bool(v.drum)
@@ -233,20 +244,54 @@ class _VoiceView:
 
     def code(self, table: dict) -> str:
         """The chord sequence as a string, one character per unit: a single pitch in
-        0..0xFFFF is its own code point, any other unit gets 0x10000 + its index in ``table``
-        (shared by all voices compared with each other, so equal units get equal codes)."""
+        0..0xFFFF is its own code point, any other unit the character ``table`` gives it (a
+        dict shared by all voices compared with each other, so equal units get equal codes)."""
         c = self._code
         if c is not None:
             return c
         u = self.chords
+        tuples = self._tuples
+        if tuples:  # chords among pitches 0..255: the pitches' characters, then the chords'
+            ints = list(u)
+            for i in tuples:
+                ints[i] = 0
+            try:
+                chars = list(bytes(ints).decode("latin-1"))
+            except (TypeError, ValueError):
+                chars = None
+            if chars is not None:
+                get = table.get
+                for i in tuples:
+                    x = u[i]
+                    c = get(x)
+                    if c is None:
+                        c = table[x] = _unit_code(x, len(table))
+                    chars[i] = c
+                return "".join(chars)
+        try:  # pitches 0..255 only (MIDI's are): each its own character, whatever the table
+            c = self._code = bytes(u).decode("latin-1")
+            return c
+        except (TypeError, ValueError):
+            pass
         if set(map(type, u)) <= {int} and (not u or (min(u) >= 0 and max(u) < 0x10000)):
             c = self._code = "".join(map(chr, u))  # plain pitches: the same for every table
             return c
-        return "".join([chr(x) if type(x) is int and 0 <= x < 0x10000 else _unit_code(x, table)
-                        for x in u])
+        out = []
+        get = table.get
+        for x in u:
+            if type(x) is int and 0 <= x < 0x10000:
+                out.append(chr(x))
+            else:
+                c = get(x)
+                if c is None:
+                    c = table[x] = _unit_code(x, len(table))
+                out.append(c)
+        return "".join(out)
 
 
-def _unit_code(x, table: dict) -> str:
+def _unit_code(x, index: int) -> str:
+    """A unit's character: a pitch in 0..0xFFFF itself, else 0x10000 + ``index`` (the size of
+    the table the caller stores it in, so every stored unit has its own)."""
     if type(x) is not tuple:
         try:
             i = int(x)
@@ -254,7 +299,7 @@ def _unit_code(x, table: dict) -> str:
                 return chr(i)
         except (TypeError, ValueError, OverflowError):
             pass
-    return chr(0x10000 + table.setdefault(x, len(table)))
+    return chr(0x10000 + index)
 
 
 def _views(piece: Piece) -> list[_VoiceView]:
@@ -283,6 +328,25 @@ def voice_instrument_loss(ref_program: int, pred_program: int, ref_drum: bool = 
                           pred_drum: bool = False) -> float:
     """0 for the same GM program (or both drums), FAMILY_LOSS within a GM family, else
     OTHER_FAMILY_LOSS plus the rest graded by how different the GM names are."""
+    key = (ref_program, pred_program, ref_drum, pred_drum)
+    try:
+        return _INSTRUMENT_LOSSES[key]
+    except (KeyError, TypeError):
+        pass
+    loss = _instrument_loss(ref_program, pred_program, ref_drum, pred_drum)
+    if len(_INSTRUMENT_LOSSES) > 65536:
+        _INSTRUMENT_LOSSES.clear()
+    try:
+        _INSTRUMENT_LOSSES[key] = loss
+    except TypeError:  # an unhashable argument
+        pass
+    return loss
+
+
+_INSTRUMENT_LOSSES: dict[tuple, float] = {}
+
+
+def _instrument_loss(ref_program, pred_program, ref_drum, pred_drum) -> float:
     if ref_drum or pred_drum:
         if ref_drum and pred_drum:
             return 0.0
@@ -316,23 +380,23 @@ def _match_sorted(a: Sequence[float], b: Sequence[float], tol: float) -> int:
     Greedy from the left is optimal for points on a line."""
     if not a or not b:
         return 0
-    ia, ib = iter(a), iter(b)
-    x, y = next(ia), next(ib)
     hits = 0
     ntol = -tol
+    ib = iter(b)
+    y = next(ib)
     try:
-        while True:
+        for x in a:
             d = x - y
-            if d > tol:
+            while d > tol:  # y is too early for x and for every later point of a
                 y = next(ib)
-            elif d < ntol:
-                x = next(ia)
-            else:
-                hits += 1
-                x = next(ia)
-                y = next(ib)
+                d = x - y
+            if d < ntol:  # x is too early for y and for every later point of b
+                continue
+            hits += 1  # within tol: a pair
+            y = next(ib)
     except StopIteration:
-        return hits
+        pass
+    return hits
 
 
 # ---- voice assignment -------------------------------------------------------------------
@@ -367,6 +431,43 @@ def assign(cost: list[list[float]]) -> list[tuple[int, int]]:
     return [(int(r), int(c)) for r, c in zip(rows, cols)]
 
 
+def _clear_assignment(pitch: list[list[float]]) -> list[tuple[int, int]] | None:
+    """What ``assign`` returns for any cost ``pitch[i][j] + _TIE_BREAK * (x + y)`` with x and y
+    in [0, 1] (instrument and rhythm), when pitch alone decides: along the shorter side, each
+    row (column) has its own best column (row), ahead of every other by more than all the
+    tie-breaks together could make up. None when that is not so (then costs must be built)."""
+    nr, nc = len(pitch), len(pitch[0])
+    # a pair's tie-break is at most 2 * _TIE_BREAK (float rounding is far below the slack)
+    margin = (2 * min(nr, nc) + 1) * _TIE_BREAK
+    pairs = []
+    used = set()
+    if nr <= nc:
+        for i, row in enumerate(pitch):
+            j = min(range(nc), key=row.__getitem__)
+            best = row[j] + margin
+            for jj, x in enumerate(row):
+                if x <= best and jj != j:
+                    return None
+            if j in used:
+                return None
+            used.add(j)
+            pairs.append((i, j))
+        return pairs
+    for j in range(nc):
+        col = [row[j] for row in pitch]
+        i = min(range(nr), key=col.__getitem__)
+        best = col[i] + margin
+        for ii, x in enumerate(col):
+            if x <= best and ii != i:
+                return None
+        if i in used:
+            return None
+        used.add(i)
+        pairs.append((i, j))
+    pairs.sort()
+    return pairs
+
+
 def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float, float, float]:
     """(pitch, instrument, rhythm) over voices matched by minimal pitch distance; a missing or
     extra voice costs 1 in each; averaged over max(#ref voices, #pred voices)."""
@@ -385,18 +486,21 @@ def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float,
     instr = [[voice_instrument_loss(r.program, p.program, r.drum, p.drum) for p in pred]
              for r in ref]
     tol = RHYTHM_TOLERANCE_BEATS * TPQ
-    # rhythm breaks ties only where two candidates have the same pitch distance (rare); else it
-    # is needed for the matched voices alone
-    tied = any(len(set(row)) < len(row) for row in pitch) or (
-        len(ref) > 1 and any(len({row[j] for row in pitch}) < len(ref) for j in range(len(pred))))
     rhythm: dict[tuple[int, int], float] = {}
-    if tied:
-        for i, r in enumerate(ref):
-            for j, p in enumerate(pred):
-                rhythm[i, j] = voice_rhythm_loss(r.onsets, p.onsets, tol)
-    cost = [[pitch[i][j] + _TIE_BREAK * (instr[i][j] + rhythm.get((i, j), 0.0))
-             for j in range(len(pred))] for i in range(len(ref))]
-    pairs = assign(cost)
+    pairs = _clear_assignment(pitch)
+    if pairs is None:
+        # rhythm breaks ties only where two candidates have the same pitch distance (rare);
+        # else it is needed for the matched voices alone
+        tied = any(len(set(row)) < len(row) for row in pitch) or (
+            len(ref) > 1 and any(len({row[j] for row in pitch}) < len(ref)
+                                 for j in range(len(pred))))
+        if tied:
+            for i, r in enumerate(ref):
+                for j, p in enumerate(pred):
+                    rhythm[i, j] = voice_rhythm_loss(r.onsets, p.onsets, tol)
+        cost = [[pitch[i][j] + _TIE_BREAK * (instr[i][j] + rhythm.get((i, j), 0.0))
+                 for j in range(len(pred))] for i in range(len(ref))]
+        pairs = assign(cost)
     unmatched = float(n - len(pairs))
     sp = si = sr = unmatched
     for i, j in pairs:
