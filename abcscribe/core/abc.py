@@ -903,7 +903,8 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
     (3,) skipped, (4, text) inline field, (5, numbers) ending,
     (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
-    (8, _pitch_info of each note, their texts, ticks, length text) plain chord, (9,) chord open,
+    (8, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of each)
+    plain chord, (9,) chord open,
     (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
     (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
     (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
@@ -947,7 +948,7 @@ def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
             dur, k = 0, 108
         if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
             k = 108
-        info = (k, pitches, texts, dur, m[8])
+        info = (k, pitches, texts, dur, m[8], tuple(x[2] for x in pitches))
     elif k == 14:
         n, d = _length_of(m[14])  # raises before any state changes, as it always did
         try:
@@ -1390,16 +1391,17 @@ class _TuneReader:
         sig = vs.sig
         add = vs.voice.notes.append
         cache = _unit_tokens(vs.unit)
+        bar_count = vs.bar_count
         plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-                 and -2 <= min(sig) and max(sig) <= 2)
+                 and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
         used = False
-        bare = _BARE_NOTES  # notes made without Note() (see _bare_notes_ok)
-        new = object.__new__
+        new = object.__new__  # notes made without Note() (see _bare_notes_ok)
         general = False  # in _token, which keeps the state on the voice itself
         try:
             for tok in chain.from_iterable(map(_TOKENS.findall, lines)):
-                info = cache.get(tok)
-                if info is None:
+                try:
+                    info = cache[tok]
+                except KeyError:
                     info = _unit_token_info(tok, vs.unit, cache)
                 k = info[0]
                 if plain:
@@ -1419,23 +1421,25 @@ class _TuneReader:
                         else:
                             bar_acc[li] = acc
                             pitch = base + acc
-                        prev = None
-                        if ties:  # (an empty dict can stay: nothing else holds it)
-                            prev = ties.get(pitch)
-                            ties = {}
-                        if prev is not None and prev.start + prev.duration == t:
-                            prev.duration += dur
-                            lx = prev
+                        if not ties:  # (an empty dict can stay: nothing else holds it)
+                            lx = new(Note)
+                            lx.pitch = pitch
+                            lx.start = t
+                            lx.duration = dur
+                            lx.velocity = 80
+                            add(lx)
                         else:
-                            if bare:
+                            lx = ties.get(pitch)
+                            ties = {}
+                            if lx is not None and lx.start + lx.duration == t:  # tied on
+                                lx.duration += dur
+                            else:
                                 lx = new(Note)
                                 lx.pitch = pitch
                                 lx.start = t
                                 lx.duration = dur
                                 lx.velocity = 80
-                            else:
-                                lx = Note(pitch, t, dur)
-                            add(lx)
+                                add(lx)
                         lt0 = t  # (lx: one note, not wrapped in a tuple)
                         ld = dur
                         llo = lo
@@ -1447,22 +1451,23 @@ class _TuneReader:
                     if k == 3:  # spaces, slurs, decorations, chord symbols, ...
                         continue
                     if k == 6:  # a bar line
+                        _, text, ending, repeat, _x = info
                         if vs.bar_max:
                             if vs.bar_max > t:
                                 t = vs.bar_max
                             vs.bar_max = 0
-                        if vs.bar_count == 0 and vs.first_bar is None:
+                        if not bar_count and vs.first_bar is None:
                             vs.first_bar = t
-                        vs.bar_count += 1
+                        bar_count += 1
                         vs.bar_start = t
                         if bar_acc:
                             bar_acc = vs.bar_acc = {}
-                        if info[3]:
+                        if repeat:
                             vs.repeats = True
-                        if info[1]:
-                            vs.markers.append((t, info[1], None))
-                        if info[2] is not None:
-                            vs.markers.append((t, "[", info[2]))
+                        if text:
+                            vs.markers.append((t, text, None))
+                        if ending is not None:
+                            vs.markers.append((t, "[", ending))
                         continue
                     if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
                         dur = info[3]
@@ -1474,7 +1479,7 @@ class _TuneReader:
                             continue
                         # each note's pitch, then what _emit does for untied notes of one
                         # length (ties and tie_letters are only read until after the loop)
-                        out, los = [], []
+                        out = []
                         top = -1  # the highest pitch added so far
                         for acc, li, lo, base in info[1]:
                             if acc is None:
@@ -1495,25 +1500,21 @@ class _TuneReader:
                                 prev.duration += dur
                                 note = prev
                             else:
-                                if bare:
-                                    note = new(Note)
-                                    note.pitch = pitch
-                                    note.start = t
-                                    note.duration = dur
-                                    note.velocity = 80
-                                else:
-                                    note = Note(pitch, t, dur)
+                                note = new(Note)
+                                note.pitch = pitch
+                                note.start = t
+                                note.duration = dur
+                                note.velocity = 80
                                 add(note)
                                 if pitch <= top:
                                     vs.unsorted = True
                                 top = pitch
                             out.append(note)
-                            los.append(lo)
                         if ties:
                             ties = {}
                         if tie_letters:
                             tie_letters = {}
-                        lx, lt0, ld, llo = out, t, dur, los
+                        lx, lt0, ld, llo = out, t, dur, info[5]
                         t += dur
                         used = True
                         continue
@@ -1545,6 +1546,7 @@ class _TuneReader:
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
+                vs.bar_count = bar_count
                 if used:
                     vs.used = True
                     used = False
@@ -1560,8 +1562,10 @@ class _TuneReader:
                 sig = vs.sig
                 add = vs.voice.notes.append
                 cache = _unit_tokens(vs.unit)
+                bar_count = vs.bar_count
                 plain = (prop_pitch and not vs.in_chord and vs.tuplet is None
-                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2)
+                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2
+                         and _BARE_NOTES)
         except Exception:  # "stopped reading": the voice's state as it was at the error
             vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
@@ -1570,6 +1574,7 @@ class _TuneReader:
                 vs.ties = ties
                 vs.tie_letters = tie_letters
                 vs.bar_acc = bar_acc
+                vs.bar_count = bar_count
                 if used:
                     vs.used = True
             raise
@@ -1578,6 +1583,7 @@ class _TuneReader:
         vs.ties = ties
         vs.tie_letters = tie_letters
         vs.bar_acc = bar_acc
+        vs.bar_count = bar_count
         if used:
             vs.used = True
 
