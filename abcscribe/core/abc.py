@@ -835,7 +835,7 @@ def _pitch_info(text: str) -> tuple:
 
 
 # The same tokens as _TOKEN as plain strings (findall on a pattern without groups is the
-# cheapest way to cut a line; _unit_token_info classifies each distinct token text once with
+# cheapest way to cut a line; _token_info classifies each distinct token text once with
 # _TOKEN). The alternatives are _TOKEN's in the same order, with nested alternatives and
 # leading optional parts spelled out (``(A|B)C`` as ``AC|BC``, ``X?Y`` as ``XY|Y``), so that
 # every one starts with a literal or a character set, which the regex engine tests before
@@ -897,7 +897,7 @@ def _plain_duration(unit: int, n: int, d: int) -> int:
     return x // d if x % d == 0 else max(1, round(x / d))
 
 
-def _unit_token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
+def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
     is the kind (the number of _TOKEN's group that names the alternative):
     (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
@@ -1375,7 +1375,7 @@ class _TuneReader:
         # rhythms and open chords, with accidentals propagating by pitch and a key signature
         # of at most double sharps and flats) are handled here with the voice's hot state in
         # local variables; every other token goes through _token with that state written back
-        # first and read again after. Notes handled here need no range check (_unit_token_info
+        # first and read again after. Notes handled here need no range check (_token_info
         # sends notes that could leave 0..127 the general way) and come in time order: time
         # only goes forward here, so only a chord's own notes can be out of (start, pitch)
         # order; _token marks the voice unsorted when it adds notes or goes back in time.
@@ -1402,22 +1402,21 @@ class _TuneReader:
                 try:
                     info = cache[tok]
                 except KeyError:
-                    info = _unit_token_info(tok, vs.unit, cache)
+                    info = _token_info(tok, vs.unit, cache)
                 k = info[0]
                 if plain:
                     if k == 2:  # a note
                         _, acc, li, lo, base, dur, _x = info
                         if acc is None:
-                            acc = bar_acc.get(li) if bar_acc else None
-                            if acc is None:
+                            if bar_acc and li in bar_acc:  # an accidental earlier in the bar
+                                pitch = base + bar_acc[li]
+                            else:
                                 pitch = base + sig[li]
                                 # a tie into a new bar carries its accidental (as abc2midi does)
                                 if tie_letters:
                                     tp = tie_letters.get(lo)
                                     if tp is not None and pitch not in ties and tp in ties:
                                         pitch = tp
-                            else:
-                                pitch = base + acc
                         else:
                             bar_acc[li] = acc
                             pitch = base + acc
@@ -1483,15 +1482,14 @@ class _TuneReader:
                         top = -1  # the highest pitch added so far
                         for acc, li, lo, base in info[1]:
                             if acc is None:
-                                acc = bar_acc.get(li) if bar_acc else None
-                                if acc is None:
+                                if bar_acc and li in bar_acc:
+                                    pitch = base + bar_acc[li]
+                                else:
                                     pitch = base + sig[li]
                                     if tie_letters:
                                         tp = tie_letters.get(lo)
                                         if tp is not None and pitch not in ties and tp in ties:
                                             pitch = tp
-                                else:
-                                    pitch = base + acc
                             else:
                                 bar_acc[li] = acc
                                 pitch = base + acc
