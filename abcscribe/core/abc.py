@@ -2191,7 +2191,7 @@ def extract_abc(text: str) -> str:
     tagged ``abc``), else the lines from the first header field on; the text itself otherwise."""
     if not isinstance(text, str):
         text = _as_text(text)
-    for m in _FENCE.finditer(text):
+    for m in _FENCE.finditer(text) if "```" in text else ():
         lang, body = m.group(1).lower(), m.group(2)
         if lang == "abc" or any(_HEADER_LINE.match(ln) for ln in body.split("\n")):
             return body.strip() + "\n"
