@@ -1044,20 +1044,19 @@ _TOKENS = re.compile(
     """,
     re.X,
 )
-_TOKEN_CACHES: dict[tuple, dict[str, tuple]] = {}
-# a written pitch whose accidental, from the note or the bar (-2..2), keeps it in 0..127: the
-# reader's fast path (music()) needs no range check for it
+_UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
+# a written pitch whose accidental, from the note, the bar or the key (-2..2), keeps it in
+# 0..127: the reader's fast path (music()) needs no range check for it
 _SAFE_LOW, _SAFE_HIGH = 2, 125
 
 
-def _token_cache(unit: int, sig: list[int]) -> dict[str, tuple]:
-    """The cache of _token_info for one unit length (ticks of L) and key signature."""
-    key = (unit, *sig)
-    c = _TOKEN_CACHES.get(key)
+def _unit_tokens(unit: int) -> dict[str, tuple]:
+    """The cache of _token_info for one unit length (ticks of L)."""
+    c = _UNIT_TOKENS.get(unit)
     if c is None:
-        if len(_TOKEN_CACHES) > 64:
-            _TOKEN_CACHES.clear()
-        c = _TOKEN_CACHES[key] = {}
+        if len(_UNIT_TOKENS) > 64:
+            _UNIT_TOKENS.clear()
+        c = _UNIT_TOKENS[unit] = {}
     return c
 
 
@@ -1071,24 +1070,22 @@ def _plain_duration(unit: int, n: int, d: int) -> int:
     return x // d if x % d == 0 else max(1, round(x / d))
 
 
-def _token_info(tok: str, unit: int, sig: list[int], cache: dict[str, tuple]) -> tuple:
+def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
     is the kind (the number of _TOKEN's group that names the alternative):
-    (2, accidental, letter index, (letter, octave), pitch without accidental, ticks, pitch in
-    the key, (num, den, pitch text)) note,
+    (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
     (3,) skipped, (4, text) inline field, (5, numbers) ending,
     (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
-    (8, _pitch_info and pitch in the key of each note, their texts, ticks, length text,
-    (letter, octave) of each) plain chord, (9,) chord open,
+    (8, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of each)
+    plain chord, (9,) chord open,
     (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
     (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
     (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
-    broken rhythms, pitches in the key for the signature ``sig``. A note, plain chord, rest or
-    bar line whose reading raises an exception (a garbage length or ending number) is kind +
-    100: the general code reads it again and raises at the point where it always did; so is
-    a note or chord of no length or with a pitch (before its accidental) outside
-    _SAFE_LOW.._SAFE_HIGH or outside 0..127 in the key. Cached in ``cache`` (the one for
-    ``unit`` and ``sig``)."""
+    broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
+    (a garbage length or ending number) is kind + 100: the general code reads it again and
+    raises at the point where it always did; so is a note or chord of no length or with a
+    pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
+    unit's)."""
     m = _TOKEN.match(tok)
     k = m.lastindex
     if k == 2:
@@ -1098,12 +1095,11 @@ def _token_info(tok: str, unit: int, sig: list[int], cache: dict[str, tuple]) ->
         except Exception:
             dur = 0
         acc, li, lo, base = _pitch_info(m[1])
-        in_key = base + sig[li]
         # zero length or an error (the general code warns or raises), or a pitch that with an
-        # accidental could leave 0..127 (the general code checks): the general way
-        if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH or not 0 <= in_key <= 127:
+        # accidental (-2..2) could leave 0..127 (the general code checks): the general way
+        if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
             k = 102
-        info = (k, acc, li, lo, base, dur, in_key, (n, d, m[1]))
+        info = (k, acc, li, lo, base, dur, (n, d, m[1]))
     elif k == 3 or k == 21:
         info = (3,)
     elif k == 4:
@@ -1123,10 +1119,9 @@ def _token_info(tok: str, unit: int, sig: list[int], cache: dict[str, tuple]) ->
             dur = _plain_duration(unit, n, d)
         except Exception:
             dur, k = 0, 108
-        notes = tuple((*x, x[3] + sig[x[1]]) for x in pitches)
-        if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH and 0 <= x[4] <= 127 for x in notes):
+        if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
             k = 108
-        info = (k, notes, texts, dur, m[8], tuple(x[2] for x in pitches))
+        info = (k, pitches, texts, dur, m[8], tuple(x[2] for x in pitches))
     elif k == 14:
         n, d = _length_of(m[14])  # raises before any state changes, as it always did
         try:
@@ -1550,14 +1545,13 @@ class _TuneReader:
     def music(self, lines: list[str]) -> None:
         """Read music lines (one after the other, nothing else between them)."""
         # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
-        # rhythms and open chords, with accidentals propagating by pitch) are handled here
-        # with the voice's hot state in local variables; every other token goes through
-        # _token with that state written back first and read again after. Token infos come
-        # from the cache for the voice's unit length and key signature (pitches in the key
-        # precomputed). Notes handled here need no range check (_token_info sends notes that
-        # could leave 0..127 the general way) and come in time order: time only goes forward
-        # here, so only a chord's own notes can be out of (start, pitch) order; _token marks
-        # the voice unsorted when it adds notes or goes back in time.
+        # rhythms and open chords, with accidentals propagating by pitch and a key signature
+        # of at most double sharps and flats) are handled here with the voice's hot state in
+        # local variables; every other token goes through _token with that state written back
+        # first and read again after. Notes handled here need no range check (_token_info
+        # sends notes that could leave 0..127 the general way) and come in time order: time
+        # only goes forward here, so only a chord's own notes can be out of (start, pitch)
+        # order; _token marks the voice unsorted when it adds notes or goes back in time.
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
         t = vs.t
@@ -1569,10 +1563,10 @@ class _TuneReader:
         bar_acc = vs.bar_acc
         sig = vs.sig
         add = vs.voice.notes.append
-        cache = _token_cache(vs.unit, sig)
+        cache = _unit_tokens(vs.unit)
         bar_count = vs.bar_count
         plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-                 and _BARE_NOTES)
+                 and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
         used = False
         new = object.__new__  # notes made without Note() (see _bare_notes_ok)
         general = False  # in _token, which keeps the state on the voice itself
@@ -1581,19 +1575,21 @@ class _TuneReader:
                 try:
                     info = cache[tok]
                 except KeyError:
-                    info = _token_info(tok, vs.unit, sig, cache)
+                    info = _token_info(tok, vs.unit, cache)
                 k = info[0]
                 if plain:
                     if k == 2:  # a note
-                        _, acc, li, lo, base, dur, pitch, _x = info
+                        _, acc, li, lo, base, dur, _x = info
                         if acc is None:
                             if bar_acc and li in bar_acc:  # an accidental earlier in the bar
                                 pitch = base + bar_acc[li]
-                            elif tie_letters:
+                            else:
+                                pitch = base + sig[li]
                                 # a tie into a new bar carries its accidental (as abc2midi does)
-                                tp = tie_letters.get(lo)
-                                if tp is not None and pitch not in ties and tp in ties:
-                                    pitch = tp
+                                if tie_letters:
+                                    tp = tie_letters.get(lo)
+                                    if tp is not None and pitch not in ties and tp in ties:
+                                        pitch = tp
                         else:
                             bar_acc[li] = acc
                             pitch = base + acc
@@ -1648,7 +1644,7 @@ class _TuneReader:
                     if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
                         dur = info[3]
                         if dur <= 0:
-                            for acc, li, lo, base, _p in info[1]:
+                            for acc, li, lo, base in info[1]:
                                 if acc is not None:  # its accidental still holds in the bar
                                     bar_acc[li] = acc
                             self.warn("chord of zero length skipped", once="zero")
@@ -1657,14 +1653,16 @@ class _TuneReader:
                         # length (ties and tie_letters are only read until after the loop)
                         out = []
                         top = -1  # the highest pitch added so far
-                        for acc, li, lo, base, pitch in info[1]:
+                        for acc, li, lo, base in info[1]:
                             if acc is None:
                                 if bar_acc and li in bar_acc:
                                     pitch = base + bar_acc[li]
-                                elif tie_letters:
-                                    tp = tie_letters.get(lo)
-                                    if tp is not None and pitch not in ties and tp in ties:
-                                        pitch = tp
+                                else:
+                                    pitch = base + sig[li]
+                                    if tie_letters:
+                                        tp = tie_letters.get(lo)
+                                        if tp is not None and pitch not in ties and tp in ties:
+                                            pitch = tp
                             else:
                                 bar_acc[li] = acc
                                 pitch = base + acc
@@ -1734,10 +1732,11 @@ class _TuneReader:
                 bar_acc = vs.bar_acc
                 sig = vs.sig
                 add = vs.voice.notes.append
-                cache = _token_cache(vs.unit, sig)
+                cache = _unit_tokens(vs.unit)
                 bar_count = vs.bar_count
                 plain = (prop_pitch and not vs.in_chord and vs.tuplet is None
-                         and vs.broken is None and _BARE_NOTES)
+                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2
+                         and _BARE_NOTES)
         except Exception:  # "stopped reading": the voice's state as it was at the error
             vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
@@ -1765,7 +1764,7 @@ class _TuneReader:
         n0 = len(notes)
         t0 = vs.t
         if k == 2 or k == 102:
-            _, acc, li, lo, base, _dur, _in_key, (n, d, ptext) = info
+            _, acc, li, lo, base, _dur, (n, d, ptext) = info
             if not prop_pitch:
                 pitch, lo = self._pitch(vs, ptext)
             elif acc is None:
@@ -1817,7 +1816,7 @@ class _TuneReader:
                 items = [self._pitch(vs, x) for x in info[2]]
             else:
                 items = []
-                for acc, li, lo, base, _in_key in info[1]:
+                for acc, li, lo, base in info[1]:
                     if acc is None:
                         acc = vs.bar_acc.get(li) if vs.bar_acc else None
                         if acc is None:
@@ -2365,7 +2364,7 @@ def extract_abc(text: str) -> str:
     tagged ``abc``), else the lines from the first header field on; the text itself otherwise."""
     if not isinstance(text, str):
         text = _as_text(text)
-    for m in _FENCE.finditer(text):
+    for m in _FENCE.finditer(text) if "```" in text else ():
         lang, body = m.group(1).lower(), m.group(2)
         if lang == "abc" or any(_HEADER_LINE.match(ln) for ln in body.split("\n")):
             return body.strip() + "\n"
