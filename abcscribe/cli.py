@@ -19,6 +19,7 @@ _Abort = getattr(typer, "Abort", None) or getattr(click_exceptions, "Abort")
 
 from abcscribe import __version__
 from abcscribe.cmds import COMMANDS
+from abcscribe.cmds._base import freeze_imports
 from abcscribe.core.errors import UserError
 
 HELP = (
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     first = next((a for a in args if not a.startswith("-")), None)
     only = first if first in {name for name, _ in COMMANDS} else None
     command = typer.main.get_command(build_app(only))
+    freeze_imports()
     try:
         rv = command.main(args=args, prog_name="abcscribe", standalone_mode=False)
     except UserError as e:

@@ -44,6 +44,15 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> It
         sys.stderr.write("\n")
 
 
+def freeze_imports() -> None:
+    """Move every object alive now (modules, classes, the app: all kept to the end of the
+    run) out of the cyclic collector's sight, so its full passes during the run do not walk
+    them again (``midi2abc`` on a folder: about 5% of the run)."""
+    import gc
+
+    gc.freeze()
+
+
 class Batch:
     """Counts failures across a batch; ``finish()`` exits non-zero when any input failed.
 

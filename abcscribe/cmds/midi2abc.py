@@ -9,7 +9,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from abcscribe.cmds._base import Batch, emit, progress
+from abcscribe.cmds._base import Batch, emit, freeze_imports, progress
 from abcscribe.core.errors import UserError
 
 
@@ -60,6 +60,9 @@ def main(
     per input with -o DIR, or JSONL records with --jsonl."""
     from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit
     from abcscribe.core.files import MIDI_EXTS, atomic_write, expand_inputs
+    from abcscribe.core.midi import read_midi_columns  # noqa: F401  (numpy, symusic: now)
+
+    freeze_imports()  # with the reader's imports too
 
     unit_frac = parse_unit(unit)
     grid_n = _parse_grid(grid)
