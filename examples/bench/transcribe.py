@@ -73,10 +73,10 @@ def tiny_model(files):
             {"role": "assistant", "content": abc}]}
         for p, abc in files
     ]
-    from abcscribe.core.transcribe import _one_thread_for_small_models
+    from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
     lm = build_tiny(records)
-    _one_thread_for_small_models(lm)  # as load_transcriber does for 'abcscribe transcribe'
+    one_thread_for_small_cpu_model(lm)  # as load_transcriber does for 'abcscribe transcribe'
     # count the tokens generated (the untrained model's text is no tune, so its stitched ABC
     # says nothing about how much it wrote)
     # an untrained model ends its answer at random; with the end token suppressed every window
