@@ -1276,6 +1276,29 @@ def _bare_notes_ok() -> bool:
 _BARE_NOTES = _bare_notes_ok()
 
 
+def _hot_state(vs: "_VoiceState", prop_pitch: bool) -> tuple:
+    """The voice state that ``_TuneReader.music`` keeps in local variables while it reads, and
+    whether its fast path applies (``plain``)."""
+    sig = vs.sig
+    plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+             and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
+    return (vs.t, *(vs.last or _NO_LAST), vs.ties, vs.tie_letters, vs.bar_acc, sig,
+            vs.voice.notes.append, _unit_tokens(vs.unit), vs.bar_count, plain)
+
+
+def _store_hot_state(vs: "_VoiceState", t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
+                     bar_count, used) -> None:
+    """Write ``_TuneReader.music``'s local copies back onto the voice."""
+    vs.t = t
+    vs.last = None if lx is None else (lx, lt0, ld, llo)
+    vs.ties = ties
+    vs.tie_letters = tie_letters
+    vs.bar_acc = bar_acc
+    vs.bar_count = bar_count
+    if used:
+        vs.used = True
+
+
 class _VoiceState:
     __slots__ = ("vid", "voice", "t", "sig", "key", "unit", "bar_acc", "ties", "tie_letters",
                  "tuplet", "broken", "last", "bar_start", "bar_max", "markers", "meter",
@@ -1554,19 +1577,10 @@ class _TuneReader:
         # order; _token marks the voice unsorted when it adds notes or goes back in time.
         vs = self.current()
         prop_pitch = self.propagate == "pitch"
-        t = vs.t
         # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
         # octave) of each), for one note (Note, start, duration, (letter, octave))
-        lx, lt0, ld, llo = vs.last or _NO_LAST
-        ties = vs.ties
-        tie_letters = vs.tie_letters
-        bar_acc = vs.bar_acc
-        sig = vs.sig
-        add = vs.voice.notes.append
-        cache = _unit_tokens(vs.unit)
-        bar_count = vs.bar_count
-        plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-                 and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
+        (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
+         plain) = _hot_state(vs, prop_pitch)
         used = False
         new = object.__new__  # notes made without Note() (see _bare_notes_ok)
         general = False  # in _token, which keeps the state on the voice itself
@@ -1712,51 +1726,22 @@ class _TuneReader:
                 elif k == 3:
                     continue
                 # anything else: through the general code, on the voice's state
-                vs.t = t
-                vs.last = None if lx is None else (lx, lt0, ld, llo)
-                vs.ties = ties
-                vs.tie_letters = tie_letters
-                vs.bar_acc = bar_acc
-                vs.bar_count = bar_count
-                if used:
-                    vs.used = True
-                    used = False
+                _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
+                                 bar_count, used)
+                used = False
                 general = True
                 self._token(vs, k, info, prop_pitch)
                 general = False
                 vs = self.current()
-                t = vs.t
-                lx, lt0, ld, llo = vs.last or _NO_LAST
-                ties = vs.ties
-                tie_letters = vs.tie_letters
-                bar_acc = vs.bar_acc
-                sig = vs.sig
-                add = vs.voice.notes.append
-                cache = _unit_tokens(vs.unit)
-                bar_count = vs.bar_count
-                plain = (prop_pitch and not vs.in_chord and vs.tuplet is None
-                         and vs.broken is None and -2 <= min(sig) and max(sig) <= 2
-                         and _BARE_NOTES)
+                (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
+                 plain) = _hot_state(vs, prop_pitch)
         except Exception:  # "stopped reading": the voice's state as it was at the error
             vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
-                vs.t = t
-                vs.last = None if lx is None else (lx, lt0, ld, llo)
-                vs.ties = ties
-                vs.tie_letters = tie_letters
-                vs.bar_acc = bar_acc
-                vs.bar_count = bar_count
-                if used:
-                    vs.used = True
+                _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
+                                 bar_count, used)
             raise
-        vs.t = t
-        vs.last = None if lx is None else (lx, lt0, ld, llo)
-        vs.ties = ties
-        vs.tie_letters = tie_letters
-        vs.bar_acc = bar_acc
-        vs.bar_count = bar_count
-        if used:
-            vs.used = True
+        _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, bar_count, used)
 
     def _token(self, vs: _VoiceState, k: int, info: tuple, prop_pitch: bool) -> None:
         """One token of any kind (``info`` from _token_info) on the voice's state."""
