@@ -100,16 +100,22 @@ def test_tiny_learns_the_tunes_and_reloads_in_a_fresh_process(records, tmp_path)
     lm.save(tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "abcscribe.json").read_text())
     assert meta["family"] == "composed"
+    assert greedy_in_a_fresh_process(tmp_path / "model", records) == out
+
+
+def greedy_in_a_fresh_process(model_dir, records):
+    """What a saved model writes for ``records`` (greedy) when another process loads it."""
     code = textwrap.dedent(f"""
         import json, sys
         from abcscribe.core.models import GenerationOptions, load_model
-        lm = load_model({str(tmp_path / "model")!r})
+        lm = load_model({str(model_dir)!r})
         recs = json.loads(sys.stdin.read())
         print(json.dumps(lm.generate(recs, GenerationOptions(temperature=0, max_new_tokens=80))))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(records), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(records),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == out
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_completion_logits_match_generation_and_reference(records):
@@ -170,16 +176,7 @@ def test_tiny_qwen2_audio_lora_learns_and_reloads(records, tmp_path):
 
     lm.save(tmp_path / "sft")
     assert (tmp_path / "sft" / "adapter_model.safetensors").exists()
-    code = textwrap.dedent(f"""
-        import json, sys
-        from abcscribe.core.models import GenerationOptions, load_model
-        lm = load_model({str(tmp_path / "sft")!r})
-        recs = json.loads(sys.stdin.read())
-        print(json.dumps(lm.generate(recs, GenerationOptions(temperature=0, max_new_tokens=80))))
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(train_recs), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == out
+    assert greedy_in_a_fresh_process(tmp_path / "sft", train_recs) == out
 
 
 def test_load_model_says_what_is_wrong(tmp_path):
