@@ -1,3 +1,4 @@
+import json
 import shutil
 import subprocess
 import sys
@@ -6,6 +7,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_jsonl(path, records):
+    """``records`` as a JSONL file at ``path``; returns the path."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
 
 
 def run_cli(*args, input=None, check=False, cwd=None):

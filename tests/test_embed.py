@@ -10,6 +10,7 @@ from safetensors import safe_open
 from abcscribe.core.audio import load_audio, write_audio
 from abcscribe.core.encoders import get_encoder
 from abcscribe.core.errors import UserError
+from conftest import write_jsonl
 
 SR = 16000
 
@@ -124,7 +125,7 @@ def test_embed_jsonl_passes_records_through_and_keeps_going_after_bad_audio(tmp_
         {"id": "q2", "audio": "bad.wav", "offset": 0.0, "duration": 1.0},
         {"id": "q3", "audio": "clip.wav", "offset": 1.0, "duration": 3.0, "task": "key"},
     ]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_jsonl(tmp_path / "qa.jsonl", recs)
     code, stdout, err = embed(capsys, tmp_path / "qa.jsonl", "-o", tmp_path / "emb",
                               "--encoder", models["whisper"])
     assert code == 1 and "Traceback" not in err

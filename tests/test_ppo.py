@@ -18,6 +18,7 @@ from abcscribe.core.models import load_model
 from abcscribe.core.models.base import GenerationOptions
 from abcscribe.core.train import ppo
 from abcscribe.core.train.sft import SFTOptions, run_sft
+from conftest import write_jsonl
 
 LETTERS = "CDEFGAB"
 PITCH = dict(C=60, D=62, E=64, F=65, G=67, A=69, B=71)
@@ -65,11 +66,6 @@ def toy_records(folder, n, seed, split):
             "abc": abc, "meta": {"tempo": bpm, "metre": "4/4", "instruments": [PROGRAMS[program]]},
         })  # fmt: skip
     return records
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,11 @@ transcribes; bad records reported and skipped; the loss curve in DIR/log.jsonl."
 import json
 
 import pytest
+from conftest import write_jsonl
 from test_models import GREEDY, make_records
 
 from abcscribe.core.models import load_model
 from abcscribe.core.train.sft import SFTOptions, run_sft
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 @pytest.fixture(scope="module")

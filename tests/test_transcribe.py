@@ -13,6 +13,7 @@ from abcscribe.core.audio import render, write_audio
 from abcscribe.core.notes import Note, Piece, Tempo, Voice
 from abcscribe.core.qa import slice_piece
 from abcscribe.core.reward import score_pieces
+from conftest import write_jsonl
 
 RYAN = Path(music21.__file__).parent / "corpus" / "ryansMammoth"
 LONG_SECONDS = 70.0
@@ -238,8 +239,7 @@ def test_tiny_model_on_a_folder_with_a_corrupt_and_a_long_file(slow_songs, tiny_
 
 @pytest.mark.slow
 def test_tiny_model_jsonl_through_transcribe_into_score(tiny_model, cli, tmp_path):
-    data = tmp_path / "test.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_model[1]))
+    data = write_jsonl(tmp_path / "test.jsonl", tiny_model[1])
     proc = cli("transcribe", "--model", tiny_model[0], data, "--temperature", "0",
                "--batch-size", "8", "--max-new-tokens", "200")
     assert proc.returncode == 0, proc.stderr
