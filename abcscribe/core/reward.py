@@ -439,33 +439,21 @@ def _clear_assignment(pitch: list[list[float]]) -> list[tuple[int, int]] | None:
     nr, nc = len(pitch), len(pitch[0])
     # a pair's tie-break is at most 2 * _TIE_BREAK (float rounding is far below the slack)
     margin = (2 * min(nr, nc) + 1) * _TIE_BREAK
+    # each voice of the smaller side picks its cheapest partner on the other side
+    rows = pitch if nr <= nc else list(zip(*pitch))
     pairs = []
     used = set()
-    if nr <= nc:
-        for i, row in enumerate(pitch):
-            j = min(range(nc), key=row.__getitem__)
-            best = row[j] + margin
-            for jj, x in enumerate(row):
-                if x <= best and jj != j:
-                    return None
-            if j in used:
+    for i, row in enumerate(rows):
+        j = min(range(len(row)), key=row.__getitem__)
+        best = row[j] + margin
+        for jj, x in enumerate(row):
+            if x <= best and jj != j:
                 return None
-            used.add(j)
-            pairs.append((i, j))
-        return pairs
-    for j in range(nc):
-        col = [row[j] for row in pitch]
-        i = min(range(nr), key=col.__getitem__)
-        best = col[i] + margin
-        for ii, x in enumerate(col):
-            if x <= best and ii != i:
-                return None
-        if i in used:
+        if j in used:
             return None
-        used.add(i)
+        used.add(j)
         pairs.append((i, j))
-    pairs.sort()
-    return pairs
+    return pairs if nr <= nc else sorted((i, j) for j, i in pairs)
 
 
 def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float, float, float]:
