@@ -151,13 +151,11 @@ def _convert(task) -> tuple[str | None, str | None]:
 
 def _results(tasks: list, jobs: int) -> Iterator[tuple[str | None, str | None]]:
     """``_convert`` of each task, in order: in this process, or in ``jobs`` forked workers
-    (the parent has imported everything already, so a worker starts in milliseconds)."""
+    (``main`` has imported the reader and writer already, so a worker starts in milliseconds)."""
     if jobs <= 1:
         yield from map(_convert, tasks)
         return
     import multiprocessing
-
-    from abcscribe.core import abc, midi  # noqa: F401  (imported once, before the fork)
 
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
         yield from pool.imap(_convert, tasks, chunksize=1)

@@ -161,7 +161,7 @@ def main() -> int:
         par, how_par = min(
             (time_abcscribe(src, Path(tmp) / f"par{r}", "--jobs", "0") for r in range(repeats)),
             key=lambda x: x[0],
-        ) if cores > 1 and abcscribe_cmd() is not None else (None, "")
+        ) if cores > 1 and how.startswith("abcscribe midi2abc") else (None, "")
         theirs = min(time_abcmidi(src, Path(tmp) / f"abcmidi{r}") for r in range(repeats))
         reading = min(time_read_midi(src) for _ in range(repeats))
 
