@@ -1286,6 +1286,25 @@ def _hot_state(vs: "_VoiceState", prop_pitch: bool) -> tuple:
             vs.voice.notes.append, _unit_tokens(vs.unit), vs.bar_count, plain)
 
 
+def _propagated_pitch(vs: "_VoiceState", acc, li: int, lo, base: int) -> int:
+    """A note's pitch with accidentals propagating by pitch: its own accidental (which then
+    holds for its letter to the bar's end), else one written earlier in the bar, else the key
+    signature's, where a tie into a new bar carries its accidental (as abc2midi does).
+    (``_TuneReader.music``'s fast path does the same inline.)"""
+    if acc is not None:
+        vs.bar_acc[li] = acc
+        return base + acc
+    acc = vs.bar_acc.get(li) if vs.bar_acc else None
+    if acc is not None:
+        return base + acc
+    pitch = base + vs.sig[li]
+    if vs.tie_letters:
+        tp = vs.tie_letters.get(lo)
+        if tp is not None and pitch not in vs.ties and tp in vs.ties:
+            pitch = tp
+    return pitch
+
+
 def _store_hot_state(vs: "_VoiceState", t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
                      bar_count, used) -> None:
     """Write ``_TuneReader.music``'s local copies back onto the voice."""
@@ -1752,20 +1771,8 @@ class _TuneReader:
             _, acc, li, lo, base, _dur, (n, d, ptext) = info
             if not prop_pitch:
                 pitch, lo = self._pitch(vs, ptext)
-            elif acc is None:
-                acc = vs.bar_acc.get(li) if vs.bar_acc else None
-                if acc is None:
-                    pitch = base + vs.sig[li]
-                    # a tie into a new bar carries its accidental (as abc2midi does)
-                    if vs.tie_letters:
-                        tp = vs.tie_letters.get(lo)
-                        if tp is not None and pitch not in vs.ties and tp in vs.ties:
-                            pitch = tp
-                else:
-                    pitch = base + acc
             else:
-                vs.bar_acc[li] = acc
-                pitch = base + acc
+                pitch = _propagated_pitch(vs, acc, li, lo, base)
             if vs.in_chord:
                 vs.chord.append([pitch, lo, n, d, False])
                 return
@@ -1800,22 +1807,8 @@ class _TuneReader:
             if not prop_pitch:
                 items = [self._pitch(vs, x) for x in info[2]]
             else:
-                items = []
-                for acc, li, lo, base in info[1]:
-                    if acc is None:
-                        acc = vs.bar_acc.get(li) if vs.bar_acc else None
-                        if acc is None:
-                            pitch = base + vs.sig[li]
-                            if vs.tie_letters:
-                                tp = vs.tie_letters.get(lo)
-                                if tp is not None and pitch not in vs.ties and tp in vs.ties:
-                                    pitch = tp
-                        else:
-                            pitch = base + acc
-                    else:
-                        vs.bar_acc[li] = acc
-                        pitch = base + acc
-                    items.append((pitch, lo))
+                items = [(_propagated_pitch(vs, acc, li, lo, base), lo)
+                         for acc, li, lo, base in info[1]]
             vs.in_chord = False
             vs.chord = None
             n, d = _length_of(info[4])
