@@ -25,7 +25,7 @@ def main(
     lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA alpha (scale = alpha / r)."),
     lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="Dropout on the LoRA path."),
     train_encoder: bool = typer.Option(False, "--train-encoder", help="Also train the audio encoder of an audio LLM (frozen by default; the projection always trains)."),
-    encoder: str = typer.Option("cqt", "--encoder", help="Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present."),
+    encoder: str = typer.Option("cqt", "--encoder", help="Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, notes:DIR from pretrain, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present."),
     projector: str = typer.Option("mlp", "--projector", help="Projection of a new composed model: mlp (2 layers) or linear."),
     stack: Optional[int] = typer.Option(None, "--stack", help="Adjacent encoder frames stacked into one audio token of a new composed model (default: 4 for tiny, 2 otherwise)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full fine-tuning of a pretrained model)."),

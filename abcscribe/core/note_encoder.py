@@ -2,7 +2,8 @@
 pretrained with dense frame-level targets read from the training clips' scores (which pitches
 start in each 20 ms frame, which sound, which instrument families play), as Onsets-and-Frames
 and basic-pitch learn. Its last layer is what a composed model reads (``--encoder notes:DIR``):
-onset and frame probabilities per semitone, family probabilities, and a few timbre channels.
+onset and frame probabilities per semitone, family probabilities, a few timbre channels, and
+the CQT frames it heard.
 
 The network is pitch-equivariant: the same small filters slide over time and frequency of a
 harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics), so a note
@@ -59,11 +60,12 @@ def _torch_modules():
 
         @property
         def output_dim(self) -> int:
-            return 2 * self.n_bins + self.n_families + self.timbre
+            return 3 * self.n_bins + self.n_families + self.timbre
 
     class _Model(PreTrainedModel):
         """CQT frames [batch, time, 72] -> onset, frame logits [batch, time, 72], family logits
-        [batch, time, 17] and the output layer [batch, time, output_dim]."""
+        [batch, time, 17] and the output layer [batch, time, output_dim]: onset, frame and
+        family probabilities, timbre channels and the CQT frames themselves."""
 
         config_class = _Config
         base_model_prefix = "notes"
@@ -103,8 +105,10 @@ def _torch_modules():
             timbre = torch.tanh(self.timbre(pooled))
             families = self.families(timbre)
             onset, frame = notes[:, 0], notes[:, 1]
+            # the layer a language model reads: what sounds where, and the spectrum itself
+            # (instruments are told apart by their partials, which the note maps abstract away)
             out = torch.cat([torch.sigmoid(onset), torch.sigmoid(frame),
-                             torch.sigmoid(families), timbre], -1)  # fmt: skip
+                             torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
             return {"onset": onset, "frame": frame, "families": families, "output": out}
 
     def harmonic_stack(cqt):
@@ -137,7 +141,7 @@ def load_note_encoder(path: str | Path):
 
 class NoteEncoder(Encoder):
     """``notes:DIR``: CQT frames through the pretrained note encoder; 50 frames/s, dim
-    2 * 72 + 17 + timbre channels."""
+    3 * 72 + 17 + timbre channels."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         model = load_note_encoder(path)

@@ -235,7 +235,9 @@ def run_sft(
         from abcscribe.core.models.records import load_embedding
 
         made_by = load_embedding(train[0])[1].get("encoder")
-        if made_by and made_by != encoder:
+        # stored CQT frames are what a note encoder reads: they need no other encoder
+        feeds_notes = made_by == "cqt" and encoder.startswith("notes:")
+        if made_by and made_by != encoder and not feeds_notes:
             warn(f"the records' embeddings come from encoder {made_by!r}; using it (not {encoder!r})")
             encoder = made_by
     lm = build_model(
