@@ -596,8 +596,7 @@ def _performance_piece(src: Source, grid: int | None) -> tuple[Piece, list[str],
     piece = beats.retime(played)
     if piece is None:
         raise UserError(f"{src.id}: too few notes in {what} to track a beat")
-    remark = f"{src.id}: metre unknown (a performance); metre questions left out"
-    return (quantize(piece, grid) if grid else piece), [remark], beats.TIMING
+    return (quantize(piece, grid) if grid else piece), [], beats.TIMING
 
 
 # ---- applying what a layout knows --------------------------------------------------------------

@@ -7,6 +7,8 @@ A record (one per clip and task) is the chat form transformers processors and tr
      "messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": Q}]},
                   {"role": "assistant", "content": A}],
      "abc": <the clip's ABC>, "meta": {"tempo", "metre", "key", "instruments"}}
+
+(``meta`` also has ``"timing"`` when the piece's beats were tracked from a performance.)
 """
 
 from __future__ import annotations
@@ -407,6 +409,9 @@ def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str
     remarks = list(src.notes)
     piece, more, timing = load_piece(src, opts.grid)
     remarks += more
+    if timing is not None and "metre" in opts.tasks:
+        remarks.append(f"{src.id}: metre unknown (a performance, its beats tracked from the "
+                       "notes); metre questions left out")
     audio = src.audio
     if audio is None:
         if not opts.render:
