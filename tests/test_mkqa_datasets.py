@@ -125,6 +125,8 @@ def test_slakh_official_splits_and_omitted_tracks(cli, slakh, tmp_path):
     p = cli("mkqa", root / "test", "--tasks", "voices", "--split", "a=1")
     assert p.returncode == 0, p.stderr
     assert {json.loads(x)["split"] for x in p.stdout.splitlines()} == {"a"}
+    p = cli("mkqa", root / "test" / "Track00003", "--tasks", "voices")  # one track, its split
+    assert {json.loads(x)["split"] for x in p.stdout.splitlines()} == {"test"}
 
 
 def test_slakh_stem_clips_have_the_stem_audio_and_its_own_notes(cli, slakh):

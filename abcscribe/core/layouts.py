@@ -327,8 +327,7 @@ def slakh_sources(root: Path, audio: str = "mix") -> list[Source]:
     tracks: dict[Path, Path | None] = {}
     omitted = set()
     for f in _files(root):
-        rel = f.relative_to(root).parts
-        if "omitted" in rel[:-1]:
+        if f.parent.parent.name == "omitted":  # <split>/TrackNNNNN/: the folder above is the split
             omitted.add(f.parent)
             continue
         if f.name == "all_src.mid":
@@ -339,8 +338,7 @@ def slakh_sources(root: Path, audio: str = "mix") -> list[Source]:
     out = []
     for d in sorted(tracks, key=lambda q: q.relative_to(root).parts):
         pid = d.relative_to(root).as_posix() if d != root else d.name
-        parts = (root.name,) + d.relative_to(root).parts
-        split = next((OFFICIAL_SPLITS[x] for x in reversed(parts) if x in OFFICIAL_SPLITS), None)
+        split = OFFICIAL_SPLITS.get(d.parent.name)
         score = d / "all_src.mid"
         mix = Source(pid, tracks[d], score if score.is_file() else None, title=d.name,
                      layout="slakh", split=split)
