@@ -74,16 +74,20 @@ def _dp_beats(env: np.ndarray, period: float, tightness: float = 100.0) -> np.nd
     n = len(env)
     score = env.copy()
     back = np.full(n, -1)
-    lo, hi = int(round(period / 2)), int(round(2 * period))
+    lo, hi = max(1, int(round(period / 2))), int(round(2 * period))
     gaps = np.arange(lo, hi + 1)
     penalty = -tightness * np.log(gaps / period) ** 2
-    for t in range(lo, n):
-        g = gaps[gaps <= t]
-        cand = score[t - g] + penalty[: len(g)]
-        i = int(np.argmax(cand))
-        if cand[i] > 0:
-            score[t] += cand[i]
-            back[t] = t - g[i]
+    # a frame looks back at least ``lo`` frames: a block of ``lo`` frames is computed at once
+    for block in range(lo, n, lo):
+        t = np.arange(block, min(block + lo, n))[:, None]
+        prev = t - gaps[None, :]
+        cand = np.where(prev >= 0, score[np.maximum(prev, 0)] + penalty, -np.inf)
+        i = np.argmax(cand, axis=1)
+        best = cand[np.arange(len(i)), i]
+        better = best > 0
+        rows = t[:, 0][better]
+        score[rows] += best[better]
+        back[rows] = rows - gaps[i[better]]
     tail = max(0, n - int(round(period)))
     t = tail + int(np.argmax(score[tail:]))
     beats = [t]
@@ -129,19 +133,46 @@ def retime(performance: Piece) -> Piece | None:
     """``performance`` (notes at the right seconds through its own tempo map) re-timed on its
     tracked beats: a quarter note per beat, a bar per beat (``1/4``), a pickup up to the first
     beat. None when no beat can be tracked (too few notes)."""
-    notes = [(v, n) for v in performance.voices for n in v.notes]
-    onsets = np.array([performance.seconds(n.start) for _, n in notes])
-    beats = track_beats(onsets, np.array([n.velocity for _, n in notes], np.float64))
+    starts = np.array([n.start for v in performance.voices for n in v.notes], np.float64)
+    ends = np.array([n.end for v in performance.voices for n in v.notes], np.float64)
+    vels = np.array([n.velocity for v in performance.voices for n in v.notes], np.float64)
+    on, off = _seconds(performance, starts), _seconds(performance, ends)
+    beats = track_beats(on, vels)
     if len(beats) == 0:
         return None
     tempos, pickup = beat_tempo_map(beats)
     out = Piece(voices=[], tempos=tempos, meters=[Meter(0, 1, 4)], key=performance.key,
                 anacrusis=pickup, title=performance.title)
+    s_ticks = np.rint(_ticks(out, on)).astype(np.int64).tolist()
+    e_ticks = np.rint(_ticks(out, off)).astype(np.int64).tolist()
+    i = 0
     for v in performance.voices:
         new = Voice(program=v.program, name=v.name, drum=v.drum)
         for n in v.notes:
-            s = int(round(out.tick_at(performance.seconds(n.start))))
-            e = int(round(out.tick_at(performance.seconds(n.end))))
-            new.notes.append(Note(n.pitch, s, max(1, e - s), n.velocity))
+            new.notes.append(Note(n.pitch, s_ticks[i], max(1, e_ticks[i] - s_ticks[i]), n.velocity))
+            i += 1
         out.voices.append(new)
     return out
+
+
+def _segments(piece: Piece) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start tick, start second and seconds per tick of each tempo segment."""
+    ts = sorted(piece.tempos or [Tempo(0, 120.0)], key=lambda t: t.tick)
+    ticks = np.array([0] + [t.tick for t in ts[1:]], np.float64)
+    rate = np.array([60.0 / (t.bpm * piece.tpq) for t in ts])
+    secs = np.concatenate(([0.0], np.cumsum(np.diff(ticks) * rate[:-1])))
+    return ticks, secs, rate
+
+
+def _seconds(piece: Piece, ticks: np.ndarray) -> np.ndarray:
+    """``piece.seconds`` of many ticks at once."""
+    t0, s0, rate = _segments(piece)
+    i = np.maximum(np.searchsorted(t0, ticks, side="right") - 1, 0)
+    return s0[i] + (ticks - t0[i]) * rate[i]
+
+
+def _ticks(piece: Piece, seconds: np.ndarray) -> np.ndarray:
+    """``piece.tick_at`` of many times at once."""
+    t0, s0, rate = _segments(piece)
+    i = np.maximum(np.searchsorted(s0, seconds, side="right") - 1, 0)
+    return t0[i] + (seconds - s0[i]) / rate[i]
