@@ -146,6 +146,20 @@ def test_slakh_stem_clips_have_the_stem_audio_and_its_own_notes(cli, slakh):
         assert clip_notes(rec) == {(0 if st.drum else st.program, st.drum): expected(st.notes, start, end)}
 
 
+def test_slakh_missing_stem_file_is_an_error_record_and_the_rest_goes_on(cli, tmp_path):
+    root = tmp_path / "slakh2100_flac_redux"
+    make_slakh_track(root / "train" / "Track00009", band_stems(9))
+    (root / "train" / "Track00009" / "stems" / "S03.flac").unlink()
+    out = tmp_path / "qa"
+    p = cli("mkqa", root, "--slakh-audio", "both", "--tasks", "instruments", "--out-dir", out)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    errors = {r["piece"]: r["error"] for r in read_records(out / "errors.jsonl")}
+    assert list(errors) == ["train/Track00009/S03"] and "stems/S03" in errors["train/Track00009/S03"]
+    done = {r["piece"] for r in read_records(out / "train.jsonl")}
+    assert done == {"train/Track00009", "train/Track00009/S00", "train/Track00009/S01",
+                    "train/Track00009/S02"}
+
+
 def test_slakh_without_stem_midi_pairs_all_src_voices_by_instrument(cli, tmp_path):
     root = tmp_path / "babyslakh_16k"
     stems = band_stems(7, guitar_rendered=False)
