@@ -89,3 +89,14 @@ def test_tempo_runs_end_on_tracked_beats():
     assert pickup == 0  # a whole beat of lead-in becomes a first beat, no pickup
     assert [round(t.bpm) for t in tempos] == [120, 100]
     assert [t.tick for t in tempos] == [0, 4 * TPQ]
+
+
+def test_vectorized_time_conversions_agree_with_the_piece():
+    from abcscribe.core.beats import to_seconds, to_ticks
+    from abcscribe.core.notes import Piece, Tempo
+
+    piece = Piece(tempos=[Tempo(0, 90.0), Tempo(1920, 132.5), Tempo(5000, 60.0)])
+    ticks = np.array([0.0, 1.0, 1919.5, 1920.0, 4999.0, 5000.0, 12345.6])
+    assert to_seconds(piece, ticks) == pytest.approx([piece.seconds(t) for t in ticks])
+    secs = np.array([0.0, 0.5, 1.3333, 2.0, 7.7, 100.0])
+    assert to_ticks(piece, secs) == pytest.approx([piece.tick_at(s) for s in secs])

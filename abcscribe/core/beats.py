@@ -136,15 +136,15 @@ def retime(performance: Piece) -> Piece | None:
     starts = np.array([n.start for v in performance.voices for n in v.notes], np.float64)
     ends = np.array([n.end for v in performance.voices for n in v.notes], np.float64)
     vels = np.array([n.velocity for v in performance.voices for n in v.notes], np.float64)
-    on, off = _seconds(performance, starts), _seconds(performance, ends)
+    on, off = to_seconds(performance, starts), to_seconds(performance, ends)
     beats = track_beats(on, vels)
     if len(beats) == 0:
         return None
     tempos, pickup = beat_tempo_map(beats)
     out = Piece(voices=[], tempos=tempos, meters=[Meter(0, 1, 4)], key=performance.key,
                 anacrusis=pickup, title=performance.title)
-    s_ticks = np.rint(_ticks(out, on)).astype(np.int64).tolist()
-    e_ticks = np.rint(_ticks(out, off)).astype(np.int64).tolist()
+    s_ticks = np.rint(to_ticks(out, on)).astype(np.int64).tolist()
+    e_ticks = np.rint(to_ticks(out, off)).astype(np.int64).tolist()
     i = 0
     for v in performance.voices:
         new = Voice(program=v.program, name=v.name, drum=v.drum)
@@ -164,15 +164,15 @@ def _segments(piece: Piece) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ticks, secs, rate
 
 
-def _seconds(piece: Piece, ticks: np.ndarray) -> np.ndarray:
-    """``piece.seconds`` of many ticks at once."""
+def to_seconds(piece: Piece, ticks: np.ndarray) -> np.ndarray:
+    """``piece.seconds`` of many ticks at once (an array)."""
     t0, s0, rate = _segments(piece)
     i = np.maximum(np.searchsorted(t0, ticks, side="right") - 1, 0)
     return s0[i] + (ticks - t0[i]) * rate[i]
 
 
-def _ticks(piece: Piece, seconds: np.ndarray) -> np.ndarray:
-    """``piece.tick_at`` of many times at once."""
+def to_ticks(piece: Piece, seconds: np.ndarray) -> np.ndarray:
+    """``piece.tick_at`` of many times in seconds at once (an array of fractional ticks)."""
     t0, s0, rate = _segments(piece)
     i = np.maximum(np.searchsorted(s0, seconds, side="right") - 1, 0)
     return t0[i] + (seconds - s0[i]) / rate[i]

@@ -369,8 +369,9 @@ def slakh_sources(root: Path, audio: str = "mix") -> list[Source]:
                 elif st.midi is None:
                     src.error = f"{d}: stem {st.name} has no MIDI/{st.name}.mid"
                 out.append(src)
-    if omitted and out:
-        out[0].notes.append(f"{root}: {len(omitted)} track(s) under omitted/ (duplicates) left out")
+    ok = [src for src in out if not src.error]
+    if omitted and ok:  # said once, with the first piece that is made
+        ok[0].notes.append(f"{root}: {len(omitted)} track(s) under omitted/ (duplicates) left out")
     return out
 
 
@@ -380,6 +381,9 @@ def slakh_piece(src: Source) -> tuple[Piece, list[str]]:
     on the tempo map of ``all_src.mid``. Without the stem MIDI, ``all_src.mid``'s voices are
     paired with stems by program and drum flag, never by position; a voice that could be a
     stem the mix does not hold, or that matches no stem, is a UserError."""
+    import numpy as np
+
+    from abcscribe.core.beats import to_seconds, to_ticks
     from abcscribe.core.midi import read_midi
 
     track = read_midi(src.score, grid=None, offset=0.0)
@@ -389,12 +393,13 @@ def slakh_piece(src: Source) -> tuple[Piece, list[str]]:
     if all(st.midi is not None for st in wanted):
         for st in wanted:
             stem = read_midi(st.midi, grid=None, offset=0.0)
-            for v in stem.voices:
-                notes = []
-                for n in v.notes:
-                    s = int(round(track.tick_at(stem.seconds(n.start))))
-                    e = int(round(track.tick_at(stem.seconds(n.end))))
-                    notes.append(Note(n.pitch, s, max(1, e - s), n.velocity))
+            for v in stem.voices:  # onto all_src.mid's ticks through the seconds they sound at
+                on = np.array([n.start for n in v.notes], np.float64)
+                off = np.array([n.end for n in v.notes], np.float64)
+                s = np.rint(to_ticks(track, to_seconds(stem, on))).astype(np.int64).tolist()
+                e = np.rint(to_ticks(track, to_seconds(stem, off))).astype(np.int64).tolist()
+                notes = [Note(n.pitch, a, max(1, b - a), n.velocity)
+                         for n, a, b in zip(v.notes, s, e)]
                 voices.append(Voice(notes=notes, program=st.program, drum=st.drum, name=""))
     else:
         voices = _pair_by_instrument(track, src.stems, src.score)
