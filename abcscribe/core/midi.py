@@ -44,6 +44,7 @@ def read_midi(
     grid: int | None = 16,
     triplets: bool = True,
     offset: float | None = None,
+    sustain: bool = False,
 ) -> Piece:
     """Read a type 0 or type 1 MIDI file (a path or its bytes) into a ``Piece``.
 
@@ -51,8 +52,12 @@ def read_midi(
     time and key signatures and track names are kept. With ``grid`` (notes per whole note) the
     notes are quantized (see ``quantize``) after removing a constant lead-in: ``offset`` seconds,
     or, when None, an estimate (zero for files already on the grid). ``grid=None`` keeps the raw
-    timing, rescaled to ``TPQ``. Corrupt or non-MIDI input is a ``UserError`` naming the file."""
-    piece, columns = read_midi_columns(source, grid=grid, triplets=triplets, offset=offset)
+    timing, rescaled to ``TPQ``. With ``sustain`` a note released while the sustain pedal
+    (CC64 >= 64) is down sounds until the pedal comes up (see ``apply_sustain``). Corrupt or
+    non-MIDI input is a ``UserError`` naming the file."""
+    piece, columns = read_midi_columns(
+        source, grid=grid, triplets=triplets, offset=offset, sustain=sustain
+    )
     _make_notes(piece, columns)
     return piece
 
@@ -63,6 +68,7 @@ def read_midi_columns(
     grid: int | None = 16,
     triplets: bool = True,
     offset: float | None = None,
+    sustain: bool = False,
 ) -> tuple[Piece, list[tuple[list[int], list[int], list[int], list[int]]]]:
     """``read_midi`` for a converter that goes straight on to another format (``write_abc``
     takes these columns): the same ``Piece`` but without ``Note`` objects, whose making is a
@@ -89,6 +95,11 @@ def read_midi_columns(
         pitch = a["pitch"].astype(np.int64) & 0x7F  # int8 in symusic; pitches are 0..127
         vel = a["velocity"].astype(np.int64) & 0x7F
         drum = bool(tr.is_drum)
+        if sustain and not drum and len(tr.controls):
+            c = tr.controls.numpy()
+            cc64 = c["number"] == 64
+            end = apply_sustain(start, end, pitch, c["time"][cc64].astype(np.float64) * scale,
+                                c["value"][cc64].astype(np.int64))
         voices.append(
             Voice(program=0 if drum else int(tr.program), name=str(tr.name).strip(), drum=drum)
         )
@@ -140,6 +151,35 @@ def read_midi_columns(
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
     return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
+
+
+def apply_sustain(
+    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, times: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """Note ends with the sustain pedal applied, as MAESTRO's own evaluations read a
+    performance: a note released while the pedal is down (``values`` >= 64 at ``times``)
+    lasts until the pedal comes up, or until its pitch is struck again, whichever is first."""
+    if len(times) == 0 or len(start) == 0:
+        return end
+    order = np.argsort(times, kind="stable")
+    times, down = times[order], values[order] >= 64
+    change = np.concatenate(([True], down[1:] != down[:-1]))  # repeated values change nothing
+    times, down = times[change], down[change]
+    presses = times[down]
+    releases = np.full(len(presses), np.inf)
+    idx = np.flatnonzero(down)
+    has_up = idx + 1 < len(times)
+    releases[has_up] = times[idx[has_up] + 1]
+    releases[np.isinf(releases)] = max(float(end.max()), float(times[-1]))  # held to the end
+    k = np.searchsorted(presses, end, side="right") - 1
+    held = (k >= 0) & (end < releases[np.maximum(k, 0)])
+    new_end = np.where(held, releases[np.maximum(k, 0)], end)
+    # a sustained note stops where its pitch is struck again
+    order = np.lexsort((start, pitch))
+    nxt = np.full(len(start), np.inf)
+    same = pitch[order][1:] == pitch[order][:-1]
+    nxt[order[:-1][same]] = start[order][1:][same]
+    return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
 
 
 def _load(source: str | Path | bytes) -> tuple[bytes, str]:
