@@ -9,10 +9,12 @@ returns what it could read plus a list of warnings.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import re
 from bisect import bisect_left, bisect_right
+from fractions import Fraction
 from operator import add, attrgetter
 
 from abcscribe.core.errors import UserError
@@ -260,6 +262,103 @@ def _pow2_below(p: int) -> int:
     return q
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_note_value(num: int, den: int) -> bool:
+    """True when ``num/den`` of a whole note is one written note: a power of two from 1/256 to
+    a breve, plain, dotted or double dotted."""
+    f = Fraction(num, den)
+    n, d = f.numerator, f.denominator
+    return (d & (d - 1) == 0 and n in (1, 2, 3, 7) and f <= 3 and d <= 256 * (n // 2 + 1)
+            and num > 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuplet_split(s: int, e: int, p: int, q: int, whole: int) -> list[int]:
+    """[s, cut points..., e]: ``e - s`` ticks played as ``p`` in the time of ``q`` cut into
+    written note values, largest first; [s, e] when the pieces do not fall on whole ticks."""
+    written = Fraction((e - s) * p, q * whole)  # of a whole note
+    bounds, t = [s], Fraction(s)
+    while written > 0:
+        v = Fraction(2, 1)
+        while v > written:
+            v /= 2
+        if v < Fraction(1, 256):
+            return [s, e]
+        written -= v
+        t += v * whole * q / p
+        if t.denominator != 1:
+            return [s, e]
+        bounds.append(int(t))
+    return bounds
+
+
+STAFF_VOICES = 4  # voices on one staff (abcm2ps stops at five)
+
+
+def _split_layers(notes: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Sorted (start, pitch, duration) notes that overlap as layers that do not: notes
+    starting and ending together stay one chord; each chord goes to the first layer free at
+    its start. A new onset of a pitch still sounding ends the earlier note first."""
+    clean: list[list[int]] = []
+    last: dict[int, list[int]] = {}
+    for s, pch, d in notes:
+        prev = last.get(pch)
+        if prev is not None and prev[0] + prev[2] > s:
+            if prev[0] == s:
+                prev[2] = max(prev[2], d)
+                continue
+            prev[2] = s - prev[0]
+        rec = [s, pch, d]
+        clean.append(rec)
+        last[pch] = rec
+    chords: dict[tuple[int, int], list[int]] = {}
+    for s, pch, d in clean:
+        chords.setdefault((s, s + d), []).append(pch)
+    layers: list[list[tuple[int, int, int]]] = []
+    ends: list[int] = []
+    # longer chords first among those starting together: the longest notes share a layer
+    for (s, e), ps in sorted(chords.items(), key=lambda c: (c[0][0], -c[0][1])):
+        k = next((i for i, end in enumerate(ends) if end <= s), len(ends))
+        if k == len(ends):
+            layers.append([])
+            ends.append(0)
+        layers[k].extend((s, pch, e - s) for pch in sorted(ps))
+        ends[k] = e
+    return layers
+
+
+def _clef(notes) -> str:
+    """`` clef=bass`` for a voice that sits mostly below middle C, else nothing (treble)."""
+    pitches = sorted(pch for _, pch, _ in notes)
+    if pitches and pitches[len(pitches) // 2] < 57:
+        return " clef=bass"
+    return ""
+
+
+_INLINE_FIELD = re.compile(r"\[[A-Za-z]:[^\]]*\]")
+_SYMBOL = re.compile(r"\[[^\]]*\]|[A-Ga-gz]")  # a chord, a note or a rest
+_LINE_SYMBOLS = 22  # notes, rests and chords that fit on one engraved line of abcm2ps
+
+
+def _line_groups(voice_bars: list[list[str]], most: int) -> list[tuple[int, int]]:
+    """Bars [a, b) of each line of music: at most ``most`` bars, fewer where the busiest voice
+    would crowd the line (the same lines for every voice, so systems line up)."""
+    nb = len(voice_bars[0]) if voice_bars else 0
+    weight = [0] * nb
+    for texts in voice_bars:
+        for i, t in enumerate(texts):
+            weight[i] = max(weight[i], len(_SYMBOL.findall(_INLINE_FIELD.sub("", t))))
+    groups, a = [], 0
+    while a < nb:
+        b, used = a + 1, weight[a]
+        while b < nb and b - a < most and used + weight[b] <= _LINE_SYMBOLS:
+            used += weight[b]
+            b += 1
+        groups.append((a, b))
+        a = b
+    return groups
+
+
 def _tempo_text(bpm: float) -> str:
     """``Q:`` value; picks a beat unit that keeps a non-integral tempo exact when it can."""
     for beat, mul in ((4, 1), (8, 2), (16, 4), (2, 0.5)):
@@ -383,6 +482,7 @@ class _Writer:
         self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
         self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
+        self._splitters: dict[tuple[int, int], object] = {}  # _metric_split per meter
 
     def _estimate_key(self) -> Key:
         if self.columns is None:
@@ -447,68 +547,22 @@ class _Writer:
             out.append((s, e))
         return out
 
-    def segments(self, vi: int, cuts: list[int], total_end: int):
-        """Exact chord segments of voice ``vi``: [(start, end, pitches, tied pitches)], rests
-        as ()."""
+    def layers(self, vi: int, cuts: list[int], total_end: int) -> list[tuple[list, list]]:
+        """Voice ``vi`` as one or more layers, each [(start, end, pitches, tied pitches)]
+        (rests as ()) with its notes [(start, pitch, duration)]: one layer when its notes form
+        chords (same start, same end) that follow one another, else as many layers as the
+        overlaps need (a new onset of a sounding pitch ends the earlier note)."""
         if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
             segs = _chord_segments_np(self.columns[vi], cuts, total_end)
             if segs is not None:
-                return segs
+                c = self.columns[vi]
+                return [(segs, list(zip(c[0], c[1], c[2])))]
         notes = self.notes(vi)
         segs = self._chord_segments(notes, cuts, total_end)
-        if segs is not None:  # no note overlaps another: nothing to clean up
-            return segs
-        # one sounding note per pitch: a new onset ends an earlier note of the same pitch
-        clean: list[list[int]] = []
-        last: dict[int, list[int]] = {}
-        for s, pch, d in notes:
-            prev = last.get(pch)
-            if prev is not None and prev[0] + prev[2] > s:
-                if prev[0] == s:
-                    prev[2] = max(prev[2], d)
-                    continue
-                prev[2] = s - prev[0]
-            rec = [s, pch, d]
-            clean.append(rec)
-            last[pch] = rec
-        segs = self._chord_segments(clean, cuts, total_end)
         if segs is not None:
-            return segs
-        bset = set(cuts)
-        bset.add(0)
-        bset.add(total_end)
-        for s, _, d in clean:
-            bset.add(s)
-            bset.add(s + d)
-        bounds = sorted(b for b in bset if 0 <= b <= total_end)
-        ends_at: dict[int, list[int]] = {}
-        for s, pch, d in clean:
-            ends_at.setdefault(s + d, []).append(pch)
-        segs = []
-        active: dict[int, int] = {}
-        empty: frozenset = frozenset()
-        i, n = 0, len(clean)
-        for k in range(len(bounds) - 1):
-            b0, b1 = bounds[k], bounds[k + 1]
-            gone = ends_at.get(b0)
-            if gone:
-                for q in gone:
-                    if active.get(q) == b0:
-                        del active[q]
-            while i < n and clean[i][0] <= b0:
-                s, pch, d = clean[i]
-                if s + d > b0:
-                    active[pch] = s + d
-                i += 1
-            if not active:
-                segs.append((b0, b1, (), empty))
-            elif len(active) == 1:
-                (q, e), = active.items()
-                segs.append((b0, b1, (q,), frozenset((q,)) if e > b1 else empty))
-            else:
-                ps = tuple(sorted(active))
-                segs.append((b0, b1, ps, frozenset(q for q in ps if active[q] > b1)))
-        return segs
+            return [(segs, notes)]
+        return [(self._chord_segments(layer, cuts, total_end), layer)
+                for layer in _split_layers(notes)]
 
     @staticmethod
     def _chord_segments(clean, cuts, total_end):
@@ -574,14 +628,16 @@ class _Writer:
 
     # -- one bar of one voice
     def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=_NO_TIES,
-                 on_grid=False) -> str:
+                 on_grid=False, rest="z") -> str:
         """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
-        ends on the plain grid (no tuplets needed)."""
+        ends on the plain grid (no tuplets needed); ``rest``: z, or x (unseen) for a layer
+        that shares its staff."""
         odd = self.odd
         if not on_grid and any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
             groups = self.tuplets(segs, b0, b1, pickup)
         else:
             groups = ((None, segs),)
+        groups = self.engravable(groups, b0, b1)
         out: list[str] = [lead] if lead else []
         append = out.append
         # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
@@ -610,7 +666,7 @@ class _Writer:
                     append(" ")
                 ln = plain_len[e - s] if plain else self.length((e - s) * p, q)
                 if not ps:
-                    append("z" + ln)
+                    append(rest + ln)
                     first = None
                     prev_tied = _NO_TIES
                     continue
@@ -672,6 +728,68 @@ class _Writer:
                     append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
                            + "]" + ln)
         return "".join(out).strip()
+
+    def engravable(self, groups, b0: int, b1: int):
+        """``groups`` with every segment a single written note value (plain, dotted or double
+        dotted): longer or odd lengths become tied pieces, split where the meter's beats and
+        half bars fall (tuplet notes: largest values first)."""
+        out = []
+        for tup, gsegs in groups:
+            p, q = tup if tup is not None else (1, 1)
+            if all(_is_note_value((e - s) * p, q * 4 * self.tpq) for s, e, _, _ in gsegs):
+                out.append((tup, gsegs))
+                continue
+            if tup is None:
+                m = self.p.meter_at(b0)
+                # a pickup bar is the end of a full bar: positions count from that bar's start
+                phase = max(0, m.bar_ticks - (b1 - b0)) - b0
+                cut = self._metric_split(m.numerator, m.denominator)
+            pieces = []
+            for s, e, ps, tied in gsegs:
+                if tup is None:
+                    bounds = [x - phase for x in cut(s + phase, e + phase)]
+                else:
+                    bounds = _tuplet_split(s, e, p, q, 4 * self.tpq)
+                if len(bounds) == 2:
+                    pieces.append((s, e, ps, tied))
+                    continue
+                on = frozenset(ps)
+                for a, b in zip(bounds, bounds[1:]):
+                    pieces.append((a, b, ps, tied if b == e else on))
+            out.append((tup, pieces))
+        return out
+
+    def _metric_split(self, num: int, den: int):
+        """A function (start, end) -> [start, cut points..., end] for one bar of ``num/den``,
+        positions counted from the bar's start: a length that is no single note value is cut
+        at the coarsest metric point inside it (half bar, beat, then halves of a beat)."""
+        key = (num, den)
+        fn = self._splitters.get(key)
+        if fn is not None:
+            return fn
+        whole = 4 * self.tpq
+        bar = num * whole // den
+        beat = whole // den
+        steps = []
+        if den >= 8 and num % 3 == 0 and num > 3:  # compound: beats of three
+            steps.append(3 * beat)
+        elif num % 2 == 0 and num > 2:
+            steps.append(bar // 2)
+        steps.append(beat)
+        while steps[-1] % 2 == 0 and steps[-1] > self.odd:
+            steps.append(steps[-1] // 2)
+
+        def cut(s: int, e: int) -> list[int]:
+            if _is_note_value(e - s, whole):
+                return [s, e]
+            for step in steps:
+                m = (s // step + 1) * step
+                if m < e:
+                    return cut(s, m)[:-1] + cut(m, e)
+            return _tuplet_split(s, e, 1, 1, whole)
+
+        self._splitters[key] = cut
+        return cut
 
     def _chord_at_start(self, ps: tuple) -> tuple[int, str, tuple, int]:
         """A chord as written where none of its letters has an accidental written before in
@@ -818,48 +936,63 @@ class _Writer:
             m = meter_at.get(b0)
             leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
         bar_text = self.bar_text
-        voice_bars: list[list[str]] = []
+        staves = []  # (source voice, its layers, layer number, segments, notes)
         for vi in range(len(p.voices)):
-            segs = self.segments(vi, cuts, total_end)
+            layers = self.layers(vi, cuts, total_end)
+            for k, (segs, notes) in enumerate(layers):
+                staves.append((vi, len(layers), k, segs, notes))
+        voice_bars: list[list[str]] = []
+        for n, (vi, _, layer, segs, _) in enumerate(staves):
             starts = [sg[0] for sg in segs]
             # segments follow one another: every end is the next start, the last total_end
             grid = total_end % odd == 0 and not any(map(odd.__rmod__, starts))  # s % odd
-            tempo = tempo_at if vi == 0 else {}
+            tempo = tempo_at if n == 0 else {}
             texts = []
             j = 0
             for bi, (b0, b1) in enumerate(bars):
                 k = bisect_left(starts, b1, j)
                 texts.append(bar_text(segs[j:k], b0, b1, bi == 0 and pickup, tempo, leads[bi],
                                       segs[j - 1][3] if j else _NO_TIES,
-                                      grid and b0 % odd == 0))
+                                      grid and b0 % odd == 0, "x" if layer else "z"))
                 j = k
             voice_bars.append(texts)
+        if meter_at and self.layout == "voices" and voice_bars and voice_bars[0]:
+            # each voice starts in the tune's first meter, whatever the voice before ended in
+            for texts in voice_bars[1:]:
+                texts[0] = f"[M:{m0.numerator}/{m0.denominator}] " + texts[0]
+        if any(nl > 1 for _, nl, _, _, _ in staves):  # a track's layers share a staff
+            groups = []
+            for n, (_, _, layer, _, _) in enumerate(staves):
+                if layer % STAFF_VOICES == 0:
+                    groups.append([])
+                groups[-1].append(str(n + 1))
+            head.insert(len(head) - 1, "%%score " + " ".join(f"({' '.join(g)})" for g in groups))
         body = []
-        for vi, v in enumerate(p.voices):
-            body.append(f'V:{vi + 1} name="{program_name(v.program, v.drum)}"')
+        lines = _line_groups(voice_bars, self.bpl)
+        for n, (vi, _, k, _, notes) in enumerate(staves):
+            v = p.voices[vi]
+            name = (v.name or program_name(v.program, v.drum)).replace('"', "'")
+            label = f' name="{name}"' if k == 0 else ""
+            if k == 0:
+                clef = "" if v.drum else _clef([x for st in staves if st[0] == vi for x in st[4]])
+            body.append(f"V:{n + 1}{label}{clef}")
             body.append("%%MIDI channel 10" if v.drum else f"%%MIDI program {int(v.program)}")
             if self.layout == "voices":
-                body.extend(self._lines(voice_bars[vi], ""))
+                body.extend(self._lines(voice_bars[n], lines))
         if self.layout == "interleaved" and voice_bars:
-            nb = len(bars)
-            for a in range(0, nb, self.bpl):
-                last = a + self.bpl >= nb
-                for vi in range(len(p.voices)):
-                    seg = voice_bars[vi][a:a + self.bpl]
-                    body.append(f"[V:{vi + 1}] " + " | ".join(seg) + (" |]" if last else " |"))
+            for a, b in lines:
+                end = " |]" if b == len(bars) else " |"
+                for n in range(len(staves)):
+                    body.append(f"[V:{n + 1}] " + " | ".join(voice_bars[n][a:b]) + end)
         return "\n".join(head + body) + "\n"
 
     def _unit_text(self) -> str:
         g = math.gcd(self.unit, self.tpq * 4)
         return f"{self.unit // g}/{self.tpq * 4 // g}"
 
-    def _lines(self, texts: list[str], prefix: str) -> list[str]:
-        out = []
+    def _lines(self, texts: list[str], lines: list[tuple[int, int]]) -> list[str]:
         n = len(texts)
-        for a in range(0, n, self.bpl):
-            seg = texts[a:a + self.bpl]
-            out.append(prefix + " | ".join(seg) + (" |]" if a + self.bpl >= n else " |"))
-        return out
+        return [" | ".join(texts[a:b]) + (" |]" if b >= n else " |") for a, b in lines]
 
 
 def write_abc(
@@ -1373,6 +1506,7 @@ class _TuneReader:
         self.propagate = "pitch"
         self.pending_program: int | None = None
         self.pending_drum = False
+        self.staves: list[list[str]] = []  # voice ids of each (parenthesised) %%score group
 
     def warn(self, msg: str, once: str | None = None) -> None:
         if once is not None:
@@ -1420,6 +1554,9 @@ class _TuneReader:
                     vs.voice.drum = True
 
     def directive(self, line: str) -> None:
+        if line[2:8].lower() in ("score ", "staves"):
+            self.staves = [g.split() for g in re.findall(r"\(([^)]*)\)", line)]
+            return
         what, value = _parse_directive(line)
         if what == "program":
             self._set_program(value)
@@ -2090,6 +2227,22 @@ class _TuneReader:
         vs.repeats = True
 
     # -- finishing: repeats, anacrusis, the Piece
+    def _merge_layers(self, piece: Piece) -> None:
+        """A voice without a name in a %%score staff group, on the instrument of the named
+        voice before it, is a layer of that voice (as the writer writes overlapping notes)."""
+        owner = None
+        for vid in (v for group in self.staves for v in group):
+            vs = self.voices.get(vid)
+            if vs is None or not vs.used or vs.voice not in piece.voices:
+                continue
+            v = vs.voice
+            if owner is None or v.name or (v.program, v.drum) != (owner.program, owner.drum):
+                owner = v
+                continue
+            owner.notes.extend(v.notes)
+            owner.notes.sort(key=_NOTE_ORDER)
+            piece.voices.remove(v)
+
     def _finish(self) -> tuple[Piece, list[str]]:
         piece = self.piece
         if self.pending_program is not None and self.order:
@@ -2111,6 +2264,7 @@ class _TuneReader:
             if unsorted:  # else already in (start, pitch) order, every pair distinct
                 v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
             piece.voices.append(v)
+        self._merge_layers(piece)
         if spans is not None:
             piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
             piece.meters = _map_events(piece.meters, spans,
