@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-SYSPKGS = abcmidi fluidsynth timgm6mb-soundfont
+SYSPKGS = abcmidi abcm2ps musescore3 fluidsynth timgm6mb-soundfont
 
 .PHONY: setup sysdeps test test-fast demo bench clean
 

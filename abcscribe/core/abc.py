@@ -337,7 +337,7 @@ def _clef(notes) -> str:
 
 _INLINE_FIELD = re.compile(r"\[[A-Za-z]:[^\]]*\]")
 _SYMBOL = re.compile(r"\[[^\]]*\]|[A-Ga-gz]")  # a chord, a note or a rest
-_LINE_SYMBOLS = 22  # notes, rests and chords that fit on one engraved line of abcm2ps
+_LINE_SYMBOLS = 25  # notes, rests and chords that fit on one engraved line of abcm2ps
 
 
 def _line_groups(voice_bars: list[list[str]], most: int) -> list[tuple[int, int]]:
@@ -632,12 +632,7 @@ class _Writer:
         """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
         ends on the plain grid (no tuplets needed); ``rest``: z, or x (unseen) for a layer
         that shares its staff."""
-        odd = self.odd
-        if not on_grid and any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
-            groups = self.tuplets(segs, b0, b1, pickup)
-        else:
-            groups = ((None, segs),)
-        groups = self.engravable(groups, b0, b1)
+        groups = self.bar_groups(segs, b0, b1, pickup, on_grid)
         out: list[str] = [lead] if lead else []
         append = out.append
         # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
@@ -728,6 +723,16 @@ class _Writer:
                     append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
                            + "]" + ln)
         return "".join(out).strip()
+
+    def bar_groups(self, segs, b0: int, b1: int, pickup: bool, on_grid: bool = False):
+        """One bar of one voice as written notes: [(None or tuplet (p, q), [(start, end,
+        pitches, tied pitches)])], each length a single note value."""
+        odd = self.odd
+        if not on_grid and any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
+            groups = self.tuplets(segs, b0, b1, pickup)
+        else:
+            groups = ((None, segs),)
+        return self.engravable(groups, b0, b1)
 
     def engravable(self, groups, b0: int, b1: int):
         """``groups`` with every segment a single written note value (plain, dotted or double
@@ -908,18 +913,32 @@ class _Writer:
         return plan
 
     # -- whole tune
-    def write(self, x: int, title: str | None) -> str:
+    def plan(self):
+        """The tune's time line and voices: (bars [(start, end)], tempos in order, {tick: bpm}
+        of tempo changes, {tick: Meter} of meter changes, staves [(source voice, its number of
+        layers, layer number, segments, notes)])."""
         p = self.p
-        m0 = p.meter_at(0)
-        self.beat = max(1, self.tpq * 4 // m0.denominator)
-        if m0.denominator >= 8 and m0.numerator % 3 == 0 and m0.numerator > 3:
-            self.beat *= 3
         bars = self.bars()
         total_end = bars[-1][1] if bars else 0
         tempos = sorted(p.tempos or [Tempo(0, 120.0)], key=lambda t: t.tick)
         tempo_at = {t.tick: t.bpm for t in tempos if 0 < t.tick < total_end}
         meter_at = {m.tick: m for m in p.meters if 0 < m.tick < total_end}
         cuts = [b for b, _ in bars] + list(tempo_at)
+        staves = []
+        for vi in range(len(p.voices)):
+            layers = self.layers(vi, cuts, total_end)
+            for k, (segs, notes) in enumerate(layers):
+                staves.append((vi, len(layers), k, segs, notes))
+        return bars, tempos, tempo_at, meter_at, staves
+
+    def write(self, x: int, title: str | None) -> str:
+        p = self.p
+        m0 = p.meter_at(0)
+        self.beat = max(1, self.tpq * 4 // m0.denominator)
+        if m0.denominator >= 8 and m0.numerator % 3 == 0 and m0.numerator > 3:
+            self.beat *= 3
+        bars, tempos, tempo_at, meter_at, staves = self.plan()
+        total_end = bars[-1][1] if bars else 0
         head = [f"X:{x}"]
         t = title if title is not None else p.title
         if t:
@@ -936,11 +955,6 @@ class _Writer:
             m = meter_at.get(b0)
             leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
         bar_text = self.bar_text
-        staves = []  # (source voice, its layers, layer number, segments, notes)
-        for vi in range(len(p.voices)):
-            layers = self.layers(vi, cuts, total_end)
-            for k, (segs, notes) in enumerate(layers):
-                staves.append((vi, len(layers), k, segs, notes))
         voice_bars: list[list[str]] = []
         for n, (vi, _, layer, segs, _) in enumerate(staves):
             starts = [sg[0] for sg in segs]

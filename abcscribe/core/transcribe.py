@@ -526,15 +526,9 @@ def write_outputs(result: Result, paths: dict[str, Path]) -> None:
 
 
 def musicxml_of(abc: str) -> bytes:
-    """MusicXML of one ABC tune, through music21's ABC reader."""
-    import tempfile
+    """MusicXML of one ABC tune, read by our own ABC reader (any layout, any tune)."""
+    from abcscribe.core.abc import read_abc
+    from abcscribe.core.musicxml import write_musicxml
 
-    from music21 import converter
-
-    try:
-        score = converter.parse(abc, format="abc")
-    except Exception as e:
-        raise UserError(f"music21 cannot read the transcription as ABC ({e})") from None
-    with tempfile.TemporaryDirectory() as d:
-        out = score.write("musicxml", fp=str(Path(d) / "score.musicxml"))
-        return Path(out).read_bytes()
+    piece, _ = read_abc(abc)
+    return write_musicxml(piece)
