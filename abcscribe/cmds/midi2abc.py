@@ -47,6 +47,11 @@ def main(
     drums: str = typer.Option(
         "keep", "--drums", help="keep: drum tracks become a voice on MIDI channel 10; drop."
     ),
+    pickup: bool = typer.Option(
+        True, "--pickup/--no-pickup",
+        help="Find a pickup bar (anacrusis) from the notes, as MIDI files do not say "
+        "(--no-pickup: bar lines from the file's start).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="With -o, replace .abc files that exist (default: skip them)."
     ),
@@ -80,7 +85,7 @@ def main(
     if not items:
         raise UserError("no MIDI files found in the inputs")
 
-    opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout,
+    opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout, pickup=pickup,
                 bars_per_line=bars_per_line, key=key_arg)
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     batch = Batch()
@@ -128,7 +133,7 @@ def main(
 def _convert(task) -> tuple[str | None, str | None]:
     """One input to ABC: (abc, None), or (None, the one-line error)."""
     from abcscribe.core.abc import write_abc
-    from abcscribe.core.midi import read_midi_columns
+    from abcscribe.core.midi import find_pickup, read_midi_columns
 
     source, x, title, o = task
     try:
@@ -139,6 +144,8 @@ def _convert(task) -> tuple[str | None, str | None]:
         if o["drums"] == "drop":
             notes = [c for v, c in zip(piece.voices, notes) if not v.drum]
             piece.voices = [v for v in piece.voices if not v.drum]
+        if o["pickup"] and not piece.anacrusis:
+            piece.anacrusis = find_pickup(piece, notes)
         return write_abc(piece, x=x, unit=o["unit"], layout=o["layout"],
                          bars_per_line=o["bars_per_line"], key=o["key"],
                          title=piece.title or title, notes=notes), None

@@ -318,6 +318,45 @@ def _read_key(score) -> Key | None:
     return None
 
 
+def find_pickup(piece: Piece, columns=None) -> int:
+    """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
+    (MIDI has no anacrusis): where a later meter change falls tells the bar lines; else the
+    beat on which the most note time starts, when it clearly beats the file's own bar line
+    and the music ends on a bar line of that grid.
+    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else ``Voice.notes``)."""
+    meters = piece.meters or [Meter(0, 4, 4)]
+    m = meters[0]
+    bar = m.bar_ticks
+    if m.tick != 0 or bar <= 0:
+        return 0
+    if len(meters) > 1:  # a meter changes on a bar line
+        return meters[1].tick % bar if meters[1].tick % bar else 0
+    beat = TPQ * 4 // m.denominator
+    if (m.denominator >= 8 and m.numerator % 3 == 0) or bar % beat:
+        return 0  # compound meters' pickups are mostly less than a beat: not told from beats
+    weight = np.zeros(bar // beat)
+    end = 0
+    for i, v in enumerate(piece.voices):
+        if v.drum:
+            continue
+        if columns is not None:
+            starts, durations = np.asarray(columns[i][0]), np.asarray(columns[i][2])
+        else:
+            starts = np.array([n.start for n in v.notes], dtype=np.int64)
+            durations = np.array([n.duration for n in v.notes], dtype=np.int64)
+        if len(starts):
+            end = max(end, int((starts + durations).max()))
+        phase = starts % bar
+        on = phase % beat == 0
+        np.add.at(weight, phase[on] // beat, durations[on])
+    best = int(np.argmax(weight))
+    # the last bar is full, or it completes the pickup bar: the end is on a bar line either way
+    ends_on_bar = end % bar in (0, best * beat)
+    if best and weight[best] >= 1.5 * weight[0] and ends_on_bar:
+        return best * beat
+    return 0
+
+
 def key_from_fifths(fifths: int, mode: str = "major") -> Key:
     """The ``Key`` of a key signature (``fifths`` sharps, negative for flats) in ``mode``."""
     mode = mode.lower()
