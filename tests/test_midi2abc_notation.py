@@ -111,3 +111,21 @@ def test_overlapping_notes_of_a_track_share_a_staff_and_come_back_as_one_voice(c
     assert not re.search(r"\[[^\]]*-[^\]]*\]", abc)  # no chord with tied notes inside
     piece, _ = read_abc(abc)
     assert len(piece.voices) == 1 and len(piece.voices[0].notes) == len(held)
+
+
+def test_a_note_on_without_its_note_off_is_named_in_a_warning(cli, tmp_path):
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    tr.append(mido.Message("note_on", note=60, velocity=80, time=0))  # never switched off
+    for i in range(8):
+        tr.append(mido.Message("note_on", note=64 + i % 3, velocity=80, time=0 if i else 480))
+        tr.append(mido.Message("note_off", note=64 + i % 3, velocity=0, time=480))
+    tr.append(mido.Message("note_on", note=60, velocity=80, time=0))
+    tr.append(mido.Message("note_off", note=60, velocity=0, time=960))  # read as the first's
+    tr.append(mido.Message("note_off", note=60, velocity=0, time=960))
+    mid.tracks.append(tr)
+    mid.save(tmp_path / "flawed.mid")
+    proc = cli("midi2abc", tmp_path / "flawed.mid", check=True)
+    assert "flawed.mid" in proc.stderr and "note-offs" in proc.stderr
+    clean = cli("midi2abc", midi_file(tmp_path / "w.mid", waltz()), check=True)
+    assert "warning" not in clean.stderr

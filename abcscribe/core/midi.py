@@ -63,12 +63,14 @@ def read_midi_columns(
     grid: int | None = 16,
     triplets: bool = True,
     offset: float | None = None,
+    warnings: list[str] | None = None,
 ) -> tuple[Piece, list[tuple[list[int], list[int], list[int], list[int]]]]:
     """``read_midi`` for a converter that goes straight on to another format (``write_abc``
     takes these columns): the same ``Piece`` but without ``Note`` objects, whose making is a
     third of the reading time of a long file. Each voice's ``notes`` is left empty; the list
     holds, per voice, its notes as four lists (starts, pitches, durations, velocities) sorted
-    by start, pitch and duration, the order of ``read_midi``'s notes."""
+    by start, pitch and duration, the order of ``read_midi``'s notes. Flaws of the file that
+    the reading repairs are told in ``warnings`` when given."""
     data, name = _load(source)
     score = _parse(data, name)
     step = _grid_step(grid) if grid is not None else None
@@ -139,7 +141,23 @@ def read_midi_columns(
     else:
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
+    if warnings is not None:
+        held = _held_over(qs, qe, pitches, vidx)
+        if held:
+            warnings.append(f"{held} notes sound on until the next note of their pitch (note-ons "
+                            "without their note-offs?): each is cut there")
     return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
+
+
+def _held_over(qs, qe, pitches, vidx) -> int:
+    """How many notes overlap the next note of their pitch in their voice by more than a beat:
+    a flawed file's note-on whose note-off is missing (or paired with a later note's)."""
+    if len(qs) < 2:
+        return 0
+    order = _lexsort((qs, pitches, vidx))
+    s, e, p, v = qs[order], qe[order], pitches[order], vidx[order]
+    same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
+    return int((same & (e[:-1] - s[1:] > TPQ)).sum())
 
 
 def _load(source: str | Path | bytes) -> tuple[bytes, str]:
