@@ -231,7 +231,7 @@ TOKENIZER_LINES = [a + b for a in TOKEN_PIECES for b in TOKEN_PIECES]
 def same_tokens(line):
     # the reader cuts music lines with _TOKENS (no groups, faster) and classifies each token
     # with _TOKEN: both must cut any line into the same tokens
-    from abcscribe.core.abc import _TOKEN, _TOKENS
+    from abcscribe.core.abc.reader import _TOKEN, _TOKENS
 
     return _TOKENS.findall(line) == [m[0] for m in _TOKEN.finditer(line)]
 
@@ -321,7 +321,7 @@ def _corpus_text(name):
 
 
 def _first_tune(path):
-    from abcscribe.core.abc import _split_tunes
+    from abcscribe.core.abc.reader import _split_tunes
 
     raw = open(path, encoding="utf-8", errors="replace").read()
     return "\n".join(_split_tunes(raw)[0])

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fractions import Fraction
 from xml.sax.saxutils import escape
 
-from abcscribe.core.abc import DEFAULT_UNIT, STAFF_VOICES, _LETTERS, _Writer, _clef
+from abcscribe.core.abc.keys import _LETTERS
+from abcscribe.core.abc.writer import DEFAULT_UNIT, STAFF_VOICES, _clef, _Writer
 from abcscribe.core.gm import program_name
 from abcscribe.core.notes import Piece
 
