@@ -5,7 +5,6 @@ Run as a script to compare with music21's ABC parser on every ABC tune of music2
 """
 
 import random
-import statistics
 import sys
 import time
 import warnings
@@ -211,7 +210,8 @@ def test_random_abc_like_text_never_raises_nor_hangs(text):
     t0 = time.perf_counter()
     read_abc("X:1\nL:1/8\nK:C\n" + text)
     read_abc_tunes(text)
-    assert time.perf_counter() - t0 < 1.0
+    # a guard against a hang only (a read takes milliseconds; speed is examples/bench/score.py's)
+    assert time.perf_counter() - t0 < 30.0
 
 
 TOKEN_ALPHABET = ABC_ALPHABET + "\t#*$@;?HLMOPSTuvwxyZ~`+\\'"
@@ -264,21 +264,6 @@ def test_random_bytes_are_read_or_refused_cleanly(data):
         read_abc(data)
     except UserError:
         pass
-
-
-def test_reader_speed_on_a_16_bar_tune():
-    body = " | ".join(["(3ABc d>e [CEG]2 ^f/g/a/b/ c'2"] * 16)
-    text = f'X:1\nT:Speed\nM:4/4\nL:1/8\nQ:1/4=120\nK:D\nV:1 name="Violin"\n{body} |]\n'
-    for _ in range(20):
-        read_abc(text)
-    runs = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        read_abc(text)
-        runs.append(time.perf_counter() - t0)
-    ms = statistics.median(runs) * 1000
-    print(f"read_abc: {ms:.3f} ms per 16-bar tune ({read_abc(text)[0].note_count} notes)")
-    assert ms < 1.5  # about 0.5 ms on an idle core
 
 
 def test_extract_abc_from_model_answers():

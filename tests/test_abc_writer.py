@@ -151,17 +151,14 @@ def test_non_integral_tempo_uses_an_exact_beat_unit():
     assert read_abc(abc)[0].bpm == 100.5
 
 
-def test_writer_is_fast_on_thousands_of_notes():
-    import time
-
+def test_thousands_of_overlapping_notes_come_back_exactly():
+    # notes of 1-3 sixteenths every sixteenth: each voice overlaps itself throughout
+    # (the writer's speed is examples/bench/midi2abc.py's)
     voices = [Voice([Note(40 + (i * 7 + k) % 40, i * S, S * (1 + i % 3)) for i in range(3000)],
                     program=k) for k in range(4)]
     piece = Piece(voices)
-    t0 = time.perf_counter()
     abc = write_abc(piece)
-    dt = time.perf_counter() - t0
-    print(f"write_abc: {piece.note_count} notes in {dt * 1000:.0f} ms")
-    assert dt < 2.0
+    assert abc.count("\nV:") > 4  # the layers
     assert_same_notes(piece, read_abc(abc)[0])
 
 

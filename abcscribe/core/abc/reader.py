@@ -3,6 +3,7 @@ returns what it could read plus a list of warnings."""
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_right
 from dataclasses import fields as _dataclass_fields
@@ -44,6 +45,15 @@ _TOKEN = re.compile(
 # 2 note, 8 plain chord (notes without lengths or ties inside), 11 chord close, 14 rest, 16
 # multi-bar rest, 17-19 tuplet, the group number itself for the others. Spaces after a note,
 # bar, chord, tie or rest are taken with it (spaces are skipped anyway).
+# Token kinds: the number of the _TOKEN group that names a token's alternative (a match's
+# ``lastindex``), so a kind is read straight off the match. _token_info marks a token that the
+# fast path of _TuneReader.music must leave to the general code (_TuneReader._token) as
+# kind + GENERAL.
+NOTE, SKIP, FIELD, ENDING, BAR, CHORD, CHORD_OPEN = 2, 3, 4, 5, 6, 8, 9
+CHORD_CLOSE, TIE, REST, MULTI_REST, TUPLET, BROKEN = 11, 12, 14, 16, 17, 20
+SKIPPED_GROUP, OVERLAY, UNKNOWN = 21, 22, 23
+GENERAL = 100
+
 _CHORD_NOTE = re.compile(r"(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*")
 _LENGTH = re.compile(r"(\d*)(/*)(\d*)")
 _FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
@@ -175,23 +185,22 @@ def _plain_duration(unit: int, n: int, d: int) -> int:
 
 def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
-    is the kind (the number of _TOKEN's group that names the alternative):
-    (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
-    (3,) skipped, (4, text) inline field, (5, numbers) ending,
-    (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
-    (8, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of each)
-    plain chord, (9,) chord open,
-    (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
-    (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
-    (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
+    is the kind:
+    (NOTE, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)),
+    (SKIP,), (FIELD, text) inline field, (ENDING, numbers),
+    (BAR, bar sign, ending numbers or None, repeat sign or ending, text),
+    (CHORD, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of
+    each) a chord of plain notes, (CHORD_OPEN,), (CHORD_CLOSE, length text), (TIE,),
+    (REST, ticks, length text), (MULTI_REST, bars text), (TUPLET, p, q, r texts),
+    (BROKEN, text) broken rhythm, (OVERLAY,) voice overlay, (UNKNOWN, character). Ticks are for ``unit`` outside tuplets and
     broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
-    (a garbage length or ending number) is kind + 100: the general code reads it again and
+    (a garbage length or ending number) is kind + GENERAL: the general code reads it again and
     raises at the point where it always did; so is a note or chord of no length or with a
     pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
     unit's)."""
     m = _TOKEN.match(tok)
     k = m.lastindex
-    if k == 2:
+    if k == NOTE:
         n, d = _length_of(m[2])  # raises before any state changes, as it always did
         try:
             dur = _plain_duration(unit, n, d)
@@ -201,42 +210,42 @@ def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
         # zero length or an error (the general code warns or raises), or a pitch that with an
         # accidental (-2..2) could leave 0..127 (the general code checks): the general way
         if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
-            k = 102
+            k = NOTE + GENERAL
         info = (k, acc, li, lo, base, dur, (n, d, m[1]))
-    elif k == 3 or k == 21:
-        info = (3,)
-    elif k == 4:
-        info = (4, m[4])
-    elif k == 5:
-        info = (5, m[5][1:])
-    elif k == 6:
+    elif k == SKIP or k == SKIPPED_GROUP:
+        info = (SKIP,)
+    elif k == FIELD:
+        info = (FIELD, m[4])
+    elif k == ENDING:
+        info = (ENDING, m[5][1:])
+    elif k == BAR:
         try:
             text, ending = _BAR_CACHE.get(m[6]) or _bar_parts(m[6])
-            info = (6, text, ending, ":" in text or text == "[" or ending is not None, m[6])
+            info = (BAR, text, ending, ":" in text or text == "[" or ending is not None, m[6])
         except Exception:
-            info = (106, None, None, None, m[6])
-    elif k == 8:
+            info = (BAR + GENERAL, None, None, None, m[6])
+    elif k == CHORD:
         pitches, texts = _CHORD_CACHE.get(m[7]) or _chord_info(m[7])
         try:
             n, d = _length_of(m[8])
             dur = _plain_duration(unit, n, d)
         except Exception:
-            dur, k = 0, 108
+            dur, k = 0, CHORD + GENERAL
         if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
-            k = 108
+            k = CHORD + GENERAL
         info = (k, pitches, texts, dur, m[8], tuple(x[2] for x in pitches))
-    elif k == 14:
+    elif k == REST:
         n, d = _length_of(m[14])  # raises before any state changes, as it always did
         try:
             dur = _plain_duration(unit, n, d)
         except Exception:
-            dur, k = 0, 114
+            dur, k = 0, REST + GENERAL
         info = (k, dur, m[14])
-    elif k == 17 or k == 18 or k == 19:
-        info = (17, m[17], m[18], m[19])
-    elif k in (9, 12, 22):
+    elif k == TUPLET or k == TUPLET + 1 or k == TUPLET + 2:  # (p, (p:q or (p:q:r
+        info = (TUPLET, m[17], m[18], m[19])
+    elif k in (CHORD_OPEN, TIE, OVERLAY):
         info = (k,)
-    else:  # 11, 16, 20, 23
+    else:  # CHORD_CLOSE, MULTI_REST, BROKEN, UNKNOWN
         info = (k, m[k])
     if len(cache) > 4096:
         cache.clear()
@@ -244,35 +253,14 @@ def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     return info
 
 
-def _cached(fn):
-    """fn memoised on its one text argument (a pure parser of a field's value; results that
-    raise are not stored, so they raise again)."""
-    memo: dict = {}
-
-    def wrapper(text):
-        try:
-            return memo[text]
-        except KeyError:
-            pass
-        r = fn(text)
-        if len(memo) > 1024:
-            memo.clear()
-        memo[text] = r
-        return r
-
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__wrapped__ = fn
-    return wrapper
-
-
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_key_value(text: str) -> tuple:
     """parse_key with the signature as a tuple (copy it to a list before changing it)."""
     key, sig, ok = parse_key(text)
     return key, tuple(sig), ok
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_meter(text: str) -> tuple[int, int] | None:
     s = text.strip().split("%", 1)[0].strip()
     if s in ("C", "c"):
@@ -292,7 +280,7 @@ def _parse_meter(text: str) -> tuple[int, int] | None:
     return num, den
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_unit_field(text: str) -> tuple[int, int] | None:
     m = re.match(r"\s*(\d+)\s*/\s*(\d+)", text)
     if not m:
@@ -304,7 +292,7 @@ def _parse_unit_field(text: str) -> tuple[int, int] | None:
     return a, b
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_tempo(text: str) -> float | None:
     """Quarter notes per minute from a ``Q:`` value (``1/4=120``, ``3/8=60``, ``120``)."""
     s = re.sub(r'"[^"]*"', " ", text).strip()
@@ -320,7 +308,7 @@ def _parse_tempo(text: str) -> float | None:
     return bpm if 1 <= bpm <= 2000 else None
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_voice_field(text: str) -> tuple | None:
     """A V: value as (id, name or None, GM program of the name or None, whether the name is a
     drum kit's), None when empty."""
@@ -337,7 +325,7 @@ def _parse_voice_field(text: str) -> tuple | None:
             name.lower() in ("drum kit", "drums", "drum set", "percussion"))
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_directive(line: str) -> tuple:
     """A %% line as ("program", 0..127), ("drum", bool), ("propagate", mode) or (None, None)."""
     words = line[2:].split()
@@ -379,11 +367,11 @@ def _bare_notes_ok() -> bool:
 _BARE_NOTES = _bare_notes_ok()
 
 
-def _hot_state(vs: "_VoiceState", prop_pitch: bool) -> tuple:
+def _hot_state(vs: "_VoiceState", prop_pitch: bool, fast: bool = True) -> tuple:
     """The voice state that ``_TuneReader.music`` keeps in local variables while it reads, and
     whether its fast path applies (``plain``)."""
     sig = vs.sig
-    plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+    plain = (fast and prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
              and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
     return (vs.t, *(vs.last or _NO_LAST), vs.ties, vs.tie_letters, vs.bar_acc, sig,
             vs.voice.notes.append, _unit_tokens(vs.unit), vs.bar_count, plain)
@@ -457,9 +445,10 @@ class _VoiceState:
 
 
 class _TuneReader:
-    def __init__(self, lines: list[str], repeats: bool = True):
+    def __init__(self, lines: list[str], repeats: bool = True, fast: bool = True):
         self.lines = lines
         self.expand = repeats
+        self.fast = fast  # False: every token through the general code (the differential test)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.piece = Piece(voices=[], tempos=[], meters=[])
@@ -706,7 +695,7 @@ class _TuneReader:
         # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
         # octave) of each), for one note (Note, start, duration, (letter, octave))
         (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-         plain) = _hot_state(vs, prop_pitch)
+         plain) = _hot_state(vs, prop_pitch, self.fast)
         used = False
         new = object.__new__  # notes made without Note() (see _bare_notes_ok)
         general = False  # in _token, which keeps the state on the voice itself
@@ -718,7 +707,7 @@ class _TuneReader:
                     info = _token_info(tok, vs.unit, cache)
                 k = info[0]
                 if plain:
-                    if k == 2:  # a note
+                    if k == NOTE:  # a note
                         _, acc, li, lo, base, dur, _x = info
                         if acc is None:
                             if bar_acc and li in bar_acc:  # an accidental earlier in the bar
@@ -760,9 +749,9 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                    if k == 3:  # spaces, slurs, decorations, chord symbols, ...
+                    if k == SKIP:  # spaces, slurs, decorations, chord symbols, ...
                         continue
-                    if k == 6:  # a bar line
+                    if k == BAR:  # a bar line
                         _, text, ending, repeat, _x = info
                         if vs.bar_max:
                             if vs.bar_max > t:
@@ -781,7 +770,7 @@ class _TuneReader:
                         if ending is not None:
                             vs.markers.append((t, "[", ending))
                         continue
-                    if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
+                    if k == CHORD:  # a chord of plain notes: what "[", the notes and "]" do
                         dur = info[3]
                         if dur <= 0:
                             for acc, li, lo, base in info[1]:
@@ -829,7 +818,7 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                    if k == 12:  # a tie
+                    if k == TIE:  # a tie
                         if lx is not None:
                             if type(lx) is Note:
                                 ties[lx.pitch] = lx
@@ -839,7 +828,7 @@ class _TuneReader:
                                     ties[x.pitch] = x
                                     tie_letters[lo] = x.pitch
                         continue
-                    if k == 14:  # a rest
+                    if k == REST:  # a rest
                         dur = info[1]
                         if ties:
                             ties = {}
@@ -849,7 +838,7 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                elif k == 3:
+                elif k == SKIP:
                     continue
                 # anything else: through the general code, on the voice's state
                 _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
@@ -860,7 +849,7 @@ class _TuneReader:
                 general = False
                 vs = self.current()
                 (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-                 plain) = _hot_state(vs, prop_pitch)
+                 plain) = _hot_state(vs, prop_pitch, self.fast)
         except Exception:  # "stopped reading": the voice's state as it was at the error
             vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
@@ -874,7 +863,7 @@ class _TuneReader:
         notes = vs.voice.notes
         n0 = len(notes)
         t0 = vs.t
-        if k == 2 or k == 102:
+        if k == NOTE or k == NOTE + GENERAL:
             _, acc, li, lo, base, _dur, (n, d, ptext) = info
             if not prop_pitch:
                 pitch, lo = self._pitch(vs, ptext)
@@ -908,9 +897,9 @@ class _TuneReader:
                 vs.tie_letters = {}
             vs.t = t + dur
             vs.used = True
-        elif k == 6 or k == 106:
+        elif k == BAR or k == BAR + GENERAL:
             self.bar(vs, info[4])
-        elif k == 8 or k == 108:  # a chord of plain notes: what "[", the notes and "]" do
+        elif k == CHORD or k == CHORD + GENERAL:  # a chord of plain notes: what "[", the notes and "]" do
             if not prop_pitch:
                 items = [self._pitch(vs, x) for x in info[2]]
             else:
@@ -945,12 +934,12 @@ class _TuneReader:
             vs.last = (out, t, dur, los)
             vs.t = t + dur
             vs.used = True
-        elif k == 9:
+        elif k == CHORD_OPEN:
             vs.in_chord = True
             vs.chord = []
-        elif k == 11:
+        elif k == CHORD_CLOSE:
             self.chord_close(vs, info[1])
-        elif k == 12:
+        elif k == TIE:
             if vs.in_chord:
                 if vs.chord:
                     vs.chord[-1][4] = True
@@ -963,9 +952,9 @@ class _TuneReader:
                     for x, lo in zip(vs.last[0], vs.last[3]):
                         vs.ties[x.pitch] = x
                         vs.tie_letters[lo] = x.pitch
-        elif k == 14 or k == 114:
+        elif k == REST or k == REST + GENERAL:
             self.rest(vs, info[2])
-        elif k == 4:
+        elif k == FIELD:
             text = info[1]
             f, val = text[1], text[3:-1]
             if f == "V":
@@ -976,7 +965,7 @@ class _TuneReader:
                 pass
             else:
                 self.warn(f"ignored inline field {text!r}", once="if" + f)
-        elif k == 17:
+        elif k == TUPLET:
             p = int(info[1])
             if not 2 <= p <= 32:
                 self.warn(f"ignored tuplet ({p}", once="tup")
@@ -995,17 +984,17 @@ class _TuneReader:
             rv = int(r) if r else p
             if qv > 0 and rv > 0:
                 vs.tuplet = [p, qv, rv]
-        elif k == 20:
+        elif k == BROKEN:
             self.broken(vs, info[1])
-        elif k == 5:
+        elif k == ENDING:
             self.ending(vs, info[1])
-        elif k == 16:
+        elif k == MULTI_REST:
             self.multi_rest(vs, info[1])
-        elif k == 22:
+        elif k == OVERLAY:
             vs.bar_max = max(vs.bar_max, vs.t)
             vs.t = vs.bar_start
             vs.last = None
-        elif k == 23:
+        elif k == UNKNOWN:
             self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
         if len(notes) != n0 or vs.t < t0:  # (music() adds notes going forward only)
             vs.unsorted = True
