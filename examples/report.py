@@ -90,6 +90,26 @@ def plot_curves(run: Path) -> list[str]:
     return made
 
 
+def engraved_pair(run: Path, name: str, ref: str, pred: str) -> str:
+    """Reference and transcription engraved side by side (abcm2ps SVGs under RUN/engraved/), as
+    a markdown line; empty when abcm2ps is missing or cannot engrave either."""
+    from abcscribe.core.engrave import svg_pages
+    from abcscribe.core.errors import UserError
+
+    out = run / "engraved"
+    cells = []
+    for part, abc in (("reference", ref), ("transcription", pred)):
+        try:
+            page = svg_pages(str(abc or ""))[0]
+        except UserError:
+            return ""
+        path = out / f"{name.replace('/', '_')}.{part}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page)
+        cells.append(f'<img src="{path.relative_to(run)}" alt="{part}" width="49%">')
+    return " ".join(cells)
+
+
 def fmt(s: dict) -> str:
     lo, hi = s["ci"]
     return f"{s['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -140,7 +160,8 @@ def main(argv=None) -> int:
             r = {**texts.get(key(r), {}), **r}
             md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
                    "Reference:", "```", str(r.get("ref", "")).strip(), "```",
-                   "Transcription:", "```", str(r.get("pred", "")).strip(), "```", ""]
+                   "Transcription:", "```", str(r.get("pred", "")).strip(), "```", "",
+                   engraved_pair(run, key(r), r.get("ref", ""), r.get("pred", "")), ""]
     (run / "report.md").write_text("\n".join(md))
     (run / "report.json").write_text(json.dumps(report, indent=2))
     print(tab)
