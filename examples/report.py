@@ -93,6 +93,26 @@ def plot_curves(run: Path) -> list[str]:
     return made
 
 
+def engraved_pair(run: Path, name: str, ref: str, pred: str) -> str:
+    """Reference and transcription engraved side by side (abcm2ps SVGs under RUN/engraved/), as
+    a markdown line; empty when abcm2ps is missing or cannot engrave either."""
+    from abcscribe.core.engrave import svg_pages
+    from abcscribe.core.errors import UserError
+
+    out = run / "engraved"
+    cells = []
+    for part, abc in (("reference", ref), ("transcription", pred)):
+        try:
+            page = svg_pages(str(abc or ""))[0]
+        except UserError:
+            return ""
+        path = out / f"{name.replace('/', '_')}.{part}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page)
+        cells.append(f'<img src="{path.relative_to(run)}" alt="{part}" width="49%">')
+    return " ".join(cells)
+
+
 def fmt(s: dict) -> str:
     lo, hi = s["ci"]
     return f"{s['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -133,7 +153,8 @@ def examples_md(run: Path, cond: str | None, scores: list[dict], n: int) -> list
         r = {**texts.get(key(r), {}), **r}
         md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
                "Reference:", "```", str(r.get("ref", "")).strip(), "```",
-               "Transcription:", "```", str(r.get("pred", "")).strip(), "```", ""]
+               "Transcription:", "```", str(r.get("pred", "")).strip(), "```", "",
+               engraved_pair(run, f"{cond or 'demo'}/{key(r)}", r.get("ref", ""), r.get("pred", "")), ""]
     return md
 
 

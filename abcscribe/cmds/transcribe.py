@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -69,6 +70,9 @@ def main(
     musicxml: bool = typer.Option(
         False, "--musicxml", help="With -o, also write <stem>.musicxml (for score editors)."
     ),
+    svg: bool = typer.Option(
+        False, "--svg", help="With -o, also write the engraved score as <stem>.svg (needs abcm2ps)."
+    ),
     batch_size: int = typer.Option(
         1, "--batch-size", min=1, help="Windows generated together (across inputs)."
     ),
@@ -103,8 +107,10 @@ def main(
         raise UserError(f"--temperature must be >= 0, got {temperature}")
     if window_seconds is not None and window_seconds <= 0:
         raise UserError(f"--window-seconds must be positive, got {window_seconds}")
-    if (midi or musicxml) and output_dir is None:
-        raise UserError("--midi and --musicxml write files: give -o DIR")
+    if (midi or musicxml or svg) and output_dir is None:
+        raise UserError("--midi, --musicxml and --svg write files: give -o DIR")
+    if svg and shutil.which("abcm2ps") is None:
+        raise UserError("--svg needs abcm2ps (Debian/Ubuntu: apt-get install abcm2ps)")
     index, count = _parse_shard(shard)
 
     items = list(expand_inputs(inputs, AUDIO_EXTS))
@@ -124,7 +130,7 @@ def main(
                 raise UserError(f"{it.name}: record has no audio path")
             emit(rec)
             continue
-        paths = output_paths(output_dir, it.rel, bool(it.record), midi, musicxml)
+        paths = output_paths(output_dir, it.rel, bool(it.record), midi, musicxml, svg)
         if paths and not overwrite and all(p.exists() for p in paths.values()):
             rec.update(abc=read_done(paths["abc"]), skipped=True)
             if it.record:

@@ -69,12 +69,14 @@ def read_midi_columns(
     triplets: bool = True,
     offset: float | None = None,
     sustain: bool = False,
+    warnings: list[str] | None = None,
 ) -> tuple[Piece, list[tuple[list[int], list[int], list[int], list[int]]]]:
     """``read_midi`` for a converter that goes straight on to another format (``write_abc``
     takes these columns): the same ``Piece`` but without ``Note`` objects, whose making is a
     third of the reading time of a long file. Each voice's ``notes`` is left empty; the list
     holds, per voice, its notes as four lists (starts, pitches, durations, velocities) sorted
-    by start, pitch and duration, the order of ``read_midi``'s notes."""
+    by start, pitch and duration, the order of ``read_midi``'s notes. Flaws of the file that
+    the reading repairs are told in ``warnings`` when given."""
     data, name = _load(source)
     score = _parse(data, name)
     step = _grid_step(grid) if grid is not None else None
@@ -150,6 +152,11 @@ def read_midi_columns(
     else:
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
+    if warnings is not None:
+        held = _held_over(qs, qe, pitches, vidx)
+        if held:
+            warnings.append(f"{held} notes sound on until the next note of their pitch (note-ons "
+                            "without their note-offs?): each is cut there")
     return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
 
 
@@ -180,6 +187,17 @@ def apply_sustain(
     same = pitch[order][1:] == pitch[order][:-1]
     nxt[order[:-1][same]] = start[order][1:][same]
     return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
+
+
+def _held_over(qs, qe, pitches, vidx) -> int:
+    """How many notes overlap the next note of their pitch in their voice by more than a beat:
+    a flawed file's note-on whose note-off is missing (or paired with a later note's)."""
+    if len(qs) < 2:
+        return 0
+    order = _lexsort((qs, pitches, vidx))
+    s, e, p, v = qs[order], qe[order], pitches[order], vidx[order]
+    same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
+    return int((same & (e[:-1] - s[1:] > TPQ)).sum())
 
 
 def _load(source: str | Path | bytes) -> tuple[bytes, str]:
@@ -356,6 +374,45 @@ def _read_key(score) -> Key | None:
         minor = int(ks.tonality) == 1
         return key_from_fifths(fifths, "minor" if minor else "major")
     return None
+
+
+def find_pickup(piece: Piece, columns=None) -> int:
+    """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
+    (MIDI has no anacrusis): where a later meter change falls tells the bar lines; else the
+    beat on which the most note time starts, when it clearly beats the file's own bar line
+    and the music ends on a bar line of that grid.
+    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else ``Voice.notes``)."""
+    meters = piece.meters or [Meter(0, 4, 4)]
+    m = meters[0]
+    bar = m.bar_ticks
+    if m.tick != 0 or bar <= 0:
+        return 0
+    if len(meters) > 1:  # a meter changes on a bar line
+        return meters[1].tick % bar if meters[1].tick % bar else 0
+    beat = TPQ * 4 // m.denominator
+    if (m.denominator >= 8 and m.numerator % 3 == 0) or bar % beat:
+        return 0  # compound meters' pickups are mostly less than a beat: not told from beats
+    weight = np.zeros(bar // beat)
+    end = 0
+    for i, v in enumerate(piece.voices):
+        if v.drum:
+            continue
+        if columns is not None:
+            starts, durations = np.asarray(columns[i][0]), np.asarray(columns[i][2])
+        else:
+            starts = np.array([n.start for n in v.notes], dtype=np.int64)
+            durations = np.array([n.duration for n in v.notes], dtype=np.int64)
+        if len(starts):
+            end = max(end, int((starts + durations).max()))
+        phase = starts % bar
+        on = phase % beat == 0
+        np.add.at(weight, phase[on] // beat, durations[on])
+    best = int(np.argmax(weight))
+    # the last bar is full, or it completes the pickup bar: the end is on a bar line either way
+    ends_on_bar = end % bar in (0, best * beat)
+    if best and weight[best] >= 1.5 * weight[0] and ends_on_bar:
+        return best * beat
+    return 0
 
 
 def key_from_fifths(fifths: int, mode: str = "major") -> Key:
