@@ -4,6 +4,7 @@ This is the one place where a ``UserError`` becomes a one-line message and exit 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -44,6 +45,22 @@ def _root(
     """Transcribe music recordings to ABC notation with audio language models."""
 
 
+class _PipeClosed(Exception):
+    """The reader of stdout went away (``| head -1``). Raised in place of BrokenPipeError,
+    which click would turn into exit status 1."""
+
+
+def _quiet_pipe(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (BrokenPipeError, _PipeClosed):
+            raise _PipeClosed() from None
+
+    return run
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """The typer app with every subcommand, or with just ``only`` (what a run of one command
     needs: the other command modules are not imported, which keeps pipeline calls quick)."""
@@ -59,7 +76,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     app.callback()(_root)
     for name, module in COMMANDS:
         if only is None or name == only:
-            app.command(name)(importlib.import_module(f"abcscribe.cmds.{module}").main)
+            app.command(name)(_quiet_pipe(importlib.import_module(f"abcscribe.cmds.{module}").main))
     return app
 
 
@@ -92,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("abcscribe: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # the reader of our stdout went away (e.g. `| head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

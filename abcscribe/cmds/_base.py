@@ -4,13 +4,13 @@ non-zero exit when any input failed), JSONL on stdout, progress on stderr."""
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import typer
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.files import dumps
+from abcscribe.core.progress import progress  # noqa: F401  (commands import it from here)
 
 T = TypeVar("T")
 
@@ -25,23 +25,6 @@ def emit(record: dict[str, Any], stream=None) -> None:
 def warn(msg: str) -> None:
     """A warning on stderr, one line."""
     print(f"abcscribe: warning: {msg}", file=sys.stderr)
-
-
-def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-    """Yield ``items``, drawing a progress line on stderr when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield from items
-        return
-    t0 = time.monotonic()
-    n = 0
-    for n, it in enumerate(items, 1):
-        yield it
-        rate = n / max(time.monotonic() - t0, 1e-9)
-        tot = f"/{total}" if total else ""
-        sys.stderr.write(f"\r{desc} {n}{tot} ({rate:.1f}/s)\x1b[K")
-        sys.stderr.flush()
-    if n:
-        sys.stderr.write("\n")
 
 
 def freeze_imports() -> None:
@@ -86,8 +69,8 @@ class _Guard:
         if exc_type is None:
             self.batch.done += 1
             return False
-        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit)):
-            return False
+        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit, BrokenPipeError)):
+            return False  # the reader of stdout went away: the CLI ends the run quietly
         self.batch.failed += 1
         msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
         self.record["error"] = msg.splitlines()[0] if msg else exc_type.__name__

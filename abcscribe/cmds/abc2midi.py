@@ -31,6 +31,7 @@ def main(
     as a type 1 MIDI file. Parse warnings go to stderr; the MIDI is written even when the ABC
     is partly malformed, from whatever could be read."""
     from abcscribe.core.abc import read_abc, read_abc_tunes, tune_numbers
+    from abcscribe.core.files import check_output_file
     from abcscribe.core.midi import write_midi
 
     if abc_file == "-":
@@ -41,9 +42,13 @@ def main(
         path = Path(abc_file)
         if not path.is_file():
             raise UserError(f"{abc_file}: no such file")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"{abc_file}: cannot read ({e.strerror or e})") from None
         if output is None:
             output = path.with_suffix(".mid")
+    check_output_file(output, "-o")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists (--overwrite replaces it)")
     try:

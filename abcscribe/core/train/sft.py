@@ -81,7 +81,7 @@ def read_records(
 def prepare(lm, records: list[dict[str, Any]], warn, desc: str = "features") -> list[dict[str, Any]]:
     """Compute (and cache) each record's model inputs once; records that fail are reported and
     skipped, so a bad file never stops training halfway."""
-    from abcscribe.cmds._base import progress
+    from abcscribe.core.progress import progress
 
     good = []
     for rec in progress(records, total=len(records), desc=desc):
