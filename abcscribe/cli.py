@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import signal
 import sys
 
 import typer
@@ -87,6 +88,10 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     first = next((a for a in args if not a.startswith("-")), None)
     only = first if first in {name for name, _ in COMMANDS} else None
     command = typer.main.get_command(build_app(only))
+    # SIGTERM (kill, a scheduler's time limit) unwinds like an exit, so children such as
+    # render's fluidsynth are killed and temporary files removed on the way out
+    signal.signal(signal.SIGTERM, _terminated)
     freeze_imports()
     try:
         rv = command.main(args=args, prog_name="abcscribe", standalone_mode=False)

@@ -46,8 +46,10 @@ class Batch:
         self.failed = 0
         self.done = 0
 
-    def guard(self, record: dict[str, Any]):
-        return _Guard(self, record)
+    def guard(self, record: dict[str, Any], name: str | None = None):
+        """Context for one input's work; an error message that does not name the input gets
+        ``name`` in front."""
+        return _Guard(self, record, name)
 
     def finish(self) -> None:
         if self.failed:
@@ -59,8 +61,8 @@ class Batch:
 
 
 class _Guard:
-    def __init__(self, batch: Batch, record: dict[str, Any]):
-        self.batch, self.record = batch, record
+    def __init__(self, batch: Batch, record: dict[str, Any], name: str | None = None):
+        self.batch, self.record, self.name = batch, record, name
 
     def __enter__(self):
         return self.record
@@ -73,7 +75,10 @@ class _Guard:
             return False  # the reader of stdout went away: the CLI ends the run quietly
         self.batch.failed += 1
         msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
-        self.record["error"] = msg.splitlines()[0] if msg else exc_type.__name__
+        msg = msg.splitlines()[0] if msg else exc_type.__name__
+        if self.name and self.name not in msg:
+            msg = f"{self.name}: {msg}"
+        self.record["error"] = msg
         print(f"abcscribe: error: {self.record['error']}", file=sys.stderr)
         return True  # swallow: the batch goes on
 
