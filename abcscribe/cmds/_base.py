@@ -83,6 +83,13 @@ class _Guard:
         return True  # swallow: the batch goes on
 
 
+def device_option():
+    """The --device option, the same in every command that runs a model."""
+    from abcscribe.core.device import DEVICE_HELP
+
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
 def check_top_p(top_p: float) -> float:
     if not (0.0 < top_p <= 1.0):
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
