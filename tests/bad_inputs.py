@@ -148,9 +148,9 @@ def make_inputs(root: Path, model: bool = True) -> Path:
                                   _record(root / "a.wav", id="offabc", offset="abc"),
                                   _record(root / "b.wav", id="msgx", messages="x"),
                                   good[1]])
-    _jsonl(root / "manifest.jsonl", [{"audio": str(root / "a.wav"), "score": str(root / "x.mid")},
+    _jsonl(root / "manifest.jsonl", [{"audio": str(root / "a.wav"), "midi": str(root / "x.mid")},
                                      '{"audio": oops',
-                                     {"audio": str(root / "b.wav"), "score": str(root / "y.mid")}])
+                                     {"audio": str(root / "b.wav"), "midi": str(root / "y.mid")}])
     (root / "manifest-binary.jsonl").write_bytes((root / "binary.jsonl").read_bytes())
     _jsonl(root / "pairs.jsonl", [{"id": i, "ref": TUNE, "pred": TUNE} for i in range(50)])
     if model:
