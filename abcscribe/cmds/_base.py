@@ -90,6 +90,16 @@ def device_option():
     return typer.Option("auto", "--device", help=DEVICE_HELP)
 
 
+def check_tracker(name: str) -> None:
+    """--report-to NAME: a one-line error, before any work, when NAME's package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        extra = " (pip install 'abcscribe[tensorboard]')" if name == "tensorboard" else ""
+        raise UserError(f"--report-to {name}: the '{name}' package is not installed "
+                        f"(pip install {name}){extra}")
+
+
 def check_top_p(top_p: float) -> float:
     if not (0.0 < top_p <= 1.0):
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
