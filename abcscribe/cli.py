@@ -4,8 +4,10 @@ This is the one place where a ``UserError`` becomes a one-line message and exit 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import signal
 import sys
 
 import typer
@@ -44,6 +46,22 @@ def _root(
     """Transcribe music recordings to ABC notation with audio language models."""
 
 
+class _PipeClosed(Exception):
+    """The reader of stdout went away (``| head -1``). Raised in place of BrokenPipeError,
+    which click would turn into exit status 1."""
+
+
+def _quiet_pipe(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (BrokenPipeError, _PipeClosed):
+            raise _PipeClosed() from None
+
+    return run
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """The typer app with every subcommand, or with just ``only`` (what a run of one command
     needs: the other command modules are not imported, which keeps pipeline calls quick)."""
@@ -59,7 +77,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     app.callback()(_root)
     for name, module in COMMANDS:
         if only is None or name == only:
-            app.command(name)(importlib.import_module(f"abcscribe.cmds.{module}").main)
+            app.command(name)(_quiet_pipe(importlib.import_module(f"abcscribe.cmds.{module}").main))
     return app
 
 
@@ -70,6 +88,10 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -77,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     first = next((a for a in args if not a.startswith("-")), None)
     only = first if first in {name for name, _ in COMMANDS} else None
     command = typer.main.get_command(build_app(only))
+    # SIGTERM (kill, a scheduler's time limit) unwinds like an exit, so children such as
+    # render's fluidsynth are killed and temporary files removed on the way out
+    signal.signal(signal.SIGTERM, _terminated)
     freeze_imports()
     try:
         rv = command.main(args=args, prog_name="abcscribe", standalone_mode=False)
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("abcscribe: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # the reader of our stdout went away (e.g. `| head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -4,13 +4,13 @@ non-zero exit when any input failed), JSONL on stdout, progress on stderr."""
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import typer
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.files import dumps
+from abcscribe.core.progress import progress  # noqa: F401  (commands import it from here)
 
 T = TypeVar("T")
 
@@ -25,23 +25,6 @@ def emit(record: dict[str, Any], stream=None) -> None:
 def warn(msg: str) -> None:
     """A warning on stderr, one line."""
     print(f"abcscribe: warning: {msg}", file=sys.stderr)
-
-
-def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-    """Yield ``items``, drawing a progress line on stderr when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield from items
-        return
-    t0 = time.monotonic()
-    n = 0
-    for n, it in enumerate(items, 1):
-        yield it
-        rate = n / max(time.monotonic() - t0, 1e-9)
-        tot = f"/{total}" if total else ""
-        sys.stderr.write(f"\r{desc} {n}{tot} ({rate:.1f}/s)\x1b[K")
-        sys.stderr.flush()
-    if n:
-        sys.stderr.write("\n")
 
 
 def freeze_imports() -> None:
@@ -63,8 +46,10 @@ class Batch:
         self.failed = 0
         self.done = 0
 
-    def guard(self, record: dict[str, Any]):
-        return _Guard(self, record)
+    def guard(self, record: dict[str, Any], name: str | None = None):
+        """Context for one input's work; an error message that does not name the input gets
+        ``name`` in front."""
+        return _Guard(self, record, name)
 
     def finish(self) -> None:
         if self.failed:
@@ -76,8 +61,8 @@ class Batch:
 
 
 class _Guard:
-    def __init__(self, batch: Batch, record: dict[str, Any]):
-        self.batch, self.record = batch, record
+    def __init__(self, batch: Batch, record: dict[str, Any], name: str | None = None):
+        self.batch, self.record, self.name = batch, record, name
 
     def __enter__(self):
         return self.record
@@ -86,13 +71,33 @@ class _Guard:
         if exc_type is None:
             self.batch.done += 1
             return False
-        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit)):
-            return False
+        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit, BrokenPipeError)):
+            return False  # the reader of stdout went away: the CLI ends the run quietly
         self.batch.failed += 1
         msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
-        self.record["error"] = msg.splitlines()[0] if msg else exc_type.__name__
+        msg = msg.splitlines()[0] if msg else exc_type.__name__
+        if self.name and self.name not in msg:
+            msg = f"{self.name}: {msg}"
+        self.record["error"] = msg
         print(f"abcscribe: error: {self.record['error']}", file=sys.stderr)
         return True  # swallow: the batch goes on
+
+
+def device_option():
+    """The --device option, the same in every command that runs a model."""
+    from abcscribe.core.device import DEVICE_HELP
+
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def check_tracker(name: str) -> None:
+    """--report-to NAME: a one-line error, before any work, when NAME's package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        extra = " (pip install 'abcscribe[tensorboard]')" if name == "tensorboard" else ""
+        raise UserError(f"--report-to {name}: the '{name}' package is not installed "
+                        f"(pip install {name}){extra}")
 
 
 def check_top_p(top_p: float) -> float:

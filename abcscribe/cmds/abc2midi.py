@@ -38,6 +38,7 @@ def main(
     as a type 1 MIDI file, or MusicXML. Parse warnings go to stderr; the file is written even
     when the ABC is partly malformed, from whatever could be read."""
     from abcscribe.core.abc import read_abc, read_abc_tunes, tune_numbers
+    from abcscribe.core.files import check_output_file
     from abcscribe.core.midi import write_midi
 
     fmt = fmt.strip().lower()
@@ -54,9 +55,13 @@ def main(
         path = Path(abc_file)
         if not path.is_file():
             raise UserError(f"{abc_file}: no such file")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"{abc_file}: cannot read ({e.strerror or e})") from None
         if output is None:
             output = path.with_suffix(".musicxml" if fmt == "musicxml" else ".mid")
+    check_output_file(output, "-o")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists (--overwrite replaces it)")
     try:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from abcscribe.cmds._base import Batch, emit, progress
+from abcscribe.cmds._base import Batch, device_option, emit, progress
 from abcscribe.core.errors import UserError
 
 
@@ -38,7 +38,7 @@ def main(
         help="Mean-pool into windows of this many milliseconds (100 = 10 Hz as in Llark); "
         "0 keeps the encoder's own frame rate.",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size",
         help="Windows per forward pass for hf: encoders (default 4), frames for crepe "
@@ -57,15 +57,19 @@ def main(
     [frames, dim] + metadata) and one JSONL record per input on stdout. JSONL records are passed
     through with an 'embedding' path added."""
     from abcscribe.core import encoders
-    from abcscribe.core.files import AUDIO_EXTS, expand_inputs
+    from abcscribe.core.device import check_device
+    from abcscribe.core.files import (AUDIO_EXTS, check_output_dir, check_unique_outputs,
+                                      clip_span, gather_inputs, output_done)
 
     if pool_ms < 0:
         raise UserError(f"--pool-ms must be >= 0, got {pool_ms:g}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    items = list(expand_inputs(inputs, AUDIO_EXTS, jsonl=True, stdin_kind="jsonl"))
-    if not items:
-        raise UserError("no audio files found in the inputs")
+    device = check_device(device)
+    check_output_dir(output, "-o")
+    items = gather_inputs(inputs, AUDIO_EXTS, "audio files or records")
+    check_unique_outputs((it.name, output / _out_name(it, 0.0, None)) for it in items
+                         if not it.record and not it.error)
     enc = encoders.get_encoder(encoder_name, layer=layer, device=device, dtype=dtype,
                                batch_size=batch_size)
 
@@ -74,18 +78,19 @@ def main(
     for item in progress(items, total=len(items), desc="embed"):
         rec = item.record
         is_record = bool(rec)
-        record = dict(rec) if is_record else {"audio": str(item.path)}
-        with batch.guard(record):
+        record = dict(rec) if is_record else {"audio": str(item.path) if item.path else None}
+        if item.error and not is_record:
+            record.setdefault("id", str(item.rel))
+        with batch.guard(record, item.name):
+            item.check()
             if item.path is None:
                 raise UserError(f"{item.name}: record has no 'audio' path")
-            offset = float(rec.get("offset") or 0.0)
-            duration = rec.get("duration")
-            duration = float(duration) if duration not in (None, "") else None
+            offset, duration = clip_span(rec)
             out = output / _out_name(item, offset, duration)
             record["embedding"] = str(out)
             if out in done_now:
                 meta = None  # the same clip again (Q&A records share clips)
-            elif out.exists() and not overwrite:
+            elif not overwrite and output_done(out):
                 meta, record["skipped"] = None, True
             else:
                 meta = encoders.embed_audio(enc, item.path, out, offset=offset,

@@ -56,15 +56,17 @@ def main(
         False, "--overwrite", help="With -o, replace .abc files that exist (default: skip them)."
     ),
     jobs: int = typer.Option(
-        1, "-j", "--jobs", metavar="N",
+        1, "-j", "--jobs", metavar="N", min=0,
         help="Convert N files at a time in worker processes (0: one per CPU core). Output "
         "order and contents are the same as with 1.",
     ),
 ) -> None:
     """Convert MIDI to ABC: one tune per input (X: numbered in input order) on stdout, one .abc
-    per input with -o DIR, or JSONL records with --jsonl."""
+    per input with -o DIR, or JSONL records with --jsonl. Files longer than 100,000 quarter
+    notes (a corrupt delta time) are refused with an error."""
     from abcscribe.core.abc import LAYOUTS, parse_key, parse_unit
-    from abcscribe.core.files import MIDI_EXTS, atomic_write, expand_inputs
+    from abcscribe.core.files import (MIDI_EXTS, atomic_write, check_output_dir,
+                                      check_unique_outputs, gather_inputs, output_done)
     from abcscribe.core.midi import read_midi_columns  # noqa: F401  (numpy, symusic: now)
 
     freeze_imports()  # with the reader's imports too
@@ -80,27 +82,34 @@ def main(
     key_arg = None if key.strip().lower() == "auto" else key
     if key_arg is not None and key_arg.strip().lower() != "none" and not parse_key(key_arg)[2]:
         raise UserError(f"--key: not a key: {key!r} (try auto, none, G, Am, Ddor)")
+    if output_dir is not None:
+        check_output_dir(output_dir, "-o")
 
-    items = list(expand_inputs(inputs, MIDI_EXTS, jsonl=False, stdin_kind="file"))
-    if not items:
-        raise UserError("no MIDI files found in the inputs")
+    items = gather_inputs(inputs, MIDI_EXTS, "MIDI files", jsonl=False, stdin_kind="file")
+    outs = [None if output_dir is None else
+            output_dir / (it.rel if it.path is not None else Path("stdin")).with_suffix(".abc")
+            for it in items]  # fmt: skip
+    check_unique_outputs((it.name, out) for it, out in zip(items, outs) if not it.error)
 
     opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout, pickup=pickup,
                 bars_per_line=bars_per_line, key=key_arg)
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     batch = Batch()
     first = True
-    todo = []  # (record, output path, task or None: skipped) in input order
-    for x, item in enumerate(items, 1):
+    todo = []  # (record, output path, task or None: skipped or failed already) in input order
+    for x, (item, out) in enumerate(zip(items, outs), 1):
         rec = {"path": str(item.path) if item.path is not None else "-", "abc": None, "error": None}
-        out = None
-        if output_dir is not None:
-            rel = item.rel if item.path is not None else Path("stdin")
-            out = output_dir / rel.with_suffix(".abc")
+        if out is not None:
             rec["output"] = str(out)
-            if out.exists() and not overwrite:
+        try:
+            item.check()
+            if out is not None and not overwrite and output_done(out):
                 todo.append((rec, out, None))
                 continue
+        except UserError as e:
+            rec["error"] = str(e)
+            todo.append((rec, out, None))
+            continue
         source = sys.stdin.buffer.read() if item.path is None else item.path
         title = item.path.stem if item.path is not None else ""
         todo.append((rec, out, (source, 1 if out is not None else x, title, opts)))
@@ -108,13 +117,13 @@ def main(
     tasks = [t for _, _, t in todo if t is not None]
     results = _results(tasks, min(jobs, len(tasks)))
     for rec, out, task in progress(todo, total=len(todo), desc="midi2abc"):
-        if task is None:
+        if task is None and not rec["error"]:
             print(f"abcscribe: {out} exists, skipped (--overwrite replaces it)", file=sys.stderr)
             if jsonl:
                 rec["abc"] = out.read_text(encoding="utf-8", errors="replace")
                 emit(rec)
             continue
-        abc, error, warnings = next(results)
+        abc, error, warnings = next(results) if task is not None else (None, rec["error"], [])
         for w in warnings:
             print(f"abcscribe: warning: {rec['path']}: {w}", file=sys.stderr)
         with batch.guard(rec):
@@ -159,16 +168,32 @@ def _convert(task) -> tuple[str | None, str | None, list[str]]:
         return None, (msg.splitlines()[0] if msg else type(e).__name__), warnings
 
 
-def _results(tasks: list, jobs: int) -> Iterator[tuple[str | None, str | None, list[str]]]:
+def _results(tasks: list, jobs: int, convert=_convert) -> Iterator[tuple[str | None, str | None, list[str]]]:
     """``_convert`` of each task, in order: in this process, or in ``jobs`` forked workers
-    (``main`` has imported the reader and writer already, so a worker starts in milliseconds)."""
+    (``main`` has imported the reader and writer already, so a worker starts in milliseconds).
+    A worker that dies (the out-of-memory killer) ends the batch with a UserError."""
     if jobs <= 1:
-        yield from map(_convert, tasks)
+        yield from map(convert, tasks)
         return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap(_convert, tasks, chunksize=1)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        # at most a few tasks ahead of the one written out: outputs stream, memory stays flat
+        ahead = jobs * 2
+        futures = deque(pool.submit(convert, t) for t in tasks[:ahead])
+        for i in range(len(tasks)):
+            try:
+                result = futures.popleft().result()
+            except BrokenProcessPool:
+                raise UserError("a --jobs worker died (killed, or out of memory) while "
+                                f"converting input {i + 1} of {len(tasks)}; the batch stops "
+                                "here (outputs so far are complete)") from None
+            if i + ahead < len(tasks):
+                futures.append(pool.submit(convert, tasks[i + ahead]))
+            yield result
 
 
 def _parse_grid(text: str) -> int | None:

@@ -94,6 +94,7 @@ def main(
     """Make question/answer JSONL from recordings paired with scores: bar-aligned clips of at
     most --max-seconds, one record per clip and task, split by piece."""
     from abcscribe.core import qa
+    from abcscribe.core.files import check_output_dir, check_output_file, nothing_to_do
     from abcscribe.core.layouts import sources
 
     if output is not None and out_dir is not None:
@@ -107,6 +108,12 @@ def main(
     ratios = qa.parse_split(split or "train=0.8,val=0.1,test=0.1")
     to_stdout = out_dir is None and output in (None, "-")
     out_file = None if to_stdout or output is None else Path(output)
+    if out_file is not None:
+        check_output_file(out_file, "-o")
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out-dir")
+    if audio_dir is not None:
+        check_output_dir(audio_dir, "--audio-dir")
     base = out_dir if out_dir is not None else (out_file.parent if out_file else None)
     if render and audio_dir is None and base is not None:
         audio_dir = base / "audio"
@@ -133,7 +140,7 @@ def main(
 
     found = [s for path in inputs for s in sources(path, layout, slakh_audio)]
     if not found:
-        raise UserError(f"no recordings or scores found in {', '.join(inputs)} (--layout {layout})")
+        raise nothing_to_do(f"no recordings or scores in {', '.join(inputs)} (--layout {layout})")
     seen: dict[str, object] = {}
     for src in found:
         if src.id in seen and not src.error:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from abcscribe.cmds._base import check_top_p, emit, progress, warn
+from abcscribe.cmds._base import check_top_p, check_tracker, device_option, emit, progress, warn
 from abcscribe.core.errors import UserError
 
 
@@ -45,7 +45,7 @@ def main(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --output-dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Train again even when --output-dir holds a finished run."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order and sampling."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto."),
+    device: str = device_option(),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Model dtype: float32, bfloat16, float16 (default: the model's)."),
     report_to: str = typer.Option("none", "--report-to", help="Also log to: none, tensorboard or wandb (log.jsonl is always written)."),
 ) -> None:
@@ -53,13 +53,25 @@ def main(
 
     Prints one JSON record on stdout when done: output dir, steps, and the greedy eval reward
     before and after (with --eval-data)."""
+    from abcscribe.core.device import resolve_device
+    from abcscribe.core.files import check_output_dir
+    from abcscribe.core.train.sft import REPORT_TO
+
     check_top_p(top_p)
-    if report_to not in ("none", "tensorboard", "wandb"):
+    if report_to not in REPORT_TO:
         raise UserError(f"--report-to must be none, tensorboard or wandb, got {report_to!r}")
+    check_output_dir(output_dir, "--output-dir")
+    for path, flag in ((data, "--data"), (eval_data, "--eval-data")):
+        if path is not None and not path.is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    if report_to != "none":
+        check_tracker(report_to)
+    dev = resolve_device(device)
 
     import torch  # noqa: F401  (heavy imports stay inside main)
     from accelerate import Accelerator
 
+    from abcscribe.core.modeldir import plan_run
     from abcscribe.core.models import load_model
     from abcscribe.core.train import ppo
 
@@ -81,21 +93,18 @@ def main(
     records = _transcribe_records(data, split)
     eval_records = _transcribe_records(eval_data, None) if eval_data else None
 
-    if not overwrite and not resume and _finished(output_dir, max_steps):
-        warn(f"{output_dir} already holds a finished ppo run; --overwrite to train again")
+    plan = plan_run(output_dir, "ppo", resume=resume, overwrite=overwrite,
+                    state_file=ppo.STATE_NAME, warn=warn, log_file=ppo.LOG_NAME,
+                    finished=lambda run: run.get("steps", -1) >= max_steps)
+    if plan.action == "skip":
         emit({"output_dir": str(output_dir), "skipped": True})
         return
-    resume_from = ppo.latest_checkpoint(output_dir) if resume else None
-    if resume and resume_from is None:
-        warn(f"--resume: no checkpoint in {output_dir}; starting from {model}")
 
-    accel_kw = {"cpu": device == "cpu"}
+    accel_kw = {"cpu": dev == "cpu"}
     if report_to != "none":
-        _check_tracker(report_to)
         accel_kw.update(log_with=report_to, project_dir=str(output_dir))
     accelerator = Accelerator(**accel_kw)
-    dev = str(accelerator.device) if device == "auto" or device == "cpu" else device
-    lm = load_model(str(resume_from or model), device=dev, dtype=dtype, train=True)
+    lm = load_model(str(plan.checkpoint or model), device=dev, dtype=dtype, train=True)
 
     report = None
     if report_to != "none":
@@ -105,7 +114,7 @@ def main(
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
 
     summary = ppo.train(
-        lm, records, output_dir, cfg, eval_records=eval_records, resume_from=resume_from,
+        lm, records, output_dir, cfg, eval_records=eval_records, resume_from=plan.checkpoint,
         progress=lambda it, n: progress(it, total=n, desc="ppo"), warn=warn, report=report,
         accelerator=accelerator,
     )
@@ -120,39 +129,16 @@ def main(
 
 
 def _transcribe_records(path: Path, split: str | None) -> list[dict]:
-    """The transcription prompts of an mkqa JSONL (records with task 'transcribe' and 'abc')."""
-    from abcscribe.core.files import read_jsonl
-    from abcscribe.core.models.records import resolve_paths
+    """The transcription prompts of an mkqa JSONL (records with task 'transcribe' and 'abc');
+    malformed lines and records are reported and skipped, as sft does."""
+    from abcscribe.core.train.sft import read_records
 
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    # audio paths in mkqa output are relative to the JSONL's folder
-    recs = [resolve_paths(r, path.parent) for r in read_jsonl(path)
-            if r.get("task", "transcribe") == "transcribe" and isinstance(r.get("abc"), str)
-            and not r.get("error") and (split is None or r.get("split") == split)]
+    recs = [r for r in read_records(path, warn, need_answer=False, split=split)
+            if r.get("task", "transcribe") == "transcribe" and isinstance(r.get("abc"), str)]
     if not recs:
-        raise UserError(f"{path}: no 'transcribe' records with an 'abc' reference"
+        raise UserError(f"{path}: no 'transcribe' records with an 'abc' reference and their audio"
                         + (f" in split {split!r}" if split else ""))
     return recs
-
-
-def _finished(out: Path, max_steps: int) -> bool:
-    meta = out / "abcscribe.json"
-    if not meta.exists():
-        return False
-    try:
-        steps = json.loads(meta.read_text()).get("ppo", {}).get("steps", -1)
-    except (OSError, ValueError):
-        return False
-    return steps >= max_steps
-
-
-def _check_tracker(name: str) -> None:
-    from accelerate.utils import is_tensorboard_available, is_wandb_available
-
-    ok = is_tensorboard_available() if name == "tensorboard" else is_wandb_available()
-    if not ok:
-        raise UserError(f"--report-to {name}: the '{name}' package is not installed (pip install {name})")
 
 
 def _flat_config(cfg) -> dict:

@@ -49,7 +49,8 @@ def main(
         '({"summary": {...}, "pairs": N, "failed": K}).',
     ),
     resamples: int = typer.Option(
-        1000, "--resamples", metavar="N", help="Bootstrap resamples for the summary interval."
+        1000, "--resamples", metavar="N", min=0, max=100_000,
+        help="Bootstrap resamples for the summary interval (at most 100,000).",
     ),
 ) -> None:
     """Score predicted ABC transcriptions against references with the seed's reward (pitch,
@@ -61,8 +62,6 @@ def main(
     from abcscribe.core import reward
 
     w = reward.parse_weights(weights) if weights is not None else None
-    if resamples < 0:
-        raise UserError(f"--resamples must be >= 0, got {resamples}")
     pairs = _pairs(ref, pred)
 
     batch = Batch()
@@ -74,7 +73,9 @@ def main(
         emit(rec)
         records.append(rec)
     if not records:
-        raise UserError("no pairs to score")
+        from abcscribe.core.files import nothing_to_do
+
+        raise nothing_to_do("no pairs to score")
 
     if summary or summary_json:
         scored = [r for r in records if not r.get("error")]  # upstream records carry "error": null
@@ -130,11 +131,21 @@ def _file_pair(name: str, ref_path: Path, pred_path: Path):
 
 
 def _jsonl_pairs():
-    from abcscribe.core.files import read_jsonl
+    from abcscribe.core.files import BadLine, read_jsonl
 
-    for i, rec in enumerate(read_jsonl("-"), 1):
+    for i, rec in enumerate(read_jsonl("-", bad="keep"), 1):
+        if isinstance(rec, BadLine):  # that line's error record; the others are scored
+            yield {"line": rec["line"]}, _raise(rec["error"]), _raise(rec["error"])
+            continue
         out = {k: v for k, v in rec.items() if k not in _TEXT_FIELDS}
         yield out, _text_of(rec, "ref", i, _read_ref), _text_of(rec, "pred", i, _read_pred)
+
+
+def _raise(message: str):
+    def get() -> str:
+        raise UserError(message)
+
+    return get
 
 
 def _text_of(rec: dict, key: str, line: int, read):

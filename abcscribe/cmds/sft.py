@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from abcscribe.cmds._base import emit, warn
+from abcscribe.cmds._base import check_tracker, emit, warn
 from abcscribe.core.errors import UserError
 
 
@@ -50,26 +50,9 @@ def main(
 
     DIR then loads in 'transcribe' and 'ppo' with nothing else. Prints one JSON record on
     stdout when done (steps, losses, seconds); the loss curve is DIR/log.jsonl."""
-    if report_to not in ("none", "tensorboard", "wandb"):
-        raise UserError(f"--report-to must be none, tensorboard or wandb, got {report_to!r}")
-    if projector not in ("mlp", "linear"):
-        raise UserError(f"--projector must be mlp or linear, got {projector!r}")
-    for name, v in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--stack", stack or 1), ("--lora-r", lora_r)):
-        if v < 1:
-            raise UserError(f"{name} must be at least 1, got {v}")
-    if not (0.0 <= warmup_ratio < 1.0):
-        raise UserError(f"--warmup-ratio must be in [0, 1), got {warmup_ratio}")
-    if not data.is_file():
-        raise UserError(f"{data}: no such file")
-    if eval_data is not None and not eval_data.is_file():
-        raise UserError(f"{eval_data}: no such file")
+    from abcscribe.core.files import check_output_dir
+    from abcscribe.core.train.sft import SFTOptions  # no torch: options are checked first
 
-    from transformers.utils import logging as hf_logging
-
-    from abcscribe.core.train.sft import SFTOptions, run_sft
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     opts = SFTOptions(
         model=model, lora=None if full is None else not full, lora_r=lora_r, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, train_encoder=train_encoder, lr=lr, epochs=epochs,
@@ -79,6 +62,20 @@ def main(
         seed=seed, split=split, report_to=report_to, encoder=encoder, projector=projector,
         stack=stack, dtype=dtype,
     )  # fmt: skip
+    opts.check()
+    check_output_dir(output_dir, "--output-dir")
+    for path, flag in ((data, "--data"), (eval_data, "--eval-data")):
+        if path is not None and not path.is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    if report_to != "none":
+        check_tracker(report_to)
+
+    from transformers.utils import logging as hf_logging
+
+    from abcscribe.core.train.sft import run_sft
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     summary = run_sft(data, output_dir, opts, eval_path=eval_data, warn=warn)
     if summary.pop("main_process", True):
         emit({"output_dir": str(output_dir), **summary})

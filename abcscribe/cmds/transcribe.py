@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from abcscribe.cmds._base import Batch, check_top_p, emit, progress, warn
+from abcscribe.cmds._base import Batch, check_top_p, device_option, emit, progress, warn
 from abcscribe.core.errors import UserError
 
 
@@ -59,7 +59,9 @@ def main(
         help="Sample N per window and keep the one that reads cleanly and agrees most with the "
         "others (tempo, metre, instruments, notes).",
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    seed: int = typer.Option(
+        0, "--seed", help="Random seed for sampling: the same seed, the same transcription."
+    ),
     output_dir: Optional[Path] = typer.Option(
         None,
         "--output-dir",
@@ -76,7 +78,7 @@ def main(
     batch_size: int = typer.Option(
         1, "--batch-size", min=1, help="Windows generated together (across inputs)."
     ),
-    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    device: str = device_option(),
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help="Model weights dtype: float32, bfloat16, float16 (default: the model's)."
     ),
@@ -91,7 +93,9 @@ def main(
     {path, abc, windows, seconds, warnings, error} (+ id, ref, pred for mkqa JSONL, so the
     output pipes into 'abcscribe score'). Long audio is cut into windows at bar lines and the
     windows' ABC stitched into one tune."""
-    from abcscribe.core.files import AUDIO_EXTS, expand_inputs
+    from abcscribe.core.device import check_device
+    from abcscribe.core.files import (AUDIO_EXTS, check_output_dir, check_unique_outputs,
+                                      clip_span, gather_inputs, output_done)
     from abcscribe.core.models.base import GenerationOptions
     from abcscribe.core.transcribe import (
         Input,
@@ -112,43 +116,50 @@ def main(
     if svg and shutil.which("abcm2ps") is None:
         raise UserError("--svg needs abcm2ps (Debian/Ubuntu: apt-get install abcm2ps)")
     index, count = _parse_shard(shard)
+    device = check_device(device)
+    if output_dir is not None:
+        check_output_dir(output_dir, "-o")
 
-    items = list(expand_inputs(inputs, AUDIO_EXTS))
+    items = gather_inputs(inputs, AUDIO_EXTS, "audio files or records")
     if count > 1:
         items = items[index::count]
     other_tasks = [it for it in items if it.record.get("task") not in (None, "transcribe")]
     if other_tasks:
         warn(f"skipping {len(other_tasks)} JSONL records whose task is not 'transcribe'")
         items = [it for it in items if it.record.get("task") in (None, "transcribe")]
+    outputs = [output_paths(output_dir, it.rel, bool(it.record), midi, musicxml, svg) for it in items]
+    check_unique_outputs((it.name, paths.get("abc")) for it, paths in zip(items, outputs)
+                         if not it.error)
 
     batch = Batch()
     todo = []
-    for it in items:
+    for it, paths in zip(items, outputs):
         rec = _record(it)
-        if it.path is None:
-            with batch.guard(rec):
+        try:
+            it.check()
+            if it.path is None:
                 raise UserError(f"{it.name}: record has no audio path")
+            offset, duration = clip_span(it.record)
+            done = paths and not overwrite and all([output_done(p) for p in paths.values()])
+        except UserError as e:
+            with batch.guard(rec, it.name):
+                raise e
             emit(rec)
             continue
-        paths = output_paths(output_dir, it.rel, bool(it.record), midi, musicxml, svg)
-        if paths and not overwrite and all(p.exists() for p in paths.values()):
+        if done:
             rec.update(abc=read_done(paths["abc"]), skipped=True)
             if it.record:
                 rec["pred"] = rec["abc"]
             batch.done += 1
             emit(rec)
             continue
-        todo.append(
-            Input(it.path, float(it.record.get("offset") or 0.0), it.record.get("duration"),
-                  it.record or None, tag=(rec, paths))
-        )
+        todo.append(Input(it.path, offset, duration, it.record or None, tag=(rec, paths)))
 
     if not todo:
         batch.finish()
         return
     tx = load_transcriber(model, device=device, dtype=dtype)
-    if seed is not None:
-        _seed_everything(seed)
+    _seed_everything(seed)
     options = TranscribeOptions(
         generation=GenerationOptions(
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,

@@ -32,6 +32,14 @@ SOUNDFONT_PATHS = (
 
 ENGINES = ("auto", "fluidsynth", "builtin")
 
+# The longest audio rendered unless asked for more (``render(max_seconds=...)``, render's
+# --max-seconds): a megabyte line of ABC is days of audio, not a piece anyone meant to hear.
+MAX_RENDER_SECONDS = 3600.0
+
+# fluidsynth's MIDI player reads at most this many tracks and plays a file with more as
+# silence; a MIDI file has 16 channels anyway, so voices beyond share tracks by channel.
+FLUIDSYNTH_MAX_TRACKS = 128
+
 
 # ---- loading ----------------------------------------------------------------------------------
 def load_audio(
@@ -133,16 +141,21 @@ def write_audio(path: str | Path, audio: np.ndarray, sr: int) -> None:
 
 # ---- rendering --------------------------------------------------------------------------------
 def render(
-    piece: Piece, sr: int = 22050, engine: str = "auto", soundfont: str | None = None
+    piece: Piece, sr: int = 22050, engine: str = "auto", soundfont: str | None = None,
+    max_seconds: float | None = MAX_RENDER_SECONDS,
 ) -> np.ndarray:
     """Render ``piece`` to mono float32 audio at ``sr``. ``engine``: ``fluidsynth`` (a GM
     soundfont via the fluidsynth program), ``builtin`` (core.synth), or ``auto`` (fluidsynth
     when the program and a soundfont are present, else builtin). The result lasts the piece
-    plus TAIL_SECONDS, whatever the engine."""
+    plus TAIL_SECONDS, whatever the engine; a piece longer than ``max_seconds`` (None: no
+    limit) is a UserError."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
-    if sr < 4000 or sr > 192000:
-        raise UserError(f"sample rate {sr} out of range (4000-192000)")
+    check_sample_rate(sr)
+    seconds = piece.duration_seconds
+    if max_seconds is not None and seconds > max_seconds:
+        raise UserError(f"the piece lasts {seconds:,.0f} s, more than the {max_seconds:,.0f} s "
+                        "rendered at most (--max-seconds raises the limit)")
     if engine == "auto":
         engine = "fluidsynth" if fluidsynth_available(soundfont) else "builtin"
     if engine == "builtin":
@@ -150,6 +163,12 @@ def render(
 
         return synthesize(piece, sr, tail=TAIL_SECONDS)
     return render_fluidsynth(piece, sr, soundfont)
+
+
+def check_sample_rate(sr: int) -> int:
+    if sr < 4000 or sr > 192000:
+        raise UserError(f"sample rate {sr} out of range (4000-192000)")
+    return sr
 
 
 def render_length(piece: Piece, sr: int) -> int:
@@ -163,11 +182,24 @@ def find_soundfont(soundfont: str | None = None) -> str | None:
     if soundfont:
         if not Path(soundfont).is_file():
             raise UserError(f"{soundfont}: no such soundfont")
+        check_soundfont(soundfont)
         return str(soundfont)
     for p in SOUNDFONT_PATHS:
         if os.path.isfile(p):
             return p
     return None
+
+
+def check_soundfont(path: str | Path) -> None:
+    """A UserError unless ``path`` starts like a SoundFont (RIFF ``sfbk``: .sf2, .sf3):
+    fluidsynth given anything else plays its default soundfont, or silence, and says nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the soundfont ({e.strerror or e})") from None
+    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise UserError(f"{path}: not a SoundFont (.sf2/.sf3) file")
 
 
 def fluidsynth_available(soundfont: str | None = None) -> bool:
@@ -190,13 +222,13 @@ def render_fluidsynth(piece: Piece, sr: int = 22050, soundfont: str | None = Non
     with tempfile.TemporaryDirectory(prefix="abcscribe-render-") as tmp:
         mid = Path(tmp) / "in.mid"
         wav = Path(tmp) / "out.wav"
-        write_midi(piece, mid)
+        write_midi(_within_tracks(piece, FLUIDSYNTH_MAX_TRACKS - 1), mid)
         cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sr),
                "-F", str(wav), "-T", "wav", sf2, str(mid)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or not wav.exists():
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise UserError(f"fluidsynth failed: {msg[-1] if msg else proc.returncode}")
+        code, err = _run_child(cmd)
+        if code != 0 or not wav.exists():
+            msg = err.strip().splitlines()
+            raise UserError(f"fluidsynth failed: {msg[-1] if msg else code}")
         import soundfile as sf
 
         data, got_sr = sf.read(str(wav), dtype="float32", always_2d=True)
@@ -211,6 +243,46 @@ def render_fluidsynth(piece: Piece, sr: int = 22050, soundfont: str | None = Non
 
         out *= PEAK / peak
     return out
+
+
+def _within_tracks(piece: Piece, most: int) -> Piece:
+    """``piece`` with at most ``most`` voices: beyond that, the melodic voices that
+    ``write_midi`` would put on one channel share one track (they share the channel's program
+    and sound anyway), and the drum voices another."""
+    if len(piece.voices) <= most:
+        return piece
+    import dataclasses
+
+    from abcscribe.core.notes import Voice
+
+    groups: dict[object, Voice] = {}
+    k = 0
+    for v in piece.voices:
+        key = "drums" if v.drum else k % 15
+        k += 0 if v.drum else 1
+        g = groups.setdefault(key, Voice(program=v.program, name=v.name, drum=v.drum))
+        g.notes.extend(v.notes)
+    for g in groups.values():
+        g.sort()
+    return dataclasses.replace(piece, voices=list(groups.values()))
+
+
+def _run_child(cmd: list[str], timeout: float = 3600.0) -> tuple[int, str]:
+    """Run ``cmd``; the child is killed when this process leaves the call in any way (an
+    error, Ctrl-C, SIGTERM turned into an exit) and, where util-linux's ``setpriv`` is
+    installed, when this process is killed outright (the parent-death signal)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def read_score(path: str | Path | None, data: bytes | None = None) -> Piece:

@@ -24,51 +24,77 @@ class Item:
 
     ``path`` is the file (None for a record without one); ``rel`` is its path relative to the
     folder it was found in (used to mirror sub-folders in ``-o DIR``); ``record`` is the JSONL
-    record it came from (passed through by commands), or an empty dict."""
+    record it came from (passed through by commands), or an empty dict; ``error`` says why
+    this input cannot be worked on (a missing path, a malformed JSONL line): the command
+    reports it as this input's error record and goes on with the others."""
 
     path: Path | None
     rel: Path
     record: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def check(self) -> None:
+        """A UserError when this input could not be read (its ``error``)."""
+        if self.error:
+            raise UserError(self.error)
 
     @property
     def name(self) -> str:
-        return str(self.path) if self.path is not None else str(self.record.get("id", self.rel))
+        if self.path is not None:
+            return str(self.path)
+        return str(self.record.get("id", self.rel)) if isinstance(self.record, dict) else str(self.rel)
 
 
-def read_jsonl(path: str | Path, stream=None) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file (``-`` or ``stream`` reads that stream). Blank lines are skipped;
-    a line that is not a JSON object is a UserError naming the line."""
+class BadLine(dict):
+    """What ``read_jsonl(..., bad="keep")`` yields for a line that is not a JSON object: a
+    record ``{"line": N, "error": "..."}`` that a batch reports as that line's error."""
+
+
+def read_jsonl(path: str | Path, stream=None, bad: str = "raise") -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file (``-`` or ``stream`` reads that stream, text or bytes). Blank
+    lines are skipped. A line that is not a UTF-8 JSON object is a UserError naming the line
+    (``bad="raise"``), or yielded as a ``BadLine`` and the reading goes on (``bad="keep"``)."""
     if stream is None:
         if str(path) == "-":
-            stream = sys.stdin
+            stream = sys.stdin.buffer
         else:
+            p = Path(path)
+            if p.is_dir():
+                raise UserError(f"{path}: is a folder, not a JSONL file")
             try:
-                stream = open(path, encoding="utf-8")
+                stream = open(p, "rb")
             except OSError as e:
                 raise UserError(f"{path}: cannot open ({e.strerror or e})") from None
-    with stream if stream is not sys.stdin else _nullcontext(stream) as fh:
-        for i, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
+    own = stream is not sys.stdin and stream is not getattr(sys.stdin, "buffer", None)
+    try:
+        for i, line in enumerate(stream, 1):
+            problem = None
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    problem = "not UTF-8 text"
+            if problem is None:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problem = f"not valid JSON ({e.msg})"
+                else:
+                    if not isinstance(rec, dict):
+                        problem = "a JSONL record must be an object"
+            if problem is not None:
+                msg = f"{path}:{i}: {problem}"
+                if bad == "raise":
+                    raise UserError(msg)
+                yield BadLine(line=i, error=msg)
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{path}:{i}: a JSONL record must be an object")
             yield rec
-
-
-class _nullcontext:
-    def __init__(self, v):
-        self.v = v
-
-    def __enter__(self):
-        return self.v
-
-    def __exit__(self, *a):
-        return False
+    finally:
+        if own:
+            stream.close()
 
 
 def expand_inputs(
@@ -78,12 +104,12 @@ def expand_inputs(
     recursively in sorted order for files with one of ``exts``; a ``.jsonl`` file (when
     ``jsonl``) yields its records; ``-`` reads stdin as JSONL records (``stdin_kind='jsonl'``)
     or as raw bytes of one file (``stdin_kind='file'``: Item.path is None, record
-    ``{"stdin": True}``). A missing path is a UserError."""
+    ``{"stdin": True}``). A missing path or a malformed JSONL line is an Item with ``error``
+    set, so one bad input never stops the others."""
     for raw in inputs:
         if raw == "-":
             if stdin_kind == "jsonl":
-                for rec in read_jsonl("-"):
-                    yield Item(_rec_path(rec), Path(str(rec.get("id", "-"))), rec)
+                yield from _record_items(read_jsonl("-", bad="keep"), None)
             else:
                 yield Item(None, Path("-"), {"stdin": True})
             continue
@@ -95,40 +121,162 @@ def expand_inputs(
             )
             for q in found:
                 yield Item(q, q.relative_to(p))
-        elif jsonl and p.suffix.lower() == ".jsonl":
-            if not p.exists():
-                raise UserError(f"{p}: no such file")
-            for rec in read_jsonl(p):
-                rp = _rec_path(rec, base=p.parent)
-                yield Item(rp, Path(str(rec.get("id", rp.name if rp else "record"))), rec)
-        elif p.exists():
+        elif jsonl and p.suffix.lower() == ".jsonl" and p.is_file():
+            yield from _record_items(read_jsonl(p, bad="keep"), p.parent)
+        elif p.is_file():
             yield Item(p, Path(p.name))
+        elif p.exists():
+            yield Item(p, Path(p.name), error=f"{p}: not a regular file")
         else:
-            raise UserError(f"{p}: no such file or folder")
+            yield Item(p, Path(p.name), error=f"{p}: no such file or folder")
+
+
+def gather_inputs(inputs: Iterable[str], exts: tuple[str, ...], what: str, **kw) -> list[Item]:
+    """``expand_inputs`` as a list, for a command's batch: nothing found is a "nothing to do"
+    UserError; a lone input that cannot be read is its UserError (a batch of one)."""
+    items = list(expand_inputs(inputs, exts, **kw))
+    if not items:
+        raise nothing_to_do(f"no {what} in the inputs")
+    if len(items) == 1:
+        items[0].check()
+    return items
+
+
+def _record_items(records: Iterable[dict[str, Any]], base: Path | None) -> Iterator[Item]:
+    for rec in records:
+        if isinstance(rec, BadLine):
+            yield Item(None, Path(f"line-{rec['line']}"), {}, error=rec["error"])
+            continue
+        try:
+            rp = _rec_path(rec, base=base)
+        except UserError as e:
+            yield Item(None, Path(str(rec.get("id", "record"))), rec, error=str(e))
+            continue
+        default = "-" if base is None else (rp.name if rp is not None else "record")
+        yield Item(rp, Path(str(rec.get("id", default))), rec)
 
 
 def _rec_path(rec: dict[str, Any], base: Path | None = None) -> Path | None:
     for key in ("audio", "path", "midi", "abc_path"):
         v = rec.get(key)
-        if isinstance(v, str) and v:
-            q = Path(v)
-            if base is not None and not q.is_absolute() and not q.exists():
-                alt = base / q
-                if alt.exists():
-                    return alt
-            return q
+        if v is None or v == "":
+            continue
+        if not isinstance(v, str):
+            name = rec.get("id", "record")
+            raise UserError(f"{name}: '{key}' must be a path (a string), got {json.dumps(v)[:40]}")
+        q = Path(v)
+        if base is not None and not q.is_absolute() and not q.exists():
+            alt = base / q
+            if alt.exists():
+                return alt
+        return q
     return None
+
+
+def clip_span(rec: dict[str, Any]) -> tuple[float, float | None]:
+    """A record's ``offset`` and ``duration`` in seconds (0 and None when absent); a
+    UserError naming the field when one is not a number >= 0."""
+    out = []
+    for key, default in (("offset", 0.0), ("duration", None)):
+        v = rec.get(key)
+        if v is None or v == "":
+            out.append(default)
+            continue
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = float("nan")
+        if isinstance(v, bool) or not (x >= 0) or x == float("inf"):
+            name = rec.get("id", "record")
+            raise UserError(f"{name}: '{key}' must be a number of seconds >= 0, got {json.dumps(v)[:40]}")
+        out.append(x)
+    return out[0], out[1]
+
+
+def nothing_to_do(what: str) -> UserError:
+    """The error for inputs that hold nothing to work on (an empty folder, empty stdin)."""
+    return UserError(f"nothing to do: {what}")
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """``path`` as a folder outputs can go into (made later, when written): a UserError now,
+    before any work, when it is a file, lies under a file, or cannot be written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{option} {p}: exists and is not a folder")
+    _check_parents(p, option)
+    return p
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """``path`` as a file to write: a UserError now when it is a folder, lies under a file, or
+    its folder cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{option} {p}: is a folder; give a file name")
+    _check_parents(p.parent, option, p)
+    return p
+
+
+def _check_parents(folder: Path, option: str, shown: Path | None = None) -> None:
+    shown = shown or folder
+    q = folder
+    while not q.exists():
+        if q.parent == q:
+            return
+        q = q.parent
+    if not q.is_dir():
+        raise UserError(f"{option} {shown}: {q} is a file, not a folder")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {shown}: {q} is not writable")
+
+
+def check_unique_outputs(pairs: Iterable[tuple[str, Path | None]]) -> None:
+    """A UserError when two inputs would write the same output file (``x.wav`` and
+    ``x.flac`` in one folder, ``A/x.mid`` and ``B/x.mid`` given as files), naming both."""
+    seen: dict[Path, str] = {}
+    for name, out in pairs:
+        if out is None:
+            continue
+        key = Path(os.path.normpath(out))
+        if key in seen and seen[key] != name:
+            raise UserError(f"{seen[key]} and {name} would both be written to {out}; "
+                            "give them separately or rename one")
+        seen.setdefault(key, name)
+
+
+def output_done(path: Path) -> bool:
+    """Whether an output exists already (a re-run skips it); a UserError when something other
+    than a file sits at its name."""
+    if path.is_file():
+        return True
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path}: exists and is not a file")
+    return False
+
+
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    """The mode a new file gets under this process's umask (mkstemp's files are 0600)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never sees
     half a file and an interrupted run leaves no partial output."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path, "." + path.name + ".", ".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -136,6 +284,17 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         except OSError:
             pass
         raise
+
+
+def _mkstemp(path: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A temporary file beside ``path`` (its folder made); a UserError when it cannot be."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; cannot write a file there")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror or e})") from None
 
 
 def atomic_path(path: str | Path):
@@ -148,16 +307,14 @@ class _AtomicPath:
         self.path = path
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix="." + self.path.stem + ".", suffix=self.path.suffix, dir=self.path.parent
-        )
+        fd, tmp = _mkstemp(self.path, "." + self.path.stem + ".", self.path.suffix)
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
+            os.chmod(self.tmp, _file_mode())
             os.replace(self.tmp, self.path)
         else:
             try:

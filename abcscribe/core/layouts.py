@@ -17,7 +17,7 @@ from pathlib import Path
 
 from abcscribe.core import gm
 from abcscribe.core.errors import UserError
-from abcscribe.core.files import ABC_EXTS, AUDIO_EXTS, MIDI_EXTS, read_jsonl
+from abcscribe.core.files import ABC_EXTS, AUDIO_EXTS, MIDI_EXTS, BadLine, read_jsonl
 from abcscribe.core.notes import TPQ, Note, Piece, Voice
 
 LAYOUTS = ("auto", "pairs", "urmp", "slakh", "maestro", "manifest")
@@ -524,7 +524,11 @@ def manifest_sources(manifest: Path) -> list[Source]:
     one per voice, or one for all)."""
     out = []
     base = manifest.parent
-    for i, rec in enumerate(read_jsonl(manifest), 1):
+    for i, rec in enumerate(read_jsonl(manifest, bad="keep"), 1):
+        if isinstance(rec, BadLine):  # that line's error record; the other lines go on
+            out.append(Source(f"{manifest.stem}-line{rec['line']}", None, None,
+                              layout="manifest", error=rec["error"]))
+            continue
         score = rec.get("midi") or rec.get("abc")
         audio = rec.get("audio")
         pid = str(rec.get("id") or "")

@@ -116,6 +116,7 @@ def read_midi_columns(
 
     starts = np.concatenate([a[0] for a in arrays])
     ends = np.concatenate([a[1] for a in arrays])
+    _check_length(ends, [t.tick for t in tempos] + [m.tick for m in meters], name)
     pitches = np.concatenate([a[2] for a in arrays])
     vels = np.concatenate([a[3] for a in arrays])
     vidx = np.repeat(np.arange(len(arrays)), [len(a[0]) for a in arrays])
@@ -198,6 +199,18 @@ def _held_over(qs, qe, pitches, vidx) -> int:
     s, e, p, v = qs[order], qe[order], pitches[order], vidx[order]
     same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
     return int((same & (e[:-1] - s[1:] > TPQ)).sum())
+
+
+# The longest piece read, in quarter notes (about 8 hours at 200 BPM): a longer one is a
+# corrupt delta time (a 37-byte file can say 0x0FFFFFFF quarters), not music.
+MAX_QUARTERS = 100_000
+
+
+def _check_length(ends: np.ndarray, event_ticks: list, name: str) -> None:
+    last = max(float(ends.max()) if ends.size else 0.0, max(event_ticks, default=0))
+    if last > MAX_QUARTERS * TPQ:
+        raise UserError(f"{name}: lasts {last / TPQ:,.0f} quarter notes, more than the "
+                        f"{MAX_QUARTERS:,} abcscribe reads (a corrupt delta time?)")
 
 
 def _load(source: str | Path | bytes) -> tuple[bytes, str]:

@@ -34,7 +34,10 @@ def model_kind(spec: str) -> str:
         return "tiny"
     p = Path(spec)
     if p.is_dir():
+        from abcscribe.core.modeldir import check_model_dir
         from abcscribe.core.models.common import read_meta
+
+        check_model_dir(p)  # a corrupt file: one line naming it
 
         meta = read_meta(p)
         if meta is not None:
@@ -79,14 +82,18 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str | None = None, trai
     kind = model_kind(spec)
     td = torch_dtype(dtype)
     meta = read_meta(spec) if Path(spec).is_dir() else None
-    if kind == "composed":
-        from abcscribe.core.models.composed import load_composed
+    try:
+        if kind == "composed":
+            from abcscribe.core.models.composed import load_composed
 
-        return load_composed(spec, meta or {"family": "composed"}, device=device, dtype=td, train=train)
-    if kind == "hf-audio":
-        from abcscribe.core.models.hf_audio import load_hf_audio
+            return load_composed(spec, meta or {"family": "composed"}, device=device, dtype=td, train=train)
+        if kind == "hf-audio":
+            from abcscribe.core.models.hf_audio import load_hf_audio
 
-        return load_hf_audio(spec, meta, device=device, dtype=td, train=train)
+            return load_hf_audio(spec, meta, device=device, dtype=td, train=train)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # what loaders raise on bad files
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{spec}: cannot load the model ({why})") from None
     raise UserError(
         f"{spec}: a text-only language model; build an audio model around it with "
         "'abcscribe sft --model SPEC' (the composed family)"

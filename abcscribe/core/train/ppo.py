@@ -25,7 +25,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from abcscribe.core.errors import UserError
+from abcscribe.core.modeldir import save_atomically
 from abcscribe.core.models.base import AudioLM, GenerationOptions
 from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
@@ -240,6 +241,8 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
 class TrainState:
     step: int = 0
     kl_coef: float = 0.0
+    order: list[int] = field(default_factory=list)  # the rest of the epoch's shuffled order
+    eval_before: dict[str, Any] | None = None
 
 
 def train(
@@ -296,20 +299,25 @@ def train(
 
     state = TrainState(kl_coef=cfg.kl_coef)
     log_path = out / LOG_NAME
+    summary: dict[str, Any] = {}
     if resume_from is not None:
+        # everything a step draws on comes back: weights (loaded by the caller), optimiser,
+        # RNGs, the rest of the epoch's order, the KL coefficient: the run goes on exactly
         state = _load_state(Path(resume_from), opt, value_head, rng)
+        if state.eval_before is not None:
+            summary["eval_before"] = state.eval_before
     elif log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
 
-    summary: dict[str, Any] = {}
-    if eval_records:
+    if eval_records and "eval_before" not in summary:
         summary["eval_before"] = evaluate(lm, eval_records, reward_fn, cfg.max_new_tokens, warn)
         _log(log_path, {"eval": "before", "step": state.step, **summary["eval_before"]})
+    state.eval_before = summary.get("eval_before")
 
     steps: Iterable[int] = range(state.step, cfg.max_steps)
     if progress is not None:
         steps = progress(steps, cfg.max_steps - state.step)
-    order: list[int] = []
+    order = state.order
     for step in steps:
         t0 = time.monotonic()
         if len(order) < cfg.batch_size:  # an epoch's shuffled order, refilled as it runs out
@@ -535,13 +543,24 @@ def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng,
     if summary:
         extra["ppo"]["eval"] = {k: {"reward_mean": v["reward_mean"], "n": v["n"]}
                                 for k, v in summary.items() if k.startswith("eval_")}
-    lm.save(out, extra=extra)
-    torch.save({"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "py_rng": rng.getstate()}, out / STATE_NAME)
-    if value_head is not None:
-        from safetensors.torch import save_file
+    snapshot = {"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(), "py_rng": rng.getstate(),
+                "order": list(state.order), "eval_before": state.eval_before}
 
-        save_file(value_head.state_dict(), str(out / VALUE_HEAD_NAME))
+    def write(folder: Path) -> None:
+        lm.save(folder, extra=extra)
+        if value_head is not None:
+            from safetensors.torch import save_file
+
+            save_file(value_head.state_dict(), str(folder / VALUE_HEAD_NAME))
+        torch.save(snapshot, folder / STATE_NAME)  # last: its presence means complete
+
+    if out.name.startswith("checkpoint-"):
+        save_atomically(out, write)  # a kill mid-save leaves no torn checkpoint to resume
+    else:
+        # the run folder holds the log and the checkpoints too: its files are replaced one by
+        # one (each atomically), the state last
+        write(out)
 
 
 def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
@@ -554,21 +573,5 @@ def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
         from safetensors.torch import load_file
 
         value_head.load_state_dict(load_file(str(ckpt / VALUE_HEAD_NAME)))
-    return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]))
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest resumable state in ``out_dir``: its ``checkpoint-N`` folders or the dir itself."""
-    out = Path(out_dir)
-    cands = [p for p in out.glob("checkpoint-*") if (p / STATE_NAME).exists()]
-    if (out / STATE_NAME).exists():
-        cands.append(out)
-
-    def step_of(p: Path) -> int:
-        try:
-            return int(torch.load(p / STATE_NAME, map_location="cpu", weights_only=False)["step"])
-        except Exception:  # noqa: BLE001 - an unreadable state is not a candidate
-            return -1
-
-    cands = [p for p in cands if step_of(p) >= 0]
-    return max(cands, key=step_of) if cands else None
+    return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]),
+                      order=list(st.get("order", [])), eval_before=st.get("eval_before"))

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from abcscribe.core.errors import UserError
 
 LOG_FILE = "log.jsonl"
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,29 @@ class SFTOptions:
     dtype: str | None = None
     tiny: dict = field(default_factory=dict)  # overrides of the tiny preset
 
+    def check(self) -> None:
+        """UserError naming the option for a value training cannot run with; before any work."""
+        def need(ok: bool, flag: str, rule: str, value) -> None:
+            if not ok:
+                raise UserError(f"{flag} must be {rule}, got {value}")
+
+        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "--lr", "a number > 0", self.lr)
+        need(math.isfinite(self.epochs) and self.epochs > 0, "--epochs", "a number > 0", self.epochs)
+        need(self.max_steps >= -1, "--max-steps", "-1 (use --epochs), 0 or more", self.max_steps)
+        for flag, v in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
+                        ("--lora-r", self.lora_r), ("--logging-steps", self.logging_steps),
+                        ("--stack", 1 if self.stack is None else self.stack)):
+            need(v >= 1, flag, "at least 1", v)
+        need(self.lora_alpha > 0, "--lora-alpha", "> 0", self.lora_alpha)
+        need(0.0 <= self.lora_dropout < 1.0, "--lora-dropout", "in [0, 1)", self.lora_dropout)
+        need(0.0 <= self.warmup_ratio < 1.0, "--warmup-ratio", "in [0, 1)", self.warmup_ratio)
+        need(self.save_steps >= 0 and self.eval_steps >= 0, "--save-steps and --eval-steps",
+             ">= 0", f"{self.save_steps} and {self.eval_steps}")
+        need(self.projector in ("mlp", "linear"), "--projector", "mlp or linear", repr(self.projector))
+        need(self.report_to in REPORT_TO, "--report-to", " or ".join(REPORT_TO), repr(self.report_to))
+        need(self.dtype in (None, "float32", "bfloat16", "float16"), "--dtype",
+             "float32, bfloat16 or float16", repr(self.dtype))
+
 
 def read_records(
     path: str | Path, warn: Callable[[str], None], need_answer: bool = True, split: str | None = None
@@ -60,19 +84,34 @@ def read_records(
     from abcscribe.core.files import read_jsonl
     from abcscribe.core.models.records import check_record, resolve_paths
 
+    from abcscribe.core.files import BadLine, clip_span
+
     base = Path(path).parent if str(path) != "-" else None
     good = []
-    for rec in read_jsonl(path):
+    for rec in read_jsonl(path, bad="keep"):
+        if isinstance(rec, BadLine):
+            warn(f"skipping {rec['error']}")
+            continue
         if split is not None and rec.get("split") != split:
             continue
+        rid = rec.get("id", "record")
         if rec.get("error"):
-            warn(f"skipping {rec.get('id', 'record')}: it carries an error ({rec['error']})")
+            warn(f"skipping {rid}: it carries an error ({rec['error']})")
             continue
-        rec = resolve_paths(rec, base)
         try:
+            for key in ("audio", "embedding"):
+                if rec.get(key) is not None and not isinstance(rec[key], str):
+                    raise UserError(f"{rid}: '{key}' must be a path (a string)")
+            if "messages" in rec and not isinstance(rec["messages"], list):
+                raise UserError(f"{rid}: 'messages' must be a list of chat messages")
+            clip_span(rec)
+            rec = resolve_paths(rec, base)
             check_record(rec, need_answer=need_answer)
         except UserError as e:
             warn(f"skipping {e}")
+            continue
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # fields of odd types
+            warn(f"skipping {rid}: malformed record ({type(e).__name__}: {e})")
             continue
         good.append(rec)
     return good
@@ -81,7 +120,7 @@ def read_records(
 def prepare(lm, records: list[dict[str, Any]], warn, desc: str = "features") -> list[dict[str, Any]]:
     """Compute (and cache) each record's model inputs once; records that fail are reported and
     skipped, so a bad file never stops training halfway."""
-    from abcscribe.cmds._base import progress
+    from abcscribe.core.progress import progress
 
     good = []
     for rec in progress(records, total=len(records), desc=desc):
@@ -190,38 +229,32 @@ def run_sft(
 ) -> dict[str, Any]:
     """Train ``opts.model`` on the records of ``train_path`` and save the result to
     ``output_dir`` (loads with ``load_model``). Returns a summary (steps, losses, seconds)."""
-    import torch
-    from transformers import PrinterCallback, ProgressCallback, set_seed
-    from trl import SFTConfig
-
+    from abcscribe.core.modeldir import plan_run
     from abcscribe.core.models import build_model, model_kind
     from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
 
     warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
+    opts.check()
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if out.is_dir() else []
-    if opts.resume and not checkpoints:
-        raise UserError(f"{out}: no checkpoint to resume from (train with --save-steps)")
-    if not opts.resume and out.is_dir() and (out / "abcscribe.json").exists():
-        if not opts.overwrite:
-            done = (read_meta(out) or {}).get("sft") or {}
-            warn(f"{out}: already holds a trained model; skipping (--overwrite retrains it)")
-            return {**done, "skipped": True}
-        import shutil
+    plan = plan_run(out, "sft", resume=opts.resume, overwrite=opts.overwrite,
+                    state_file="trainer_state.json", warn=warn, log_file=LOG_FILE)
+    if plan.action == "skip":
+        return {**plan.finished, "skipped": True}
 
-        for p in [*checkpoints, out / "base"]:
-            shutil.rmtree(p, ignore_errors=True)
-        checkpoints = []
-    set_seed(opts.seed)
-
+    # the data and the model's files are checked before torch and trl load (seconds)
     train = read_records(train_path, warn, split=opts.split)
     if not train:
         raise UserError(f"{train_path}: no usable training records")
     evals = read_records(eval_path, warn) if eval_path else []
-
+    if eval_path and not evals:
+        raise UserError(f"--eval-data {eval_path}: no usable records")
     kind = model_kind(opts.model)
+
+    import torch
+    from transformers import PrinterCallback, ProgressCallback, set_seed
+    from trl import SFTConfig
+
+    set_seed(opts.seed)
     lora = opts.lora
     if lora is None:
         meta = read_meta(opts.model) if Path(opts.model).is_dir() else None
@@ -317,11 +350,11 @@ def run_sft(
     trainer.remove_callback(ProgressCallback)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
-        if not opts.resume:
+        if plan.action != "resume":
             (out / LOG_FILE).unlink(missing_ok=True)
     trainer.add_callback(_log_callback(out, sys.stderr))
     t0 = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if opts.resume else None)
+    result = trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
     seconds = time.monotonic() - t0
     final_eval = trainer.evaluate() if evals else {}
     lm.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
