@@ -84,24 +84,31 @@ def _torch_modules():
             self.convs = nn.ModuleList(convs)
             self.pitch_bias = nn.Parameter(torch.zeros(2, config.n_bins))
             self.notes = nn.Conv2d(c, 2, 1)  # onset, frame: the same filter at every pitch
-            self.timbre = nn.Linear(2 * c, config.timbre)
+            self.timbre = nn.Linear(c + len(HARMONIC_SHIFTS), config.timbre)
             self.families = nn.Linear(config.timbre, config.n_families)
             self.post_init()
 
         def _init_weights(self, module):
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.05)
                 nn.init.zeros_(module.bias)
 
         def forward(self, cqt):
             # each frame relative to its mean over pitch: what stands out of the spectrum, not
             # how loud the recording is (the CQT's fixed dB scale is 0..1 for -60..+30 dB)
             x = (cqt - cqt.mean(-1, keepdim=True)) * 3.0 + 0.5
-            x = harmonic_stack(x)  # [b, h, t, f]
+            h = harmonic_stack(x)  # [b, 5, t, f]
+            x = h
             for conv in self.convs:
                 x = torch.relu(conv(x))
             notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
-            pooled = torch.cat([x.mean(-1), x.amax(-1)], 1).transpose(1, 2)  # [b, t, 2c]
+            # timbre: the features and partials of the pitches that sound, whatever they are
+            # (weights over pitch from the frame map), so an instrument sounds alike at any pitch
+            w = torch.softmax(notes[:, 1], -1).unsqueeze(1)  # [b, 1, t, f]
+            pooled = torch.cat([(x * w).sum(-1), (h * w).sum(-1)], 1).transpose(1, 2)
             timbre = torch.tanh(self.timbre(pooled))
             families = self.families(timbre)
             onset, frame = notes[:, 0], notes[:, 1]
