@@ -115,7 +115,9 @@ def test_a_composed_model_carries_its_note_encoder(trained, cli, tmp_path):
 
 
 def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
-    p = cli("embed", tmp_path, "-o", tmp_path / "e", "--encoder", f"notes:{tmp_path / 'nowhere'}")
+    wav = tmp_path / "a.wav"
+    write_audio(wav, np.zeros(16000, np.float32), 16000)
+    p = cli("embed", wav, "-o", tmp_path / "e", "--encoder", f"notes:{tmp_path / 'nowhere'}")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "note encoder" in p.stderr
     p = cli("pretrain", "--data", tmp_path / "none.jsonl", "-o", tmp_path / "enc")
     assert p.returncode == 2 and "no such file" in p.stderr and "Traceback" not in p.stderr
