@@ -107,7 +107,8 @@ def _torch_modules():
             notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
             # timbre: the features and partials of the pitches that sound, whatever they are
             # (weights over pitch from the frame map), so an instrument sounds alike at any pitch
-            w = torch.softmax(notes[:, 1], -1).unsqueeze(1)  # [b, 1, t, f]
+            # (detached: telling instruments apart must not move where the notes are)
+            w = torch.softmax(notes[:, 1].detach(), -1).unsqueeze(1)  # [b, 1, t, f]
             pooled = torch.cat([(x * w).sum(-1), (h * w).sum(-1)], 1).transpose(1, 2)
             timbre = torch.tanh(self.timbre(pooled))
             families = self.families(timbre)
