@@ -4,8 +4,12 @@
     python examples/augment.py IN.emb.jsonl OUT.jsonl --dir emb-aug --copies 2
 
 OUT holds every record of IN and, for each, COPIES new ones: each transposed by a random
-number of semitones (-5..+6, not 0; within C2..B7) and sped up by a random rate (0.85..1.15).
-Seeded, so the same arguments give the same files."""
+number of semitones (-5..+6, not 0; within C2..B7) and, with --stretch S, sped up by a random
+rate in 1-S..1+S. Seeded, so the same arguments give the same files.
+
+Measured on the demo (sft, 1,800 steps, held-out clips of the training renderers): two copies
+transposed and stretched by up to 15% lowered eval loss 1.06 -> 0.76 and pitch loss 0.42 ->
+0.29 but note F1 0.51 -> 0.41 (tempo 1-2% off became 4%), so stretching is off by default."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--dir", type=Path, required=True, help="folder for the new frames")
     ap.add_argument("--copies", type=int, default=2)
+    ap.add_argument("--stretch", type=float, default=0.0, help="largest relative speed change")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,7 @@ def main(argv=None) -> int:
             rng = random.Random(f"{args.seed}:{rec.get('id')}")
             for c in range(args.copies):
                 k = rng.choice([s for s in range(-5, 7) if s])
-                rate = round(rng.uniform(0.85, 1.15), 2)
+                rate = round(rng.uniform(1 - args.stretch, 1 + args.stretch), 2) if args.stretch else 1.0
                 out = args.dir / f"{str(rec.get('id')).replace('/', '_').replace(':', '_')}+{c}.safetensors"
                 try:
                     f.write(json.dumps(augment_record(rec, out, semitones=k, rate=rate)) + "\n")

@@ -105,6 +105,7 @@ def augment_record(record: dict[str, Any], out_path: str | Path, *, semitones: i
                                     "pool_ms": 0.0, "frames": len(cqt), "dim": cqt.shape[1],
                                     "source": f"{record.get('embedding')} (augmented)"})  # fmt: skip
     new = copy.deepcopy(record)
+    new.pop("audio", None)  # the recording is not what the new frames and answer describe
     tag = "".join([f"t{semitones:+d}" if semitones else "", f"x{rate:.2f}" if rate != 1.0 else ""])
     new.update(id=f"{record.get('id', 'record')}+{tag}", embedding=str(out_path), offset=0.0,
                duration=duration, abc=abc, augmented={"semitones": semitones, "rate": rate})  # fmt: skip
