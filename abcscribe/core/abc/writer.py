@@ -839,7 +839,9 @@ class _Writer:
         lines = _line_groups(weights, self.bpl)
         for n, (vi, _, k, _, _) in enumerate(staves):
             v = p.voices[vi]
-            name = (v.name or program_name(v.program, v.drum)).replace('"', "'")
+            # a track name as one printable line (MIDI files carry any bytes there)
+            name = " ".join("".join(c if c.isprintable() else " " for c in v.name).split())
+            name = (name or program_name(v.program, v.drum)).replace('"', "'")
             label = f' name="{name}"' if k == 0 else ""
             if k == 0:
                 clef = "" if v.drum else _clef([x for st in staves if st[0] == vi for x in st[4]])
