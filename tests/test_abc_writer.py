@@ -212,3 +212,12 @@ def test_reading_what_the_writer_wrote_gives_the_piece_back(piece, layout, key, 
     assert [(t.tick, t.bpm) for t in back.tempos] == [(t.tick, t.bpm) for t in piece.tempos]
     assert [(m.tick, m.numerator, m.denominator) for m in back.meters] == [
         (m.tick, m.numerator, m.denominator) for m in piece.meters]
+
+
+def test_track_names_become_one_printable_voice_name():
+    piece = Piece([Voice([Note(60, 0, Q)], name='Solo\x00 "Violin"\n2', program=40),
+                   Voice([Note(48, 0, Q)], program=32)])
+    abc = write_abc(piece)
+    assert re.findall(r"^V:.*$", abc, re.M) == [
+        "V:1 name=\"Solo 'Violin' 2\"", 'V:2 name="Acoustic Bass" clef=bass']
+    assert [v.name for v in read_abc(abc)[0].voices] == ["Solo 'Violin' 2", "Acoustic Bass"]

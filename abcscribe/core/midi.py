@@ -153,11 +153,13 @@ def read_midi_columns(
     else:
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
-    if warnings is not None:
-        held = _held_over(qs, qe, pitches, vidx)
-        if held:
-            warnings.append(f"{held} notes sound on until the next note of their pitch (note-ons "
-                            "without their note-offs?): each is cut there")
+    held = _held_over(qs, qe, pitches, vidx)
+    if held.any():
+        qe = _end_at_next_onset(qs, qe, vidx, held)
+        if warnings is not None:
+            warnings.append(f"{int(held.sum())} notes sound on past the next note of their pitch "
+                            "(note-ons without their note-offs?): each ends where the next note "
+                            "of its track begins")
     return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
 
 
@@ -190,15 +192,30 @@ def apply_sustain(
     return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
 
 
-def _held_over(qs, qe, pitches, vidx) -> int:
-    """How many notes overlap the next note of their pitch in their voice by more than a beat:
-    a flawed file's note-on whose note-off is missing (or paired with a later note's)."""
+def _held_over(qs, qe, pitches, vidx) -> np.ndarray:
+    """Which notes sound on past the start of the next note of their pitch in their voice: a
+    flawed file's note-on whose note-off is missing (read as paired with a later note's)."""
+    held = np.zeros(len(qs), bool)
     if len(qs) < 2:
-        return 0
+        return held
     order = _lexsort((qs, pitches, vidx))
     s, e, p, v = qs[order], qe[order], pitches[order], vidx[order]
     same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
-    return int((same & (e[:-1] - s[1:] > TPQ)).sum())
+    held[order[:-1]] = same & (e[:-1] > s[1:]) & (s[:-1] < s[1:])
+    return held
+
+
+def _end_at_next_onset(qs, qe, vidx, held) -> np.ndarray:
+    """``qe`` with each ``held`` note ending at the next onset in its voice after its start."""
+    span = int(qs.max()) + 1
+    key = vidx.astype(np.int64) * span + qs
+    sk = np.sort(key)
+    nxt = np.minimum(np.searchsorted(sk, key[held], side="right"), len(sk) - 1)
+    nk = sk[nxt]
+    ok = (nk // span == vidx[held]) & (nk % span > qs[held])
+    qe = qe.copy()
+    qe[held] = np.where(ok, np.minimum(qe[held], nk % span), qe[held])
+    return qe
 
 
 # The longest piece read, in quarter notes (about 8 hours at 200 BPM): a longer one is a

@@ -81,8 +81,8 @@ def write_musicxml(piece: Piece, *, title: str | None = None) -> bytes:
     for n, (vi, extra) in enumerate(parts):
         v = piece.voices[vi]
         layers = [st for st in staves if st[0] == vi and st[2] // STAFF_VOICES == extra]
-        notes = [x for st in staves if st[0] == vi for x in st[4]]
-        clef = ("percussion", 2) if v.drum else (("F", 4) if _clef(notes) else ("G", 2))
+        pitches = [x for st in staves if st[0] == vi for x in st[4]]
+        clef = ("percussion", 2) if v.drum else (("F", 4) if _clef(pitches) else ("G", 2))
         out.append(f'  <part id="P{n + 1}">')
         cursors = [0] * len(layers)  # each layer's next segment
         carries = [frozenset()] * len(layers)  # pitches tied into the bar

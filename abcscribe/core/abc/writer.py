@@ -84,6 +84,18 @@ class _Lengths(dict):
         return s
 
 
+class _NoteValues(dict):
+    """Whether a length in ticks is one written note (``_is_note_value``), on first use."""
+
+    def __init__(self, whole: int):
+        super().__init__()
+        self.whole = whole
+
+    def __missing__(self, ticks: int) -> bool:
+        ok = self[ticks] = _is_note_value(ticks, self.whole)
+        return ok
+
+
 def _odd_part(n: int) -> int:
     while n and n % 2 == 0:
         n //= 2
@@ -162,27 +174,23 @@ def _split_layers(notes: list[tuple[int, int, int]]) -> list[list[tuple[int, int
     return layers
 
 
-def _clef(notes) -> str:
+def _clef(pitches: list[int]) -> str:
     """`` clef=bass`` for a voice that sits mostly below middle C, else nothing (treble)."""
-    pitches = sorted(pch for _, pch, _ in notes)
+    pitches = sorted(pitches)
     if pitches and pitches[len(pitches) // 2] < 57:
         return " clef=bass"
     return ""
 
 
-_INLINE_FIELD = re.compile(r"\[[A-Za-z]:[^\]]*\]")
-_SYMBOL = re.compile(r"\[[^\]]*\]|[A-Ga-gz]")  # a chord, a note or a rest
 _LINE_SYMBOLS = 25  # notes, rests and chords that fit on one engraved line of abcm2ps
 
 
-def _line_groups(voice_bars: list[list[str]], most: int) -> list[tuple[int, int]]:
-    """Bars [a, b) of each line of music: at most ``most`` bars, fewer where the busiest voice
-    would crowd the line (the same lines for every voice, so systems line up)."""
-    nb = len(voice_bars[0]) if voice_bars else 0
-    weight = [0] * nb
-    for texts in voice_bars:
-        for i, t in enumerate(texts):
-            weight[i] = max(weight[i], len(_SYMBOL.findall(_INLINE_FIELD.sub("", t))))
+def _line_groups(weights: list[list[int]], most: int) -> list[tuple[int, int]]:
+    """Bars [a, b) of each line of music, from each voice's symbols (notes, rests, chords) per
+    bar: at most ``most`` bars, fewer where the busiest voice would crowd the line (the same
+    lines for every voice, so systems line up)."""
+    weight = [max(w) for w in zip(*weights)] if weights else []
+    nb = len(weight)
     groups, a = [], 0
     while a < nb:
         b, used = a + 1, weight[a]
@@ -318,6 +326,7 @@ class _Writer:
         self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
         self._splitters: dict[tuple[int, int], object] = {}  # _metric_split per meter
+        self.plain_ok = _NoteValues(4 * self.tpq)  # ticks -> whether one written note
 
     def _estimate_key(self) -> Key:
         if self.columns is None:
@@ -384,19 +393,19 @@ class _Writer:
 
     def layers(self, vi: int, cuts: list[int], total_end: int) -> list[tuple[list, list]]:
         """Voice ``vi`` as one or more layers, each [(start, end, pitches, tied pitches)]
-        (rests as ()) with its notes [(start, pitch, duration)]: one layer when its notes form
+        (rests as ()) with its notes' pitches: one layer when its notes form
         chords (same start, same end) that follow one another, else as many layers as the
         overlaps need (a new onset of a sounding pitch ends the earlier note)."""
         if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
             segs = _chord_segments_np(self.columns[vi], cuts, total_end)
             if segs is not None:
                 c = self.columns[vi]
-                return [(segs, list(zip(c[0], c[1], c[2])))]
+                return [(segs, c[1])]
         notes = self.notes(vi)
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:
-            return [(segs, notes)]
-        return [(self._chord_segments(layer, cuts, total_end), layer)
+            return [(segs, [p for _, p, _ in notes])]
+        return [(self._chord_segments(layer, cuts, total_end), [p for _, p, _ in layer])
                 for layer in _split_layers(notes)]
 
     @staticmethod
@@ -468,6 +477,7 @@ class _Writer:
         ends on the plain grid (no tuplets needed); ``rest``: z, or x (unseen) for a layer
         that shares its staff."""
         groups = self.bar_groups(segs, b0, b1, pickup, on_grid)
+        self.symbols = sum([len(g) for _, g in groups])  # for the line breaks
         out: list[str] = [lead] if lead else []
         append = out.append
         # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
@@ -574,9 +584,15 @@ class _Writer:
         dotted): longer or odd lengths become tied pieces, split where the meter's beats and
         half bars fall (tuplet notes: largest values first)."""
         out = []
+        whole = 4 * self.tpq
+        plain_ok = self.plain_ok
         for tup, gsegs in groups:
             p, q = tup if tup is not None else (1, 1)
-            if all(_is_note_value((e - s) * p, q * 4 * self.tpq) for s, e, _, _ in gsegs):
+            if tup is None:
+                if all(map(plain_ok.__getitem__, [e - s for s, e, _, _ in gsegs])):
+                    out.append((tup, gsegs))
+                    continue
+            elif all(_is_note_value((e - s) * p, q * whole) for s, e, _, _ in gsegs):
                 out.append((tup, gsegs))
                 continue
             if tup is None:
@@ -751,7 +767,7 @@ class _Writer:
     def plan(self):
         """The tune's time line and voices: (bars [(start, end)], tempos in order, {tick: bpm}
         of tempo changes, {tick: Meter} of meter changes, staves [(source voice, its number of
-        layers, layer number, segments, notes)])."""
+        layers, layer number, segments, pitches of its notes)])."""
         p = self.p
         bars = self.bars()
         total_end = bars[-1][1] if bars else 0
@@ -791,20 +807,23 @@ class _Writer:
             leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
         bar_text = self.bar_text
         voice_bars: list[list[str]] = []
+        weights: list[list[int]] = []  # symbols per bar, per voice
         for n, (vi, _, layer, segs, _) in enumerate(staves):
             starts = [sg[0] for sg in segs]
             # segments follow one another: every end is the next start, the last total_end
             grid = total_end % odd == 0 and not any(map(odd.__rmod__, starts))  # s % odd
             tempo = tempo_at if n == 0 else {}
-            texts = []
+            texts, weight = [], []
             j = 0
             for bi, (b0, b1) in enumerate(bars):
                 k = bisect_left(starts, b1, j)
                 texts.append(bar_text(segs[j:k], b0, b1, bi == 0 and pickup, tempo, leads[bi],
                                       segs[j - 1][3] if j else _NO_TIES,
                                       grid and b0 % odd == 0, "x" if layer else "z"))
+                weight.append(self.symbols)
                 j = k
             voice_bars.append(texts)
+            weights.append(weight)
         if meter_at and self.layout == "voices" and voice_bars and voice_bars[0]:
             # each voice starts in the tune's first meter, whatever the voice before ended in
             for texts in voice_bars[1:]:
@@ -817,10 +836,12 @@ class _Writer:
                 groups[-1].append(str(n + 1))
             head.insert(len(head) - 1, "%%score " + " ".join(f"({' '.join(g)})" for g in groups))
         body = []
-        lines = _line_groups(voice_bars, self.bpl)
-        for n, (vi, _, k, _, notes) in enumerate(staves):
+        lines = _line_groups(weights, self.bpl)
+        for n, (vi, _, k, _, _) in enumerate(staves):
             v = p.voices[vi]
-            name = (v.name or program_name(v.program, v.drum)).replace('"', "'")
+            # a track name as one printable line (MIDI files carry any bytes there)
+            name = " ".join("".join(c if c.isprintable() else " " for c in v.name).split())
+            name = (name or program_name(v.program, v.drum)).replace('"', "'")
             label = f' name="{name}"' if k == 0 else ""
             if k == 0:
                 clef = "" if v.drum else _clef([x for st in staves if st[0] == vi for x in st[4]])
