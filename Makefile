@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-SYSPKGS = abcmidi fluidsynth timgm6mb-soundfont
+SYSPKGS = abcmidi abcm2ps musescore3 fluidsynth timgm6mb-soundfont fluid-soundfont-gm
 
 .PHONY: setup sysdeps test test-fast demo bench clean
 
@@ -24,8 +24,8 @@ $(VENV)/.installed: pyproject.toml
 # abcmidi (round-trip tests), fluidsynth + a GM soundfont (render); installed when we are root
 # and apt is there, otherwise left to the user (the tests that need them say so).
 sysdeps:
-	@if command -v abc2midi >/dev/null && command -v fluidsynth >/dev/null \
-	    && [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then :; \
+	@if command -v abc2midi >/dev/null && command -v fluidsynth >/dev/null && command -v abcm2ps >/dev/null && command -v mscore3 >/dev/null \
+	    && [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing $(SYSPKGS)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

@@ -1,10 +1,13 @@
 """Write the demo's report from a run folder: a table of held-out scores with 95% bootstrap
-intervals for each system, the paired ppo - sft difference, training curves, and examples.
+intervals for each system under each condition, the paired ppo - sft difference, training
+curves, and examples.
 
     python examples/report.py runs/demo
 
-Reads RUN/scores/<system>.jsonl (the output of `abcscribe score`), RUN/sft/log.jsonl and
-RUN/ppo/log.jsonl; writes RUN/report.md, RUN/report.json and RUN/*.png; prints the table."""
+Reads RUN/scores/<condition>/<system>.jsonl (the output of `abcscribe score`; basic-pitch's
+when examples/bench/peers.py made it), RUN/sft/log.jsonl, RUN/ppo/log.jsonl and
+RUN/encoder/pretrain.json; writes RUN/report.md, RUN/report.json and RUN/*.png; prints one table
+per condition."""
 
 from __future__ import annotations
 
@@ -90,63 +93,122 @@ def plot_curves(run: Path) -> list[str]:
     return made
 
 
+def engraved_pair(run: Path, name: str, ref: str, pred: str) -> str:
+    """Reference and transcription engraved side by side (abcm2ps SVGs under RUN/engraved/), as
+    a markdown line; empty when abcm2ps is missing or cannot engrave either."""
+    from abcscribe.core.engrave import svg_pages
+    from abcscribe.core.errors import UserError
+
+    out = run / "engraved"
+    cells = []
+    for part, abc in (("reference", ref), ("transcription", pred)):
+        try:
+            page = svg_pages(str(abc or ""))[0]
+        except UserError:
+            return ""
+        path = out / f"{name.replace('/', '_')}.{part}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page)
+        cells.append(f'<img src="{path.relative_to(run)}" alt="{part}" width="49%">')
+    return " ".join(cells)
+
+
 def fmt(s: dict) -> str:
     lo, hi = s["ci"]
     return f"{s['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+CONDITIONS = {
+    "demo": "Held-out tunes through the training renderers (built-in synthesiser, TimGM6mb)",
+    "soundfont": "Held-out tunes through a soundfont no training clip used (FluidR3_GM)",
+    "voices": "Held-out chorales, each voice its own instrument (training renderers)",
+}
+PEER = "basic-pitch"
+
+
+def condition_scores(run: Path, cond: str | None) -> dict[str, list[dict]]:
+    """{system: score records} of one condition (RUN/scores/COND/SYSTEM.jsonl), or of a run
+    made before conditions existed (RUN/scores/SYSTEM.jsonl). basic-pitch's note_f1 is its raw
+    note events' (note_f1_raw in its predictions), not that of its quantised ABC."""
+    folder = run / "scores" / cond if cond else run / "scores"
+    out = {s: read_jsonl(folder / f"{s}.jsonl") for s in (*SYSTEMS, PEER)}
+    if out.get(PEER):
+        raw = {key(p): p.get("note_f1_raw") for p in read_jsonl(run / "pred" / cond / f"{PEER}.jsonl")}
+        out[PEER] = [{**r, "note_f1": raw.get(key(r), r.get("note_f1"))} for r in out[PEER]]
+    return {s: r for s, r in out.items() if r}
+
+
+def table_md(table: dict) -> str:
+    lines = ["| system | n | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
+    for s, t in table.items():
+        lines.append(f"| {s} | {t['n']} | " + " | ".join(fmt(t[m]) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def examples_md(run: Path, cond: str | None, scores: list[dict], n: int) -> list[str]:
+    pred = run / "pred" / cond / "ppo.jsonl" if cond else run / "pred" / "ppo.jsonl"
+    texts = {key(p): p for p in read_jsonl(pred)}
+    md = []
+    for r in scores[:n]:
+        r = {**texts.get(key(r), {}), **r}
+        md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
+               "Reference:", "```", str(r.get("ref", "")).strip(), "```",
+               "Transcription:", "```", str(r.get("pred", "")).strip(), "```", "",
+               engraved_pair(run, f"{cond or 'demo'}/{key(r)}", r.get("ref", ""), r.get("pred", "")), ""]
+    return md
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Write report.md/report.json for a demo run.")
     ap.add_argument("run", type=Path)
-    ap.add_argument("--examples", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=2)
     args = ap.parse_args(argv)
     run = args.run
 
-    scores = {s: read_jsonl(run / "scores" / f"{s}.jsonl") for s in SYSTEMS}
-    scores = {s: r for s, r in scores.items() if r}
-    if not scores:
-        print(f"report: no scores under {run}/scores", file=sys.stderr)
-        return 1
-    table = {s: summarise(r) for s, r in scores.items()}
-    report = {"systems": table}
-    if "ppo" in scores and "sft" in scores:
-        report["ppo_minus_sft"] = {m: paired(scores["ppo"], scores["sft"], m) for m in ("reward", "note_f1")}
-    if "sft" in scores and "untrained" in scores:
-        report["sft_minus_untrained"] = {"reward": paired(scores["sft"], scores["untrained"])}
-    timing = run / "timing.json"
-    if timing.exists():
-        report["timing"] = json.loads(timing.read_text())
-    report["plots"] = plot_curves(run)
-
-    header = "| system | n | " + " | ".join(METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 2)]
-    for s, t in table.items():
-        lines.append(f"| {s} | {t['n']} | " + " | ".join(fmt(t[m]) for m in METRICS) + " |")
-    tab = "\n".join(lines)
+    conds = [c for c in CONDITIONS if (run / "scores" / c).is_dir()] or [None]
+    report: dict = {"conditions": {}}
     md = [f"# abcscribe demo report ({run.name})", "",
           "Held-out test clips; mean with 95% bootstrap interval. `reward` is the seed's "
           "(higher is better); pitch, metre, tempo and instrument are its losses (lower is "
-          "better); note_f1 is onset F1 (50 ms).", "", tab, ""]
-    if "ppo_minus_sft" in report:
-        d = report["ppo_minus_sft"]["reward"]
-        md += [f"Paired difference ppo - sft in reward: {d['mean']:+.4f} "
-               f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.", ""]
+          "better); note_f1 is onset F1 (50 ms; basic-pitch: its raw note events, while its "
+          "reward and losses are those of its notes quantised to ABC at 120 BPM).", ""]
+    for cond in conds:
+        scores = condition_scores(run, cond)
+        if not scores:
+            continue
+        table = {s: summarise(r) for s, r in scores.items()}
+        entry: dict = {"systems": table}
+        if "ppo" in scores and "sft" in scores:
+            entry["ppo_minus_sft"] = {m: paired(scores["ppo"], scores["sft"], m) for m in ("reward", "note_f1")}
+        report["conditions"][cond or "demo"] = entry
+        tab = table_md(table)
+        md += [f"## {cond or 'demo'}: {CONDITIONS.get(cond or 'demo')}", "", tab, ""]
+        print(f"{cond or 'demo'}:\n{tab}")
+        if "ppo_minus_sft" in entry:
+            d = entry["ppo_minus_sft"]["reward"]
+            line = (f"Paired difference ppo - sft in reward: {d['mean']:+.4f} "
+                    f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.")
+            md += [line, ""]
+            print(line)
+        if "ppo" in scores and args.examples:
+            md += [f"### Examples ({cond or 'demo'}, ppo vs reference)", ""]
+            md += examples_md(run, cond, scores["ppo"], args.examples)
+    if not report["conditions"]:
+        print(f"report: no scores under {run}/scores", file=sys.stderr)
+        return 1
+    timing = run / "timing.json"
+    if timing.exists():
+        report["timing"] = json.loads(timing.read_text())
+    pretrain = run / "encoder" / "pretrain.json"
+    if pretrain.exists():
+        report["encoder"] = json.loads(pretrain.read_text())
+        md += ["## The note encoder", "", "Pretrained on the training clips' frame-level notes; on "
+               "val clips: " + ", ".join(f"{k} {v}" for k, v in report["encoder"].items()), ""]
+    report["plots"] = plot_curves(run)
     for p in report["plots"]:
         md += [f"![{p}]({p})", ""]
-    if "ppo" in scores:
-        md += ["## Examples (ppo vs reference)", ""]
-        texts = {key(p): p for p in read_jsonl(run / "pred" / "ppo.jsonl")}
-        for r in scores["ppo"][: args.examples]:
-            r = {**texts.get(key(r), {}), **r}
-            md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
-                   "Reference:", "```", str(r.get("ref", "")).strip(), "```",
-                   "Transcription:", "```", str(r.get("pred", "")).strip(), "```", ""]
     (run / "report.md").write_text("\n".join(md))
     (run / "report.json").write_text(json.dumps(report, indent=2))
-    print(tab)
-    if "ppo_minus_sft" in report:
-        d = report["ppo_minus_sft"]["reward"]
-        print(f"ppo - sft reward: {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
     return 0
 
 

@@ -5,7 +5,6 @@ Run as a script to compare with music21's ABC parser on every ABC tune of music2
 """
 
 import random
-import statistics
 import sys
 import time
 import warnings
@@ -211,7 +210,8 @@ def test_random_abc_like_text_never_raises_nor_hangs(text):
     t0 = time.perf_counter()
     read_abc("X:1\nL:1/8\nK:C\n" + text)
     read_abc_tunes(text)
-    assert time.perf_counter() - t0 < 1.0
+    # a guard against a hang only (a read takes milliseconds; speed is examples/bench/score.py's)
+    assert time.perf_counter() - t0 < 30.0
 
 
 TOKEN_ALPHABET = ABC_ALPHABET + "\t#*$@;?HLMOPSTuvwxyZ~`+\\'"
@@ -231,7 +231,7 @@ TOKENIZER_LINES = [a + b for a in TOKEN_PIECES for b in TOKEN_PIECES]
 def same_tokens(line):
     # the reader cuts music lines with _TOKENS (no groups, faster) and classifies each token
     # with _TOKEN: both must cut any line into the same tokens
-    from abcscribe.core.abc import _TOKEN, _TOKENS
+    from abcscribe.core.abc.reader import _TOKEN, _TOKENS
 
     return _TOKENS.findall(line) == [m[0] for m in _TOKEN.finditer(line)]
 
@@ -264,21 +264,6 @@ def test_random_bytes_are_read_or_refused_cleanly(data):
         read_abc(data)
     except UserError:
         pass
-
-
-def test_reader_speed_on_a_16_bar_tune():
-    body = " | ".join(["(3ABc d>e [CEG]2 ^f/g/a/b/ c'2"] * 16)
-    text = f'X:1\nT:Speed\nM:4/4\nL:1/8\nQ:1/4=120\nK:D\nV:1 name="Violin"\n{body} |]\n'
-    for _ in range(20):
-        read_abc(text)
-    runs = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        read_abc(text)
-        runs.append(time.perf_counter() - t0)
-    ms = statistics.median(runs) * 1000
-    print(f"read_abc: {ms:.3f} ms per 16-bar tune ({read_abc(text)[0].note_count} notes)")
-    assert ms < 1.5  # about 0.5 ms on an idle core
 
 
 def test_extract_abc_from_model_answers():
@@ -321,7 +306,7 @@ def _corpus_text(name):
 
 
 def _first_tune(path):
-    from abcscribe.core.abc import _split_tunes
+    from abcscribe.core.abc.reader import _split_tunes
 
     raw = open(path, encoding="utf-8", errors="replace").read()
     return "\n".join(_split_tunes(raw)[0])

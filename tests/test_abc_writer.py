@@ -98,14 +98,18 @@ def test_triplets_are_written_as_tuplets_and_stay_exact():
     assert_same_notes(piece, read_abc(abc)[0])
 
 
-def test_overlapping_notes_in_one_voice_stay_exact():
+def test_overlapping_notes_in_one_voice_become_voices_on_one_staff():
     # a held bass under a moving line, and a chord whose notes end at different times
     v = Voice([Note(48, 0, Q * 4), Note(64, 0, Q), Note(67, 0, Q * 2), Note(65, Q, Q),
                Note(64, Q * 2, Q * 2)])
     piece = Piece([v])
     abc = write_abc(piece)
-    assert "[C,-EG-]4" in abc
-    assert_same_notes(piece, read_abc(abc)[0])
+    # no chords tied across their own notes: the held notes are voices sharing one staff
+    assert "-" not in abc.split("K:")[1]
+    assert "%%score (1 2 3)" in abc  # one staff
+    assert re.findall(r"^V:\d+.*$", abc, re.M) == [
+        'V:1 name="Acoustic Grand Piano"', "V:2", "V:3"]
+    assert_same_notes(piece, read_abc(abc)[0])  # read back as the one voice it was
 
 
 def test_pickup_bar_meter_and_tempo_changes():
@@ -147,17 +151,14 @@ def test_non_integral_tempo_uses_an_exact_beat_unit():
     assert read_abc(abc)[0].bpm == 100.5
 
 
-def test_writer_is_fast_on_thousands_of_notes():
-    import time
-
+def test_thousands_of_overlapping_notes_come_back_exactly():
+    # notes of 1-3 sixteenths every sixteenth: each voice overlaps itself throughout
+    # (the writer's speed is examples/bench/midi2abc.py's)
     voices = [Voice([Note(40 + (i * 7 + k) % 40, i * S, S * (1 + i % 3)) for i in range(3000)],
                     program=k) for k in range(4)]
     piece = Piece(voices)
-    t0 = time.perf_counter()
     abc = write_abc(piece)
-    dt = time.perf_counter() - t0
-    print(f"write_abc: {piece.note_count} notes in {dt * 1000:.0f} ms")
-    assert dt < 2.0
+    assert abc.count("\nV:") > 4  # the layers
     assert_same_notes(piece, read_abc(abc)[0])
 
 

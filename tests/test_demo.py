@@ -21,8 +21,9 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     args = [
-        "make", "-C", str(ROOT / "examples"), "demo", f"RUN={run}", "PIECES=24", "SFT_STEPS=30",
-        "PPO_STEPS=1", "EVAL_CLIPS=6", f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe",
+        "make", "-C", str(ROOT / "examples"), "demo", f"RUN={run}", "PIECES=24", "CHORALES=3",
+        "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
+        f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe",
         "PPO_ARGS=--batch-size 2 --samples-per-prompt 2 --max-new-tokens 48 --mini-batch-size 4",
         "DECODE=--temperature 0 --max-new-tokens 96 --batch-size 8",
     ]
@@ -30,17 +31,27 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     report = json.loads((run / "report.json").read_text())
-    systems = report["systems"]
-    assert set(systems) == {"baseline", "untrained", "sft", "ppo"}
-    for name, row in systems.items():
-        assert row["n"] == 6, name
-        assert 0.0 <= row["reward"]["mean"] <= 1.0
-        lo, hi = row["reward"]["ci"]
-        assert lo <= row["reward"]["mean"] <= hi
-    assert report["ppo_minus_sft"]["reward"]["n"] == 6
+    # the tunes' conditions: the training renderers, and a soundfont no training clip used
+    for cond in ("demo", "soundfont"):
+        entry = report["conditions"][cond]
+        assert set(entry["systems"]) == {"baseline", "untrained", "sft", "ppo"}, cond
+        for name, row in entry["systems"].items():
+            assert row["n"] == 6, (cond, name)
+            assert 0.0 <= row["reward"]["mean"] <= 1.0
+            lo, hi = row["reward"]["ci"]
+            assert lo <= row["reward"]["mean"] <= hi
+        assert entry["ppo_minus_sft"]["reward"]["n"] == 6
+    # the soundfont clips are rendered by another soundfont than the training ones, of test pieces only
+    train_sf = {json.loads(x)["audio"] for x in (run / "qa-train-sf" / "train.jsonl").read_text().splitlines()}
+    test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
+    assert all("test-sf" in r["audio"] and r["split"] == "test" for r in test_sf)
+    assert not {Path(r["audio"]).name for r in test_sf} & {Path(a).name for a in train_sf}
+    # the note encoder was pretrained, and the models read it
+    assert report["encoder"]["steps"] == 20 and "val_onset_f1" in report["encoder"]
+    assert (run / "ppo" / "note_encoder" / "model.safetensors").is_file()
     assert "sft_loss.png" in report["plots"] and (run / "sft_loss.png").stat().st_size > 1000
     md = (run / "report.md").read_text()
-    assert "| ppo |" in md and "Paired difference ppo - sft" in md
+    assert "| ppo |" in md and "Paired difference ppo - sft" in md and "## soundfont" in md
     # an interrupted run resumes: nothing is redone when everything is there
     stamps = {p: p.stat().st_mtime_ns for p in (run / "sft" / "abcscribe.json", run / "ppo" / "abcscribe.json")}
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)

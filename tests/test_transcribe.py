@@ -13,7 +13,7 @@ from abcscribe.core.audio import render, write_audio
 from abcscribe.core.notes import Note, Piece, Tempo, Voice
 from abcscribe.core.qa import slice_piece
 from abcscribe.core.reward import score_pieces
-from conftest import write_jsonl
+from conftest import need_tool, write_jsonl
 
 RYAN = Path(music21.__file__).parent / "corpus" / "ryansMammoth"
 LONG_SECONDS = 70.0
@@ -94,12 +94,15 @@ def test_baseline_on_a_folder_with_subfolders_a_corrupt_and_a_long_file(songs, c
     root, long_ref = songs
     out = tmp_path / "out"
 
-    proc = cli("transcribe", root, "--model", "baseline", "-o", out, "--midi", "--musicxml")
+    need_tool("abcm2ps")
+    proc = cli("transcribe", root, "--model", "baseline", "-o", out, "--midi", "--musicxml",
+               "--svg")
 
     check_folder_run(proc, out, long_ref, min_f1=0.8)  # measured 0.96
     assert (out / "reels" / "slow" / "b.mid").read_bytes()[:4] == b"MThd"
     xml = (out / "reels" / "a.musicxml").read_text()
-    assert "<score-partwise" in xml and "<note" in xml
+    assert "<score-partwise" in xml and "<note" in xml and "<part-name>" in xml
+    assert "<svg" in (out / "reels" / "a.svg").read_text()  # the engraved score
 
     # a re-run resumes: finished inputs are skipped (their ABC still on stdout), the broken one
     # is tried again

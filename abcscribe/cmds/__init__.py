@@ -8,6 +8,7 @@ COMMANDS = [
     ("render", "render"),
     ("embed", "embed"),
     ("mkqa", "mkqa"),
+    ("pretrain", "pretrain"),
     ("sft", "sft"),
     ("ppo", "ppo"),
     ("transcribe", "transcribe"),

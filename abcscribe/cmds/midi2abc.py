@@ -47,6 +47,11 @@ def main(
     drums: str = typer.Option(
         "keep", "--drums", help="keep: drum tracks become a voice on MIDI channel 10; drop."
     ),
+    pickup: bool = typer.Option(
+        True, "--pickup/--no-pickup",
+        help="Find a pickup bar (anacrusis) from the notes, as MIDI files do not say "
+        "(--no-pickup: bar lines from the file's start).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="With -o, replace .abc files that exist (default: skip them)."
     ),
@@ -86,7 +91,7 @@ def main(
             for it in items]  # fmt: skip
     check_unique_outputs((it.name, out) for it, out in zip(items, outs) if not it.error)
 
-    opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout,
+    opts = dict(grid=grid_n, drums=drums, unit=unit_frac, layout=layout, pickup=pickup,
                 bars_per_line=bars_per_line, key=key_arg)
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     batch = Batch()
@@ -118,7 +123,9 @@ def main(
                 rec["abc"] = out.read_text(encoding="utf-8", errors="replace")
                 emit(rec)
             continue
-        abc, error = next(results) if task is not None else (None, rec["error"])
+        abc, error, warnings = next(results) if task is not None else (None, rec["error"], [])
+        for w in warnings:
+            print(f"abcscribe: warning: {rec['path']}: {w}", file=sys.stderr)
         with batch.guard(rec):
             if error is not None:
                 raise UserError(error)
@@ -134,31 +141,34 @@ def main(
     batch.finish()
 
 
-def _convert(task) -> tuple[str | None, str | None]:
-    """One input to ABC: (abc, None), or (None, the one-line error)."""
+def _convert(task) -> tuple[str | None, str | None, list[str]]:
+    """One input to ABC: (abc, None, warnings), or (None, the one-line error, warnings)."""
     from abcscribe.core.abc import write_abc
-    from abcscribe.core.midi import read_midi_columns
+    from abcscribe.core.midi import find_pickup, read_midi_columns
 
     source, x, title, o = task
+    warnings: list[str] = []
     try:
         if isinstance(source, bytes) and not source:
             raise UserError("-: no MIDI data on stdin")
         # the notes as columns: no Note objects on the way from MIDI to ABC
-        piece, notes = read_midi_columns(source, grid=o["grid"])
+        piece, notes = read_midi_columns(source, grid=o["grid"], warnings=warnings)
         if o["drums"] == "drop":
             notes = [c for v, c in zip(piece.voices, notes) if not v.drum]
             piece.voices = [v for v in piece.voices if not v.drum]
+        if o["pickup"] and not piece.anacrusis:
+            piece.anacrusis = find_pickup(piece, notes)
         return write_abc(piece, x=x, unit=o["unit"], layout=o["layout"],
                          bars_per_line=o["bars_per_line"], key=o["key"],
-                         title=piece.title or title, notes=notes), None
+                         title=piece.title or title, notes=notes), None, warnings
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # noqa: BLE001 - one bad file is that file's error record
         msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        return None, (msg.splitlines()[0] if msg else type(e).__name__)
+        return None, (msg.splitlines()[0] if msg else type(e).__name__), warnings
 
 
-def _results(tasks: list, jobs: int, convert=_convert) -> Iterator[tuple[str | None, str | None]]:
+def _results(tasks: list, jobs: int, convert=_convert) -> Iterator[tuple[str | None, str | None, list[str]]]:
     """``_convert`` of each task, in order: in this process, or in ``jobs`` forked workers
     (``main`` has imported the reader and writer already, so a worker starts in milliseconds).
     A worker that dies (the out-of-memory killer) ends the batch with a UserError."""

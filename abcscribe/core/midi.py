@@ -44,6 +44,7 @@ def read_midi(
     grid: int | None = 16,
     triplets: bool = True,
     offset: float | None = None,
+    sustain: bool = False,
 ) -> Piece:
     """Read a type 0 or type 1 MIDI file (a path or its bytes) into a ``Piece``.
 
@@ -51,8 +52,12 @@ def read_midi(
     time and key signatures and track names are kept. With ``grid`` (notes per whole note) the
     notes are quantized (see ``quantize``) after removing a constant lead-in: ``offset`` seconds,
     or, when None, an estimate (zero for files already on the grid). ``grid=None`` keeps the raw
-    timing, rescaled to ``TPQ``. Corrupt or non-MIDI input is a ``UserError`` naming the file."""
-    piece, columns = read_midi_columns(source, grid=grid, triplets=triplets, offset=offset)
+    timing, rescaled to ``TPQ``. With ``sustain`` a note released while the sustain pedal
+    (CC64 >= 64) is down sounds until the pedal comes up (see ``apply_sustain``). Corrupt or
+    non-MIDI input is a ``UserError`` naming the file."""
+    piece, columns = read_midi_columns(
+        source, grid=grid, triplets=triplets, offset=offset, sustain=sustain
+    )
     _make_notes(piece, columns)
     return piece
 
@@ -63,12 +68,15 @@ def read_midi_columns(
     grid: int | None = 16,
     triplets: bool = True,
     offset: float | None = None,
+    sustain: bool = False,
+    warnings: list[str] | None = None,
 ) -> tuple[Piece, list[tuple[list[int], list[int], list[int], list[int]]]]:
     """``read_midi`` for a converter that goes straight on to another format (``write_abc``
     takes these columns): the same ``Piece`` but without ``Note`` objects, whose making is a
     third of the reading time of a long file. Each voice's ``notes`` is left empty; the list
     holds, per voice, its notes as four lists (starts, pitches, durations, velocities) sorted
-    by start, pitch and duration, the order of ``read_midi``'s notes."""
+    by start, pitch and duration, the order of ``read_midi``'s notes. Flaws of the file that
+    the reading repairs are told in ``warnings`` when given."""
     data, name = _load(source)
     score = _parse(data, name)
     step = _grid_step(grid) if grid is not None else None
@@ -89,6 +97,11 @@ def read_midi_columns(
         pitch = a["pitch"].astype(np.int64) & 0x7F  # int8 in symusic; pitches are 0..127
         vel = a["velocity"].astype(np.int64) & 0x7F
         drum = bool(tr.is_drum)
+        if sustain and not drum and len(tr.controls):
+            c = tr.controls.numpy()
+            cc64 = c["number"] == 64
+            end = apply_sustain(start, end, pitch, c["time"][cc64].astype(np.float64) * scale,
+                                c["value"][cc64].astype(np.int64))
         voices.append(
             Voice(program=0 if drum else int(tr.program), name=str(tr.name).strip(), drum=drum)
         )
@@ -140,7 +153,52 @@ def read_midi_columns(
     else:
         qs = np.rint(starts).astype(np.int64)
         qe = np.maximum(np.rint(ends).astype(np.int64), qs + 1)
+    if warnings is not None:
+        held = _held_over(qs, qe, pitches, vidx)
+        if held:
+            warnings.append(f"{held} notes sound on until the next note of their pitch (note-ons "
+                            "without their note-offs?): each is cut there")
     return piece, _fill_voices(piece, qs, qe, pitches, vels, vidx)
+
+
+def apply_sustain(
+    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, times: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """Note ends with the sustain pedal applied, as MAESTRO's own evaluations read a
+    performance: a note released while the pedal is down (``values`` >= 64 at ``times``)
+    lasts until the pedal comes up, or until its pitch is struck again, whichever is first."""
+    if len(times) == 0 or len(start) == 0:
+        return end
+    order = np.argsort(times, kind="stable")
+    times, down = times[order], values[order] >= 64
+    change = np.concatenate(([True], down[1:] != down[:-1]))  # repeated values change nothing
+    times, down = times[change], down[change]
+    presses = times[down]
+    releases = np.full(len(presses), np.inf)
+    idx = np.flatnonzero(down)
+    has_up = idx + 1 < len(times)
+    releases[has_up] = times[idx[has_up] + 1]
+    releases[np.isinf(releases)] = max(float(end.max()), float(times[-1]))  # held to the end
+    k = np.searchsorted(presses, end, side="right") - 1
+    held = (k >= 0) & (end < releases[np.maximum(k, 0)])
+    new_end = np.where(held, releases[np.maximum(k, 0)], end)
+    # a sustained note stops where its pitch is struck again
+    order = np.lexsort((start, pitch))
+    nxt = np.full(len(start), np.inf)
+    same = pitch[order][1:] == pitch[order][:-1]
+    nxt[order[:-1][same]] = start[order][1:][same]
+    return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
+
+
+def _held_over(qs, qe, pitches, vidx) -> int:
+    """How many notes overlap the next note of their pitch in their voice by more than a beat:
+    a flawed file's note-on whose note-off is missing (or paired with a later note's)."""
+    if len(qs) < 2:
+        return 0
+    order = _lexsort((qs, pitches, vidx))
+    s, e, p, v = qs[order], qe[order], pitches[order], vidx[order]
+    same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
+    return int((same & (e[:-1] - s[1:] > TPQ)).sum())
 
 
 # The longest piece read, in quarter notes (about 8 hours at 200 BPM): a longer one is a
@@ -329,6 +387,45 @@ def _read_key(score) -> Key | None:
         minor = int(ks.tonality) == 1
         return key_from_fifths(fifths, "minor" if minor else "major")
     return None
+
+
+def find_pickup(piece: Piece, columns=None) -> int:
+    """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
+    (MIDI has no anacrusis): where a later meter change falls tells the bar lines; else the
+    beat on which the most note time starts, when it clearly beats the file's own bar line
+    and the music ends on a bar line of that grid.
+    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else ``Voice.notes``)."""
+    meters = piece.meters or [Meter(0, 4, 4)]
+    m = meters[0]
+    bar = m.bar_ticks
+    if m.tick != 0 or bar <= 0:
+        return 0
+    if len(meters) > 1:  # a meter changes on a bar line
+        return meters[1].tick % bar if meters[1].tick % bar else 0
+    beat = TPQ * 4 // m.denominator
+    if (m.denominator >= 8 and m.numerator % 3 == 0) or bar % beat:
+        return 0  # compound meters' pickups are mostly less than a beat: not told from beats
+    weight = np.zeros(bar // beat)
+    end = 0
+    for i, v in enumerate(piece.voices):
+        if v.drum:
+            continue
+        if columns is not None:
+            starts, durations = np.asarray(columns[i][0]), np.asarray(columns[i][2])
+        else:
+            starts = np.array([n.start for n in v.notes], dtype=np.int64)
+            durations = np.array([n.duration for n in v.notes], dtype=np.int64)
+        if len(starts):
+            end = max(end, int((starts + durations).max()))
+        phase = starts % bar
+        on = phase % beat == 0
+        np.add.at(weight, phase[on] // beat, durations[on])
+    best = int(np.argmax(weight))
+    # the last bar is full, or it completes the pickup bar: the end is on a bar line either way
+    ends_on_bar = end % bar in (0, best * beat)
+    if best and weight[best] >= 1.5 * weight[0] and ends_on_bar:
+        return best * beat
+    return 0
 
 
 def key_from_fifths(fifths: int, mode: str = "major") -> Key:

@@ -7,6 +7,8 @@ A record (one per clip and task) is the chat form transformers processors and tr
      "messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": Q}]},
                   {"role": "assistant", "content": A}],
      "abc": <the clip's ABC>, "meta": {"tempo", "metre", "key", "instruments"}}
+
+(``meta`` also has ``"timing"`` when the piece's beats were tracked from a performance.)
 """
 
 from __future__ import annotations
@@ -273,6 +275,7 @@ class QAOptions:
     abc_layout: str = "voices"
     grid: int | None = 16  # quantization of MIDI scores (notes per whole note); None: raw
     splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+    official_splits: bool = True  # a dataset's own split wins over the hash of ``splits``
     render: bool = False  # render scores that have no recording
     audio_dir: Path | None = None  # where rendered audio goes
     sample_rate: int = 22050
@@ -303,10 +306,13 @@ def piece_records(
     split: str,
     opts: QAOptions,
     key_known: bool = True,
+    timing: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every (clip, task) record of one piece, clips in time order, tasks in ``opts.tasks``
     order. Clips without notes are skipped; so is the key question when ``key_known`` is
-    False (the ABC then carries an estimated key, which is no answer to learn)."""
+    False (the ABC then carries an estimated key, which is no answer to learn). ``timing``
+    says the piece's beats were tracked from a performance (``core.beats``): the tempo is
+    then the clip's mean, the metre unknown (no metre question), and ``meta`` says so."""
     records: list[dict[str, Any]] = []
     spans = clip_piece(piece, opts.max_seconds, opts.min_bars, opts.hop_bars, opts.max_bars)
     k = 0
@@ -318,8 +324,12 @@ def piece_records(
         meta = facts(clip)
         offset = piece.seconds(start)
         duration = piece.seconds(end) - offset
+        if timing is not None:
+            meta["tempo"] = int(round(60.0 * (end - start) / piece.tpq / duration))
+            meta["metre"] = None
+            meta["timing"] = timing
         for task in opts.tasks:
-            if task == "key" and not key_known:
+            if (task == "key" and not key_known) or (task == "metre" and timing is not None):
                 continue
             a = answer(task, meta, abc, len(clip.voices))
             if a is None:
@@ -392,15 +402,16 @@ def audio_ref(path: Path, base: Path | None) -> str:
 def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str]]:
     """Records of one ``core.layouts.Source`` and remarks worth a warning. Its error, an
     unreadable score, a missing recording (without ``opts.render``) is a UserError."""
-    from abcscribe.core.layouts import name_instruments
+    from abcscribe.core.layouts import load_piece
 
     if src.error:
         raise UserError(src.error)
     remarks = list(src.notes)
-    piece = read_score(src.score, opts.grid)
-    remark = name_instruments(piece, src.instruments)
-    if remark:
-        remarks.append(f"{src.id}: {remark}")
+    piece, more, timing = load_piece(src, opts.grid)
+    remarks += more
+    if timing is not None and "metre" in opts.tasks:
+        remarks.append(f"{src.id}: metre unknown (a performance, its beats tracked from the "
+                       "notes); metre questions left out")
     audio = src.audio
     if audio is None:
         if not opts.render:
@@ -409,13 +420,15 @@ def source_records(src, opts: QAOptions) -> tuple[list[dict[str, Any]], list[str
     elif not audio.is_file():
         raise UserError(f"{audio}: audio file not found")
     length = audio_seconds(audio)
-    split = split_of(src.id, dict(opts.splits))
+    official = getattr(src, "split", None) if opts.official_splits else None
+    split = official or split_of(src.id, dict(opts.splits))
     key_known = piece.key is not None
     if not key_known:  # one estimate for the whole piece, so every clip has the same K:
         from abcscribe.core.abc import estimate_key
 
         piece.key = estimate_key(piece)
-    recs = piece_records(src.id, piece, audio_ref(audio, opts.audio_base), split, opts, key_known)
+    recs = piece_records(src.id, piece, audio_ref(audio, opts.audio_base), split, opts, key_known,
+                         timing)
     kept = [r for r in recs if r["offset"] < length - 1e-3]
     for r in kept:  # the last clip's bar may run past the recording's end: what is there
         r["duration"] = round(min(r["duration"], length - r["offset"]), 6)

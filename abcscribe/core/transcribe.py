@@ -490,10 +490,11 @@ def load_transcriber(spec: str, device: str = "cpu", dtype: str | None = None) -
 
 
 def output_paths(
-    out_dir: Path | None, rel: Path, from_record: bool, midi: bool = False, musicxml: bool = False
+    out_dir: Path | None, rel: Path, from_record: bool, midi: bool = False, musicxml: bool = False,
+    svg: bool = False,
 ) -> dict[str, Path]:
     """The files an input gets under ``out_dir`` (empty without one): ``<stem>.abc``, and
-    ``.mid``/``.musicxml`` when asked, at the input's path relative to the folder it was found
+    ``.mid``/``.musicxml``/``.svg`` when asked, at the input's path relative to the folder it was found
     in (a JSONL record: its id)."""
     if out_dir is None:
         return {}
@@ -504,6 +505,8 @@ def output_paths(
         paths["mid"] = base.with_name(base.name + ".mid")
     if musicxml:
         paths["musicxml"] = base.with_name(base.name + ".musicxml")
+    if svg:
+        paths["svg"] = base.with_name(base.name + ".svg")
     return paths
 
 
@@ -512,7 +515,7 @@ def read_done(path: Path) -> str:
 
 
 def write_outputs(result: Result, paths: dict[str, Path]) -> None:
-    """Write the ABC (every sample, one tune each), MIDI and MusicXML of ``result``,
+    """Write the ABC (every sample, one tune each), MIDI, MusicXML and SVG of ``result``,
     each atomically; the ABC last, so its presence means the input is complete."""
     from abcscribe.core.files import atomic_write
 
@@ -522,19 +525,17 @@ def write_outputs(result: Result, paths: dict[str, Path]) -> None:
         write_midi(result.piece, paths["mid"])
     if "musicxml" in paths:
         atomic_write(paths["musicxml"], musicxml_of(result.abc))
+    if "svg" in paths:
+        from abcscribe.core.engrave import write_svg
+
+        write_svg(result.abc, paths["svg"])
     atomic_write(paths["abc"], "\n".join(result.samples) if result.samples else result.abc)
 
 
 def musicxml_of(abc: str) -> bytes:
-    """MusicXML of one ABC tune, through music21's ABC reader."""
-    import tempfile
+    """MusicXML of one ABC tune, read by our own ABC reader (any layout, any tune)."""
+    from abcscribe.core.abc import read_abc
+    from abcscribe.core.musicxml import write_musicxml
 
-    from music21 import converter
-
-    try:
-        score = converter.parse(abc, format="abc")
-    except Exception as e:
-        raise UserError(f"music21 cannot read the transcription as ABC ({e})") from None
-    with tempfile.TemporaryDirectory() as d:
-        out = score.write("musicxml", fp=str(Path(d) / "score.musicxml"))
-        return Path(out).read_bytes()
+    piece, _ = read_abc(abc)
+    return write_musicxml(piece)

@@ -307,6 +307,7 @@ class ComposedAudioLM(ReferenceMixin, AudioLM):
         else:
             self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        _copy_note_encoder(self.core.config.encoder, out)
         meta.update(extra or {})
         write_meta(out, meta)
 
@@ -350,6 +351,8 @@ def build_composed(
 
     from abcscribe.core.models.features import get_encoder
 
+    if encoder.startswith("notes:"):  # the model must find its encoder from any folder
+        encoder = "notes:" + str(Path(encoder[len("notes:"):]).resolve())
     enc = get_encoder(encoder)
     pretrained = None
     if isinstance(lm, (str, Path)):
@@ -387,6 +390,31 @@ def build_composed(
     return ComposedAudioLM(model, tokenizer, device=device, meta=meta)
 
 
+NOTE_ENCODER_DIR = "note_encoder"
+
+
+def _copy_note_encoder(encoder: str, out: Path) -> None:
+    """A model that reads abcscribe's note encoder carries a copy of it (``out/note_encoder``),
+    so the folder works wherever it is moved."""
+    import shutil
+
+    if not encoder.startswith("notes:"):
+        return
+    src, dst = Path(encoder[len("notes:"):]), out / NOTE_ENCODER_DIR
+    if src.resolve() == dst.resolve():
+        return
+    dst.mkdir(exist_ok=True)
+    for name in ("config.json", "model.safetensors", "pretrain.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
+def _own_note_encoder(model: ComposedModel, path: Path) -> None:
+    """Read features with the copy of the note encoder saved beside the model, if any."""
+    if model.config.encoder.startswith("notes:") and (path / NOTE_ENCODER_DIR / "config.json").is_file():
+        model.config.encoder = "notes:" + str((path / NOTE_ENCODER_DIR).resolve())
+
+
 def load_composed(path: str | Path, meta: dict, *, device="cpu", dtype=None, train=False) -> ComposedAudioLM:
     from transformers import AutoTokenizer
 
@@ -399,6 +427,7 @@ def load_composed(path: str | Path, meta: dict, *, device="cpu", dtype=None, tra
         model = PeftModel.from_pretrained(base, str(path), is_trainable=train)
     else:
         model = ComposedModel.from_pretrained(str(path), dtype=dtype)
+    _own_note_encoder(model.get_base_model() if meta.get("lora") else model, path)
     model.to(device)
     model.train(train)
     if not train:

@@ -53,7 +53,10 @@ class FeatureSource:
 
     def _compute(self, record: dict[str, Any]) -> np.ndarray:
         if record.get("embedding"):
-            emb, _ = load_embedding(record, max_seconds=self.window_seconds)
+            emb, meta = load_embedding(record, max_seconds=self.window_seconds)
+            if self.encoder_name.startswith("notes:") and meta.get("encoder") == "cqt":
+                # stored CQT frames: the note encoder is a network over them
+                emb = self.encoder.from_cqt(emb)
         else:
             enc = self.encoder
             audio = load_clip(record, enc.sample_rate, max_seconds=self.window_seconds)

@@ -33,7 +33,7 @@ class SFTOptions:
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r).", above=0)
     lora_dropout: float = option(0.05, "Dropout on the LoRA path, in [0, 1).", min=0.0, max=0.999)
     train_encoder: bool = option(False, "Also train the audio encoder of an audio LLM (frozen by default; the projection always trains).")
-    encoder: str = option("cqt", "Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present.")
+    encoder: str = option("cqt", "Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, notes:DIR from pretrain, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present.")
     projector: str = option("mlp", "Projection of a new composed model: mlp (2 layers) or linear.", choices=("mlp", "linear"))
     stack: int | None = option(None, "Adjacent encoder frames stacked into one audio token of a new composed model (default: 4 for tiny, 2 otherwise).", min=1)
     lr: float | None = option(None, "Peak learning rate, > 0 (default: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full fine-tuning of a pretrained model).", above=0.0)
@@ -252,7 +252,9 @@ def run_sft(
         from abcscribe.core.models.records import load_embedding
 
         made_by = load_embedding(train[0])[1].get("encoder")
-        if made_by and made_by != encoder:
+        # stored CQT frames are what a note encoder reads: they need no other encoder
+        feeds_notes = made_by == "cqt" and encoder.startswith("notes:")
+        if made_by and made_by != encoder and not feeds_notes:
             warn(f"the records' embeddings come from encoder {made_by!r}; using it (not {encoder!r})")
             encoder = made_by
     lm = build_model(

@@ -1,918 +1,22 @@
-"""ABC notation <-> Piece: an exact ABC 2.1 writer and a tolerant reader.
-
-The writer keeps every note's onset and duration exact: notes are split at bar lines (and at
-tempo/meter changes) with ties; overlapping notes of different lengths in one voice become
-chords of equal length joined by ties; off-grid durations are written as tuplets. The reader
-accepts ABC as people and language models write it and never raises on a malformed body: it
-returns what it could read plus a list of warnings.
-"""
+"""ABC text -> Piece: a tolerant ABC 2.1 reader that never raises on a malformed body; it
+returns what it could read plus a list of warnings."""
 
 from __future__ import annotations
 
-import gc
-import math
+import functools
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
+from dataclasses import fields as _dataclass_fields
+from itertools import chain
 from operator import add, attrgetter
 
+from abcscribe.core.abc.keys import _ACC_VALUE, _LETTER_INDEX, _LETTER_PC, parse_key
 from abcscribe.core.errors import UserError
-from abcscribe.core.gm import program_name, program_number
-from abcscribe.core.notes import TPQ, Key, Meter, Note, Piece, Tempo, Voice
-
-DEFAULT_UNIT = (1, 16)
-LAYOUTS = ("voices", "interleaved")
-
-# ---- pitch and key tables ------------------------------------------------------------------
-_LETTERS = "CDEFGAB"
-_LETTER_PC = (0, 2, 4, 5, 7, 9, 11)
-_LETTER_INDEX = {c: i for i, c in enumerate(_LETTERS)}
-_LETTER_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
-_SHARP_ORDER = (3, 0, 4, 1, 5, 2, 6)  # F C G D A E B as letter indices
-_FLAT_ORDER = (6, 2, 5, 1, 4, 0, 3)  # B E A D G C F
-_ACC_TEXT = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
-_ACC_VALUE = {"__": -2, "_": -1, "=": 0, "^": 1, "^^": 2}
-
-# mode -> fifths relative to the major key on the same tonic
-MODE_OFFSET = {
-    "major": 0, "ionian": 0, "mixolydian": -1, "dorian": -2, "minor": -3, "aeolian": -3,
-    "phrygian": -4, "locrian": -5, "lydian": 1,
-}
-_MODE_ABBREV = {
-    "maj": "major", "ion": "ionian", "mix": "mixolydian", "dor": "dorian", "min": "minor",
-    "m": "minor", "aeo": "aeolian", "phr": "phrygian", "loc": "locrian", "lyd": "lydian",
-}
-_MODE_WRITE = {
-    "major": "", "ionian": "", "minor": "m", "aeolian": "m", "dorian": "dor",
-    "phrygian": "phr", "lydian": "lyd", "mixolydian": "mix", "locrian": "loc",
-}
-
-
-def _fifths_name(f: int) -> str:
-    """Name of the major tonic ``f`` fifths from C (F# for 6, Bb for -2, ...)."""
-    letter = "FCGDAEB"[(f + 1) % 7]
-    acc = (f + 1) // 7
-    return letter + ("#" * acc if acc > 0 else "b" * -acc)
-
-
-def signature(fifths: int) -> list[int]:
-    """Accidental (-2..2) of each letter C..B under a key signature of ``fifths``."""
-    sig = [0] * 7
-    if fifths > 0:
-        for i in range(fifths):
-            sig[_SHARP_ORDER[i % 7]] += 1
-    elif fifths < 0:
-        for i in range(-fifths):
-            sig[_FLAT_ORDER[i % 7]] -= 1
-    return sig
-
-
-def key_from_tonic(tonic: str, mode: str = "major") -> Key:
-    """Key for a tonic name (``F#``, ``Bb``) and a mode name."""
-    letter = tonic[:1].upper()
-    acc = tonic[1:].count("#") - tonic[1:].count("b")
-    fifths = _LETTER_FIFTHS.get(letter, 0) + 7 * acc + MODE_OFFSET.get(mode, 0)
-    return Key(fifths, mode, letter + tonic[1:])
-
-
-def key_text(key: Key | None) -> str:
-    """The ``K:`` value for a key (``G``, ``Am``, ``Ddor``; ``none`` for None)."""
-    if key is None:
-        return "none"
-    mode = key.mode if key.mode in MODE_OFFSET else "major"
-    tonic = _fifths_name(key.fifths - MODE_OFFSET[mode])
-    return tonic + _MODE_WRITE[mode]
-
-
-# Krumhansl-Kessler key profiles (major, minor), tonic first.
-_KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
-_KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
-
-
-def estimate_key(piece: Piece) -> Key:
-    """Most likely major/minor key: Krumhansl-Schmuckler correlation of the duration-weighted
-    pitch-class histogram (drums excluded). C major when there are no pitched notes."""
-    hist = [0.0] * 12
-    for v in piece.voices:
-        if v.drum:
-            continue
-        for n in v.notes:
-            hist[n.pitch % 12] += n.duration
-    return _key_from_histogram(hist)
-
-
-def _key_from_histogram(hist: list[float]) -> Key:
-    """``estimate_key`` from the duration-weighted pitch-class histogram."""
-    if not any(hist):
-        return Key(0, "major", "C")
-
-    def corr(prof, shift):
-        xs = [hist[(shift + i) % 12] for i in range(12)]
-        mx, my = sum(xs) / 12, sum(prof) / 12
-        num = sum((x - mx) * (y - my) for x, y in zip(xs, prof))
-        den = math.sqrt(sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in prof))
-        return num / den if den else 0.0
-
-    best = None
-    for pc in range(12):
-        for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-            c = corr(prof, pc)
-            if best is None or c > best[0] + 1e-12:
-                best = (c, pc, mode)
-    _, pc, mode = best
-    # spell the tonic with the signature nearest to C
-    off = MODE_OFFSET[mode]
-    cands = [f for f in range(-7, 8) if (7 * (f - off)) % 12 == pc]
-    f = min(cands, key=abs)
-    return Key(f, mode, _fifths_name(f - off))
-
-
-def parse_key(text: str) -> tuple[Key | None, list[int], bool]:
-    """Parse a ``K:`` value. Returns (key or None for ``none``, accidental per letter C..B,
-    recognised). Clefs and other keywords after the key are ignored."""
-    s = text.strip()
-    s = s.split("%", 1)[0].strip()
-    low = s.lower()
-    if low in ("", "none") or low.startswith("none "):
-        return None, [0] * 7, bool(low)
-    if low.startswith("hp"):  # Highland pipes: F# C#, G natural
-        sig = [0] * 7
-        sig[3] = sig[0] = 1
-        return Key(2, "mixolydian", "A"), sig, True
-    m = re.match(r"([A-Ga-g])([#b]?)\s*([A-Za-z]*)", s)
-    if not m:
-        # a clef or an instruction only ("K:bass", "K:clef=treble"): C major
-        return Key(0, "major", "C"), [0] * 7, False
-    tonic = m.group(1).upper() + m.group(2)
-    mword = m.group(3).lower()
-    mode = "major"
-    rest = s[m.end():]
-    if mword:
-        ab = mword[:3]
-        if mword == "m" or (mword.startswith("m") and ab not in ("maj", "mix") and len(mword) <= 3
-                            and mword in ("m", "mi", "min")):
-            mode = "minor"
-        elif ab in _MODE_ABBREV:
-            mode = _MODE_ABBREV[ab]
-        else:
-            rest = mword + rest  # not a mode: maybe "exp" or a clef word
-    key = key_from_tonic(tonic, mode)
-    sig = signature(key.fifths)
-    toks = rest.split()
-    if toks and toks[0].lower() == "exp":
-        sig = [0] * 7
-    for tok in toks:
-        am = re.fullmatch(r"(\^\^|\^|__|_|=)([A-Ga-g])", tok)
-        if am:
-            sig[_LETTER_INDEX[am.group(2).upper()]] = _ACC_VALUE[am.group(1)]
-    return key, sig, True
-
-
-def _spelling(sig: list[int], fifths: int) -> list[tuple[int, int]]:
-    """(letter index, accidental) for each pitch class under a key signature."""
-    spell: list[tuple[int, int] | None] = [None] * 12
-    for i in range(7):
-        spell[(_LETTER_PC[i] + sig[i]) % 12] = (i, sig[i])
-    for pc in range(12):
-        if spell[pc] is not None:
-            continue
-        if pc in _LETTER_PC:
-            spell[pc] = (_LETTER_PC.index(pc), 0)
-        elif fifths >= 0:
-            spell[pc] = (_LETTER_PC.index((pc - 1) % 12), 1)
-        else:
-            spell[pc] = (_LETTER_PC.index((pc + 1) % 12), -1)
-    return spell  # type: ignore[return-value]
-
-
-def _note_text(letter: int, octave: int) -> str:
-    """ABC letter with octave marks; octave 4 is the one starting at middle C."""
-    c = _LETTERS[letter]
-    if octave >= 5:
-        return c.lower() + "'" * (octave - 5)
-    return c + "," * (4 - octave)
-
-
-# ---- writer --------------------------------------------------------------------------------
-_NO_TIES: frozenset = frozenset()
-_PITCH_TABLES: dict[tuple, list] = {}
-_TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
-
-
-def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
-    """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
-    accidental, number of (letter, octave) (>= 7, so apart from letter numbers), text with
-    accidental, True when the key's own accidental, bit of the letter) (cached; the list is
-    shared, never changed)."""
-    k = (tuple(sig), fifths)
-    table = _PITCH_TABLES.get(k)
-    if table is None:
-        spell = _spelling(sig, fifths)
-        table = []
-        for p in range(128):
-            li, acc = spell[p % 12]
-            octave = (p - acc) // 12 - 1
-            txt = _note_text(li, octave)
-            table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
-                          acc == sig[li], 1 << li))
-        if len(_PITCH_TABLES) > 256:
-            _PITCH_TABLES.clear()
-        _PITCH_TABLES[k] = table
-    return table
-
-
-def _length_text(num: int, den: int, unit: int) -> str:
-    """Text for a duration of ``num/den`` ticks written in units of L (``unit`` ticks)."""
-    n, d = num, den * unit
-    g = math.gcd(n, d)
-    n, d = n // g, d // g
-    if d == 1:
-        return "" if n == 1 else str(n)
-    if d & (d - 1):  # not a power of two: cannot happen after tuplet handling
-        n2 = max(1, round(n * 64 / d))
-        return _length_text(n2 * unit, 64, unit)
-    if n == 1:
-        return "/" if d == 2 else f"/{d}"
-    return f"{n}/{d}"
-
-
-class _Lengths(dict):
-    """Length text of a plain duration in ticks, computed on first use."""
-
-    def __init__(self, unit: int):
-        super().__init__()
-        self.unit = unit
-
-    def __missing__(self, ticks: int) -> str:
-        s = self[ticks] = _length_text(ticks, 1, self.unit)
-        return s
-
-
-def _odd_part(n: int) -> int:
-    while n and n % 2 == 0:
-        n //= 2
-    return n or 1
-
-
-def _pow2_below(p: int) -> int:
-    q = 1
-    while q * 2 < p:
-        q *= 2
-    return q
-
-
-def _tempo_text(bpm: float) -> str:
-    """``Q:`` value; picks a beat unit that keeps a non-integral tempo exact when it can."""
-    for beat, mul in ((4, 1), (8, 2), (16, 4), (2, 0.5)):
-        v = bpm * mul
-        if v >= 1 and abs(v - round(v)) < 0.01:
-            return f"1/{beat}={int(round(v))}"
-    return f"1/4={max(1, int(round(bpm)))}"
-
-
-def _bar_starts(p: Piece, end: int) -> list[int]:
-    """``p.bar_starts(end)`` without a search per bar when the piece has one meter."""
-    ms = p.meters
-    if len(ms) == 1 and ms[0].tick == 0:
-        bt = ms[0].bar_ticks
-        if bt > 0:
-            starts = [0]
-            t = p.anacrusis if p.anacrusis > 0 else 0
-            if t > 0:
-                starts.append(t)
-            starts.extend(range(t + bt, end, bt))
-            return starts
-    return p.bar_starts(end)
-
-
-_NP_NOTES = 256  # voices given as columns with this many notes take _chord_segments_np
-_SINGLE = tuple((p,) for p in range(128))
-
-
-def _chord_segments_np(columns, cuts, total_end):
-    """``_Writer._chord_segments`` with numpy, straight from a voice's (starts, pitches,
-    durations, ...) columns: the same segments, or None when the notes overlap (or are not
-    sorted and valid, for the general path to deal with)."""
-    import numpy as np
-
-    st, pi, en, c = (np.array(x) for x in (columns[0], columns[1], columns[2], cuts))
-    if not len(c):
-        c = c.astype(np.int64)
-    if any(a.dtype.kind != "i" for a in (st, pi, en, c)) or not len(st):
-        return None  # ticks that are not whole numbers, or no notes
-    if en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
-        return None
-    en += st
-    new = np.empty(len(st), bool)  # first note of a chord (a run of notes starting together)
-    new[0] = True
-    np.not_equal(st[1:], st[:-1], out=new[1:])
-    if (st[1:] < st[:-1]).any():
-        return None
-    same = ~new[1:]
-    if same.any():
-        dp = pi[1:][same] - pi[:-1][same]
-        if (dp < 0).any():  # not sorted by pitch within a chord
-            return None
-        if (en[1:][same] != en[:-1][same]).any():  # a chord whose notes end apart
-            return None
-        dup = np.zeros(len(st), bool)
-        dup[1:][same] = dp == 0
-        if dup.any():  # the same pitch twice in a chord sounds once
-            keep = ~dup
-            st, pi, en, new = st[keep], pi[keep], en[keep], new[keep]
-    first = np.flatnonzero(new)
-    gs, ge = st[first], en[first]
-    if (gs[1:] < ge[:-1]).any():  # a chord starts before the previous one ends
-        return None
-    # pitches of each chord; index 0 stands for a rest
-    ps = [()]
-    ps.extend(map(_SINGLE.__getitem__, pi[first].tolist()))
-    size = np.diff(first, append=len(pi))
-    multi = np.flatnonzero(size > 1)
-    if len(multi):
-        pl = pi.tolist()
-        for g, a, k in zip(multi.tolist(), first[multi].tolist(), size[multi].tolist()):
-            ps[g + 1] = tuple(pl[a:a + k])
-    c = c[(c > 0) & (c < total_end)]
-    bounds = np.concatenate(([0, total_end], gs, ge, c))
-    bounds.sort()
-    bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
-    lo, hi = bounds[:-1], bounds[1:]
-    g = np.searchsorted(gs, lo, "right") - 1
-    gend = ge[np.maximum(g, 0)]
-    sounding = (g >= 0) & (lo < gend)
-    idx = np.where(sounding, g + 1, 0)
-    tidx = np.where(sounding & (hi < gend), idx, 0)  # cut before the chord ends: tied on
-    ts = [_NO_TIES] * len(ps)
-    for k in set(tidx[tidx > 0].tolist()):
-        ts[k] = frozenset(ps[k])
-    return list(zip(lo.tolist(), hi.tolist(), map(ps.__getitem__, idx.tolist()),
-                    map(ts.__getitem__, tidx.tolist())))
-
-
-class _Writer:
-    def __init__(self, piece: Piece, unit, key, layout, bars_per_line, columns=None):
-        self.p = piece
-        self.columns = columns  # per voice (starts, pitches, durations, ...), or None
-        self.tpq = piece.tpq or TPQ
-        num, den = unit
-        ut = self.tpq * 4 * num
-        if ut % den:
-            raise UserError(f"unit {num}/{den} does not fit {self.tpq} ticks per quarter")
-        self.unit = ut // den
-        self.odd = _odd_part(self.tpq)
-        self.layout = layout
-        self.bpl = max(1, int(bars_per_line))
-        # key signature
-        if isinstance(key, str):
-            if key.strip().lower() in ("auto", ""):
-                key = None
-            else:
-                k, sig, ok = parse_key(key)
-                if not ok:
-                    raise UserError(f"not a key: {key!r} (try G, Am, Ddor or none)")
-                self.key, self.sig, self.ktext = k, sig, ("none" if k is None else key.strip())
-                key = False
-        if key is not False:
-            if key is None:
-                key = piece.key if piece.key is not None else self._estimate_key()
-            self.key = key
-            self.sig = signature(key.fifths)
-            self.ktext = key_text(key)
-        fifths = self.key.fifths if self.key is not None else 0
-        self.pitch = _pitch_table(self.sig, fifths)
-        self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
-        self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
-        self.len_cache: dict[tuple[int, int], str] = {}
-
-    def _estimate_key(self) -> Key:
-        if self.columns is None:
-            return estimate_key(self.p)
-        hist = [0.0] * 12
-        for v, (_, pitches, durations, *_) in zip(self.p.voices, self.columns):
-            if not v.drum:
-                for p, d in zip(pitches, durations):
-                    hist[p % 12] += d
-        return _key_from_histogram(hist)
-
-    def notes(self, vi: int) -> list[tuple[int, int, int]]:
-        """Voice ``vi``'s notes as sorted (start, pitch, duration), without the ones the
-        writer cannot place (no duration, pitch out of range, before the start)."""
-        if self.columns is None:
-            notes = [(n.start, n.pitch, n.duration) for n in self.p.voices[vi].notes
-                     if n.duration > 0 and 0 <= n.pitch <= 127 and n.start >= 0]
-            notes.sort()
-            return notes
-        starts, pitches, durations = self.columns[vi][:3]
-        notes = sorted(zip(starts, pitches, durations))
-        if notes and (notes[0][0] < 0 or min(durations) <= 0 or min(pitches) < 0
-                      or max(pitches) > 127):
-            notes = [n for n in notes if n[2] > 0 and 0 <= n[1] <= 127 and n[0] >= 0]
-        return notes
-
-    # -- durations
-    def length(self, num: int, den: int = 1) -> str:
-        """Text for a duration of ``num/den`` ticks written in units of L."""
-        k = (num, den)
-        s = self.len_cache.get(k)
-        if s is None:
-            s = self.len_cache[k] = _length_text(num, den, self.unit)
-        return s
-
-    # -- timeline
-    def bars(self) -> list[tuple[int, int]]:
-        p = self.p
-        # p.end_tick, without a generator and a property call per note
-        if self.columns is None:
-            end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices
-                       if v.notes], default=0)
-        else:
-            end = max([max(map(add, c[0], c[2])) for c in self.columns if c[0]],
-                      default=0)
-        if end <= 0:
-            return []
-        starts = [s for s in _bar_starts(p, end) if s < end] or [0]
-        meter_ticks = sorted(m.tick for m in p.meters)
-        out = []
-        for i, s in enumerate(starts):
-            if i + 1 < len(starts):
-                e = starts[i + 1]
-            else:
-                e = s + (p.meter_at(s).bar_ticks if not (i == 0 and p.anacrusis > 0) else p.anacrusis)
-                j = bisect_right(meter_ticks, s)
-                if j < len(meter_ticks) and meter_ticks[j] < e:
-                    e = meter_ticks[j]
-                if e < end:  # the pickup was all there is before the end: one more bar
-                    out.append((s, e))
-                    s, e = e, e + p.meter_at(e).bar_ticks
-            out.append((s, e))
-        return out
-
-    def segments(self, vi: int, cuts: list[int], total_end: int):
-        """Exact chord segments of voice ``vi``: [(start, end, pitches, tied pitches)], rests
-        as ()."""
-        if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
-            segs = _chord_segments_np(self.columns[vi], cuts, total_end)
-            if segs is not None:
-                return segs
-        notes = self.notes(vi)
-        segs = self._chord_segments(notes, cuts, total_end)
-        if segs is not None:  # no note overlaps another: nothing to clean up
-            return segs
-        # one sounding note per pitch: a new onset ends an earlier note of the same pitch
-        clean: list[list[int]] = []
-        last: dict[int, list[int]] = {}
-        for s, pch, d in notes:
-            prev = last.get(pch)
-            if prev is not None and prev[0] + prev[2] > s:
-                if prev[0] == s:
-                    prev[2] = max(prev[2], d)
-                    continue
-                prev[2] = s - prev[0]
-            rec = [s, pch, d]
-            clean.append(rec)
-            last[pch] = rec
-        segs = self._chord_segments(clean, cuts, total_end)
-        if segs is not None:
-            return segs
-        bset = set(cuts)
-        bset.add(0)
-        bset.add(total_end)
-        for s, _, d in clean:
-            bset.add(s)
-            bset.add(s + d)
-        bounds = sorted(b for b in bset if 0 <= b <= total_end)
-        ends_at: dict[int, list[int]] = {}
-        for s, pch, d in clean:
-            ends_at.setdefault(s + d, []).append(pch)
-        segs = []
-        active: dict[int, int] = {}
-        empty: frozenset = frozenset()
-        i, n = 0, len(clean)
-        for k in range(len(bounds) - 1):
-            b0, b1 = bounds[k], bounds[k + 1]
-            gone = ends_at.get(b0)
-            if gone:
-                for q in gone:
-                    if active.get(q) == b0:
-                        del active[q]
-            while i < n and clean[i][0] <= b0:
-                s, pch, d = clean[i]
-                if s + d > b0:
-                    active[pch] = s + d
-                i += 1
-            if not active:
-                segs.append((b0, b1, (), empty))
-            elif len(active) == 1:
-                (q, e), = active.items()
-                segs.append((b0, b1, (q,), frozenset((q,)) if e > b1 else empty))
-            else:
-                ps = tuple(sorted(active))
-                segs.append((b0, b1, ps, frozenset(q for q in ps if active[q] > b1)))
-        return segs
-
-    @staticmethod
-    def _chord_segments(clean, cuts, total_end):
-        """``segments`` for the common voice whose notes (sorted by start, pitch) form chords
-        (same start, same end) that do not overlap one another: a walk over the chords instead of
-        the sweep over every boundary. None when the voice is not like that."""
-        n = len(clean)
-        groups = []  # (start, end, pitches ascending)
-        i = 0
-        prev_end = 0
-        while i < n:
-            s, p0, d = clean[i]
-            e = s + d
-            if s < prev_end:
-                return None
-            j = i + 1
-            while j < n and clean[j][0] == s:
-                if clean[j][0] + clean[j][2] != e:
-                    return None
-                j += 1
-            if j - i == 1:
-                groups.append((s, e, (p0,)))
-            else:  # pitches come ascending; the same pitch twice sounds once
-                ps = tuple([c[1] for c in clean[i:j]])
-                if len(set(ps)) != len(ps):
-                    ps = tuple(sorted(set(ps)))
-                groups.append((s, e, ps))
-            prev_end = e
-            i = j
-        cs = sorted(c for c in set(cuts) if 0 < c < total_end)
-        ci, nc = 0, len(cs)
-        segs = []
-        empty: frozenset = frozenset()
-        t = 0
-        for s, e, ps in groups:
-            # rests from t to s, cut at the cut points
-            while t < s:
-                while ci < nc and cs[ci] <= t:
-                    ci += 1
-                b = cs[ci] if ci < nc and cs[ci] < s else s
-                segs.append((t, b, (), empty))
-                t = b
-            tied = None
-            while t < e:
-                while ci < nc and cs[ci] <= t:
-                    ci += 1
-                if ci < nc and cs[ci] < e:
-                    b = cs[ci]
-                    if tied is None:
-                        tied = frozenset(ps)
-                    segs.append((t, b, ps, tied))
-                else:
-                    b = e
-                    segs.append((t, b, ps, empty))
-                t = b
-        while t < total_end:
-            while ci < nc and cs[ci] <= t:
-                ci += 1
-            b = cs[ci] if ci < nc else total_end
-            segs.append((t, b, (), empty))
-            t = b
-        return segs
-
-    # -- one bar of one voice
-    def bar_text(self, segs, b0, b1, pickup, tempo_at, lead, carry=_NO_TIES,
-                 on_grid=False) -> str:
-        """One bar of one voice. ``on_grid``: the caller knows that every segment starts and
-        ends on the plain grid (no tuplets needed)."""
-        odd = self.odd
-        if not on_grid and any((s - b0) % odd or (e - b0) % odd for s, e, _, _ in segs):
-            groups = self.tuplets(segs, b0, b1, pickup)
-        else:
-            groups = ((None, segs),)
-        out: list[str] = [lead] if lead else []
-        append = out.append
-        # accidentals written so far in this bar, per letter (0-6) and per (letter, octave)
-        # number; a note needs one when either differs from its own (absent: the key's)
-        written: dict[int, int] = {}
-        touched = 0  # bits of the letters in ``written``
-        sig = self.sig
-        pitch = self.pitch
-        beat = self.beat
-        plain_len = self.plain_len
-        chord_info = self.chord_info
-        # a note tied over the bar line keeps its accidental in abc2midi and in our reader, so
-        # another note on the same letter and octave at the bar's start must spell its own:
-        # ``first`` holds those notes until the bar's first segment is written
-        first = {pitch[x][4]: x for x in carry} if carry else None
-        prev_tied = carry
-        for tup, gsegs in groups:
-            plain = tup is None
-            if not plain:
-                p, q = tup
-                append(" (3" if (p == 3 and len(gsegs) == 3) else f" ({p}:{q}:{len(gsegs)}")
-            for s, e, ps, tied in gsegs:
-                if tempo_at and s in tempo_at:
-                    append(f" [Q:{_tempo_text(tempo_at[s])}] ")
-                elif plain and s != b0 and not (s - b0) % beat:
-                    append(" ")
-                ln = plain_len[e - s] if plain else self.length((e - s) * p, q)
-                if not ps:
-                    append("z" + ln)
-                    first = None
-                    prev_tied = _NO_TIES
-                    continue
-                if len(ps) == 1:
-                    x = ps[0]
-                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
-                    # in the key and nothing written on its letter yet: plain
-                    if not inkey or touched & bit or first:
-                        sl = sig[li]
-                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
-                                or (first and first.get(lo, x) != x)):
-                            txt = atxt
-                            written[li] = written[lo] = acc
-                            touched |= bit
-                    first = None
-                    prev_tied = tied
-                    append(txt + ln + "-" if tied else txt + ln)
-                    continue
-                info = chord_info.get(ps)
-                if info is None:
-                    info = chord_info[ps] = self._chord_at_start(ps)
-                mask, ctext, updates, umask = info
-                if (not touched & mask and not first and not prev_tied
-                        and (not tied or len(tied) == len(ps))):
-                    # none of its letters written in this bar yet: as from a bar's start
-                    prev_tied = tied
-                    append(ctext + ln + "-" if tied else ctext + ln)
-                    if updates:
-                        for li, lo, acc in updates:
-                            written[li] = written[lo] = acc
-                        touched |= umask
-                    continue
-                if prev_tied:
-                    # continuations first: abc2midi ties a note to the first chord note that
-                    # shares its letter and octave
-                    ps = tuple(sorted(ps, key=lambda x: x not in prev_tied))
-                prev_tied = tied
-                parts = []
-                for x in ps:
-                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
-                    if touched & bit or first:
-                        sl = sig[li]
-                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
-                                or (first and first.get(lo, x) != x)):
-                            txt = atxt
-                            written[li] = written[lo] = acc
-                            touched |= bit
-                    elif not inkey:  # nothing written on its letter: the key's accidental
-                        txt = atxt
-                        written[li] = written[lo] = acc
-                        touched |= bit
-                    parts.append(txt)
-                first = None
-                if len(tied) == len(ps):
-                    append("[" + "".join(parts) + "]" + ln + "-")
-                elif not tied:
-                    append("[" + "".join(parts) + "]" + ln)
-                else:
-                    append("[" + "".join(t + ("-" if x in tied else "") for t, x in zip(parts, ps))
-                           + "]" + ln)
-        return "".join(out).strip()
-
-    def _chord_at_start(self, ps: tuple) -> tuple[int, str, tuple, int]:
-        """A chord as written where none of its letters has an accidental written before in
-        the bar: (bits of its letters, its text, (letter, (letter, octave) number,
-        accidental) of each note written with one, bits of their letters)."""
-        mask, umask, parts, updates, done = 0, 0, [], [], {}
-        for x in ps:
-            li, acc, _, txt, lo, atxt, _, bit = self.pitch[x]
-            sl = self.sig[li]
-            mask |= bit
-            if done.get(li, sl) != acc or done.get(lo, sl) != acc:
-                txt = atxt
-                done[li] = done[lo] = acc
-                updates.append((li, lo, acc))
-                umask |= bit
-            parts.append(txt)
-        return mask, "[" + "".join(parts) + "]", tuple(updates), umask
-
-    def tuplets(self, segs, b0, b1, pickup):
-        """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
-        # the layout depends only on the bar's shape: bars with the same rhythm share it
-        shape = tuple([(s - b0, e - b0) for s, e, _, _ in segs])
-        key = (self.tpq, b1 - b0, bool(pickup), shape)
-        layout = _TUPLET_LAYOUTS.get(key)
-        if layout is None:
-            layout = self._tuplet_layout(shape, b1 - b0, pickup)
-            if len(_TUPLET_LAYOUTS) >= 20000:
-                _TUPLET_LAYOUTS.clear()
-            _TUPLET_LAYOUTS[key] = layout
-        groups = []
-        for tag, pieces in layout:
-            out = []
-            for a, b, i, whole in pieces:
-                ps = segs[i][2]
-                out.append((a + b0, b + b0, ps, segs[i][3] if whole else frozenset(ps)))
-            groups.append((tag, out))
-        return groups
-
-    def _tuplet_layout(self, shape, length, pickup):
-        """``tuplets`` for a bar from 0 to ``length`` whose segments span ``shape``:
-        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]."""
-        plan = self._tuplet_plan(shape, length, pickup)
-        if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
-            odd = self.odd
-            snapped = []
-            for i, (s, e) in enumerate(shape):
-                s2 = round(s / odd) * odd
-                e2 = min(length, round(e / odd) * odd)
-                if e2 > s2:
-                    if snapped and snapped[-1][1] > s2:
-                        continue
-                    snapped.append((s2, e2, i, True))
-            return ((None, tuple(snapped)),)
-        tchunks = [c for c in plan if c[2] is not None]
-        edges = sorted({c for c0, c1, _ in tchunks for c in (c0, c1)})
-        groups: list = []
-        ci = 0
-        for i, (s, e) in enumerate(shape):
-            pts = [s, *[x for x in edges if s < x < e], e]
-            for a, b in zip(pts, pts[1:]):
-                while ci < len(tchunks) and tchunks[ci][1] <= a:
-                    ci += 1
-                chunk = tchunks[ci] if ci < len(tchunks) and tchunks[ci][0] <= a else None
-                tag = (chunk[2], _pow2_below(chunk[2]), chunk[0]) if chunk else None
-                if groups and groups[-1][0] == tag:
-                    groups[-1][1].append((a, b, i, b == e))
-                else:
-                    groups.append((tag, [(a, b, i, b == e)]))
-        return tuple(((g[0][0], g[0][1]) if g[0] else None, tuple(g[1])) for g in groups)
-
-    def _tuplet_plan(self, shape, b1, pickup):
-        """[(chunk start, chunk end, tuplet p or None)] covering a bar from 0 to ``b1`` whose
-        segments span ``shape`` [(start, end)], or None when no tuplet grid fits."""
-        odd, tpq = self.odd, self.tpq
-        starts = [s for s, _ in shape]
-        ends = [e for _, e in shape]  # ascending too: segments do not overlap
-
-        def inside(c):  # strictly inside a segment
-            k = bisect_left(starts, c) - 1
-            return k >= 0 and ends[k] > c
-
-        plan = None
-        for R in (tpq, 2 * tpq, tpq // 2, tpq // 4):
-            if R <= 0:
-                continue
-            es = [0]  # chunk edges: multiples of R from the bar's start (its end for a pickup)
-            t = (b1 % R) - R if pickup else R
-            while t < b1:
-                if t > 0:
-                    es.append(t)
-                t += R
-            es.append(b1)
-            ok, clean, spec = True, True, []
-            for c0, c1 in zip(es, es[1:]):
-                ss = starts[bisect_left(starts, c0):bisect_left(starts, c1)]  # in [c0, c1)
-                ee = ends[bisect_right(ends, c0):bisect_right(ends, c1)]  # in (c0, c1]
-                if not ((c1 - c0) % odd or any([(x - c0) % odd for x in ss])
-                        or any([(x - c0) % odd for x in ee])):
-                    spec.append((c0, c1, None))
-                    continue
-                pts = [c1 - c0, *[x - c0 for x in ss if x > c0], *[x - c0 for x in ee if x < c1]]
-                for p in (3, 5, 7, 9):
-                    if all([(x * p) % odd == 0 for x in pts]):
-                        break
-                else:
-                    ok = False
-                    break
-                if clean and (inside(c0) or inside(c1)):
-                    clean = False
-                spec.append((c0, c1, p))
-            if ok and clean:
-                plan = spec
-                break
-            if ok and plan is None:
-                plan = spec  # usable with ties at the chunk edges; keep looking for a clean one
-        return plan
-
-    # -- whole tune
-    def write(self, x: int, title: str | None) -> str:
-        p = self.p
-        m0 = p.meter_at(0)
-        self.beat = max(1, self.tpq * 4 // m0.denominator)
-        if m0.denominator >= 8 and m0.numerator % 3 == 0 and m0.numerator > 3:
-            self.beat *= 3
-        bars = self.bars()
-        total_end = bars[-1][1] if bars else 0
-        tempos = sorted(p.tempos or [Tempo(0, 120.0)], key=lambda t: t.tick)
-        tempo_at = {t.tick: t.bpm for t in tempos if 0 < t.tick < total_end}
-        meter_at = {m.tick: m for m in p.meters if 0 < m.tick < total_end}
-        cuts = [b for b, _ in bars] + list(tempo_at)
-        head = [f"X:{x}"]
-        t = title if title is not None else p.title
-        if t:
-            head.append("T:" + " ".join(str(t).split()))
-        head.append(f"M:{m0.numerator}/{m0.denominator}")
-        head.append("L:" + self._unit_text())
-        head.append("Q:" + _tempo_text(tempos[0].bpm if tempos[0].tick == 0 else 120.0))
-        head.append("K:" + self.ktext)
-        # per voice: bar texts
-        odd = self.odd
-        pickup = p.anacrusis > 0
-        leads = []
-        for b0, _ in bars:
-            m = meter_at.get(b0)
-            leads.append("" if m is None else f"[M:{m.numerator}/{m.denominator}] ")
-        bar_text = self.bar_text
-        voice_bars: list[list[str]] = []
-        for vi in range(len(p.voices)):
-            segs = self.segments(vi, cuts, total_end)
-            starts = [sg[0] for sg in segs]
-            # segments follow one another: every end is the next start, the last total_end
-            grid = total_end % odd == 0 and not any(map(odd.__rmod__, starts))  # s % odd
-            tempo = tempo_at if vi == 0 else {}
-            texts = []
-            j = 0
-            for bi, (b0, b1) in enumerate(bars):
-                k = bisect_left(starts, b1, j)
-                texts.append(bar_text(segs[j:k], b0, b1, bi == 0 and pickup, tempo, leads[bi],
-                                      segs[j - 1][3] if j else _NO_TIES,
-                                      grid and b0 % odd == 0))
-                j = k
-            voice_bars.append(texts)
-        body = []
-        for vi, v in enumerate(p.voices):
-            body.append(f'V:{vi + 1} name="{program_name(v.program, v.drum)}"')
-            body.append("%%MIDI channel 10" if v.drum else f"%%MIDI program {int(v.program)}")
-            if self.layout == "voices":
-                body.extend(self._lines(voice_bars[vi], ""))
-        if self.layout == "interleaved" and voice_bars:
-            nb = len(bars)
-            for a in range(0, nb, self.bpl):
-                last = a + self.bpl >= nb
-                for vi in range(len(p.voices)):
-                    seg = voice_bars[vi][a:a + self.bpl]
-                    body.append(f"[V:{vi + 1}] " + " | ".join(seg) + (" |]" if last else " |"))
-        return "\n".join(head + body) + "\n"
-
-    def _unit_text(self) -> str:
-        g = math.gcd(self.unit, self.tpq * 4)
-        return f"{self.unit // g}/{self.tpq * 4 // g}"
-
-    def _lines(self, texts: list[str], prefix: str) -> list[str]:
-        out = []
-        n = len(texts)
-        for a in range(0, n, self.bpl):
-            seg = texts[a:a + self.bpl]
-            out.append(prefix + " | ".join(seg) + (" |]" if a + self.bpl >= n else " |"))
-        return out
-
-
-def write_abc(
-    piece: Piece,
-    *,
-    x: int = 1,
-    unit: tuple[int, int] | None = None,
-    layout: str = "voices",
-    bars_per_line: int = 4,
-    key: Key | str | None = None,
-    title: str | None = None,
-    notes: list[tuple[list[int], ...]] | None = None,
-) -> str:
-    """One ABC 2.1 tune for ``piece``. Every note's onset and duration is kept exactly.
-
-    ``unit`` is L (default 1/16); ``key`` a Key, a K: text (``"none"`` writes explicit
-    accidentals only), or None (the piece's key, estimated when unknown); ``layout`` is
-    ``voices`` (voice after voice) or ``interleaved`` (``[V:n]`` lines per group of bars).
-    ``notes``, when given, stands for the voices' notes: per voice, its notes' (starts,
-    pitches, durations, ...) as lists, as ``midi.read_midi_columns`` gives them."""
-    if layout not in LAYOUTS:
-        raise UserError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if bars_per_line < 1:
-        raise UserError(f"bars per line must be at least 1, got {bars_per_line}")
-    unit = tuple(unit) if unit is not None else DEFAULT_UNIT
-    if len(unit) != 2 or unit[0] <= 0 or unit[1] <= 0:
-        raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
-    if notes is not None and len(notes) != len(piece.voices):
-        raise ValueError(f"notes: {len(notes)} voices' columns for {len(piece.voices)} voices")
-    writer = _Writer(piece, unit, key, layout, bars_per_line, notes)
-    # The writer makes hundreds of thousands of small tuples and lists for a long piece, none
-    # in a reference cycle: with the cycle collector paused it runs a third faster in a
-    # process that holds many objects (a CLI run's imports).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return writer.write(x, title)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def parse_unit(text: str) -> tuple[int, int]:
-    """``1/16`` -> (1, 16); UserError when malformed."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
-        raise UserError(f"unit must look like 1/16, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+from abcscribe.core.gm import program_number
+from abcscribe.core.notes import Key, Meter, Note, Piece, Tempo, Voice
 
 
 # ---- reader --------------------------------------------------------------------------------
-from dataclasses import fields as _dataclass_fields  # noqa: E402
-from itertools import chain  # noqa: E402
 
 _TOKEN = re.compile(
     r"""
@@ -941,6 +45,15 @@ _TOKEN = re.compile(
 # 2 note, 8 plain chord (notes without lengths or ties inside), 11 chord close, 14 rest, 16
 # multi-bar rest, 17-19 tuplet, the group number itself for the others. Spaces after a note,
 # bar, chord, tie or rest are taken with it (spaces are skipped anyway).
+# Token kinds: the number of the _TOKEN group that names a token's alternative (a match's
+# ``lastindex``), so a kind is read straight off the match. _token_info marks a token that the
+# fast path of _TuneReader.music must leave to the general code (_TuneReader._token) as
+# kind + GENERAL.
+NOTE, SKIP, FIELD, ENDING, BAR, CHORD, CHORD_OPEN = 2, 3, 4, 5, 6, 8, 9
+CHORD_CLOSE, TIE, REST, MULTI_REST, TUPLET, BROKEN = 11, 12, 14, 16, 17, 20
+SKIPPED_GROUP, OVERLAY, UNKNOWN = 21, 22, 23
+GENERAL = 100
+
 _CHORD_NOTE = re.compile(r"(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*")
 _LENGTH = re.compile(r"(\d*)(/*)(\d*)")
 _FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
@@ -1072,23 +185,22 @@ def _plain_duration(unit: int, n: int, d: int) -> int:
 
 def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
-    is the kind (the number of _TOKEN's group that names the alternative):
-    (2, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)) note,
-    (3,) skipped, (4, text) inline field, (5, numbers) ending,
-    (6, bar sign, ending numbers or None, repeat sign or ending, text) bar line,
-    (8, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of each)
-    plain chord, (9,) chord open,
-    (11, length text) chord close, (12,) tie, (14, ticks, length text) rest,
-    (16, bars text) multi-bar rest, (17, p, q, r texts) tuplet, (20, text) broken rhythm,
-    (22,) voice overlay, (23, character) unknown. Ticks are for ``unit`` outside tuplets and
+    is the kind:
+    (NOTE, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)),
+    (SKIP,), (FIELD, text) inline field, (ENDING, numbers),
+    (BAR, bar sign, ending numbers or None, repeat sign or ending, text),
+    (CHORD, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of
+    each) a chord of plain notes, (CHORD_OPEN,), (CHORD_CLOSE, length text), (TIE,),
+    (REST, ticks, length text), (MULTI_REST, bars text), (TUPLET, p, q, r texts),
+    (BROKEN, text) broken rhythm, (OVERLAY,) voice overlay, (UNKNOWN, character). Ticks are for ``unit`` outside tuplets and
     broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
-    (a garbage length or ending number) is kind + 100: the general code reads it again and
+    (a garbage length or ending number) is kind + GENERAL: the general code reads it again and
     raises at the point where it always did; so is a note or chord of no length or with a
     pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
     unit's)."""
     m = _TOKEN.match(tok)
     k = m.lastindex
-    if k == 2:
+    if k == NOTE:
         n, d = _length_of(m[2])  # raises before any state changes, as it always did
         try:
             dur = _plain_duration(unit, n, d)
@@ -1098,42 +210,42 @@ def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
         # zero length or an error (the general code warns or raises), or a pitch that with an
         # accidental (-2..2) could leave 0..127 (the general code checks): the general way
         if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
-            k = 102
+            k = NOTE + GENERAL
         info = (k, acc, li, lo, base, dur, (n, d, m[1]))
-    elif k == 3 or k == 21:
-        info = (3,)
-    elif k == 4:
-        info = (4, m[4])
-    elif k == 5:
-        info = (5, m[5][1:])
-    elif k == 6:
+    elif k == SKIP or k == SKIPPED_GROUP:
+        info = (SKIP,)
+    elif k == FIELD:
+        info = (FIELD, m[4])
+    elif k == ENDING:
+        info = (ENDING, m[5][1:])
+    elif k == BAR:
         try:
             text, ending = _BAR_CACHE.get(m[6]) or _bar_parts(m[6])
-            info = (6, text, ending, ":" in text or text == "[" or ending is not None, m[6])
+            info = (BAR, text, ending, ":" in text or text == "[" or ending is not None, m[6])
         except Exception:
-            info = (106, None, None, None, m[6])
-    elif k == 8:
+            info = (BAR + GENERAL, None, None, None, m[6])
+    elif k == CHORD:
         pitches, texts = _CHORD_CACHE.get(m[7]) or _chord_info(m[7])
         try:
             n, d = _length_of(m[8])
             dur = _plain_duration(unit, n, d)
         except Exception:
-            dur, k = 0, 108
+            dur, k = 0, CHORD + GENERAL
         if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
-            k = 108
+            k = CHORD + GENERAL
         info = (k, pitches, texts, dur, m[8], tuple(x[2] for x in pitches))
-    elif k == 14:
+    elif k == REST:
         n, d = _length_of(m[14])  # raises before any state changes, as it always did
         try:
             dur = _plain_duration(unit, n, d)
         except Exception:
-            dur, k = 0, 114
+            dur, k = 0, REST + GENERAL
         info = (k, dur, m[14])
-    elif k == 17 or k == 18 or k == 19:
-        info = (17, m[17], m[18], m[19])
-    elif k in (9, 12, 22):
+    elif k == TUPLET or k == TUPLET + 1 or k == TUPLET + 2:  # (p, (p:q or (p:q:r
+        info = (TUPLET, m[17], m[18], m[19])
+    elif k in (CHORD_OPEN, TIE, OVERLAY):
         info = (k,)
-    else:  # 11, 16, 20, 23
+    else:  # CHORD_CLOSE, MULTI_REST, BROKEN, UNKNOWN
         info = (k, m[k])
     if len(cache) > 4096:
         cache.clear()
@@ -1141,35 +253,14 @@ def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
     return info
 
 
-def _cached(fn):
-    """fn memoised on its one text argument (a pure parser of a field's value; results that
-    raise are not stored, so they raise again)."""
-    memo: dict = {}
-
-    def wrapper(text):
-        try:
-            return memo[text]
-        except KeyError:
-            pass
-        r = fn(text)
-        if len(memo) > 1024:
-            memo.clear()
-        memo[text] = r
-        return r
-
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__wrapped__ = fn
-    return wrapper
-
-
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_key_value(text: str) -> tuple:
     """parse_key with the signature as a tuple (copy it to a list before changing it)."""
     key, sig, ok = parse_key(text)
     return key, tuple(sig), ok
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_meter(text: str) -> tuple[int, int] | None:
     s = text.strip().split("%", 1)[0].strip()
     if s in ("C", "c"):
@@ -1189,7 +280,7 @@ def _parse_meter(text: str) -> tuple[int, int] | None:
     return num, den
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_unit_field(text: str) -> tuple[int, int] | None:
     m = re.match(r"\s*(\d+)\s*/\s*(\d+)", text)
     if not m:
@@ -1201,7 +292,7 @@ def _parse_unit_field(text: str) -> tuple[int, int] | None:
     return a, b
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_tempo(text: str) -> float | None:
     """Quarter notes per minute from a ``Q:`` value (``1/4=120``, ``3/8=60``, ``120``)."""
     s = re.sub(r'"[^"]*"', " ", text).strip()
@@ -1217,7 +308,7 @@ def _parse_tempo(text: str) -> float | None:
     return bpm if 1 <= bpm <= 2000 else None
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_voice_field(text: str) -> tuple | None:
     """A V: value as (id, name or None, GM program of the name or None, whether the name is a
     drum kit's), None when empty."""
@@ -1234,7 +325,7 @@ def _parse_voice_field(text: str) -> tuple | None:
             name.lower() in ("drum kit", "drums", "drum set", "percussion"))
 
 
-@_cached
+@functools.lru_cache(maxsize=1024)
 def _parse_directive(line: str) -> tuple:
     """A %% line as ("program", 0..127), ("drum", bool), ("propagate", mode) or (None, None)."""
     words = line[2:].split()
@@ -1276,11 +367,11 @@ def _bare_notes_ok() -> bool:
 _BARE_NOTES = _bare_notes_ok()
 
 
-def _hot_state(vs: "_VoiceState", prop_pitch: bool) -> tuple:
+def _hot_state(vs: "_VoiceState", prop_pitch: bool, fast: bool = True) -> tuple:
     """The voice state that ``_TuneReader.music`` keeps in local variables while it reads, and
     whether its fast path applies (``plain``)."""
     sig = vs.sig
-    plain = (prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
+    plain = (fast and prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
              and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
     return (vs.t, *(vs.last or _NO_LAST), vs.ties, vs.tie_letters, vs.bar_acc, sig,
             vs.voice.notes.append, _unit_tokens(vs.unit), vs.bar_count, plain)
@@ -1354,9 +445,10 @@ class _VoiceState:
 
 
 class _TuneReader:
-    def __init__(self, lines: list[str], repeats: bool = True):
+    def __init__(self, lines: list[str], repeats: bool = True, fast: bool = True):
         self.lines = lines
         self.expand = repeats
+        self.fast = fast  # False: every token through the general code (the differential test)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.piece = Piece(voices=[], tempos=[], meters=[])
@@ -1373,6 +465,7 @@ class _TuneReader:
         self.propagate = "pitch"
         self.pending_program: int | None = None
         self.pending_drum = False
+        self.staves: list[list[str]] = []  # voice ids of each (parenthesised) %%score group
 
     def warn(self, msg: str, once: str | None = None) -> None:
         if once is not None:
@@ -1420,6 +513,9 @@ class _TuneReader:
                     vs.voice.drum = True
 
     def directive(self, line: str) -> None:
+        if line[2:8].lower() in ("score ", "staves"):
+            self.staves = [g.split() for g in re.findall(r"\(([^)]*)\)", line)]
+            return
         what, value = _parse_directive(line)
         if what == "program":
             self._set_program(value)
@@ -1599,7 +695,7 @@ class _TuneReader:
         # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
         # octave) of each), for one note (Note, start, duration, (letter, octave))
         (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-         plain) = _hot_state(vs, prop_pitch)
+         plain) = _hot_state(vs, prop_pitch, self.fast)
         used = False
         new = object.__new__  # notes made without Note() (see _bare_notes_ok)
         general = False  # in _token, which keeps the state on the voice itself
@@ -1611,7 +707,7 @@ class _TuneReader:
                     info = _token_info(tok, vs.unit, cache)
                 k = info[0]
                 if plain:
-                    if k == 2:  # a note
+                    if k == NOTE:  # a note
                         _, acc, li, lo, base, dur, _x = info
                         if acc is None:
                             if bar_acc and li in bar_acc:  # an accidental earlier in the bar
@@ -1653,9 +749,9 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                    if k == 3:  # spaces, slurs, decorations, chord symbols, ...
+                    if k == SKIP:  # spaces, slurs, decorations, chord symbols, ...
                         continue
-                    if k == 6:  # a bar line
+                    if k == BAR:  # a bar line
                         _, text, ending, repeat, _x = info
                         if vs.bar_max:
                             if vs.bar_max > t:
@@ -1674,7 +770,7 @@ class _TuneReader:
                         if ending is not None:
                             vs.markers.append((t, "[", ending))
                         continue
-                    if k == 8:  # a chord of plain notes: what "[", the notes and "]" do
+                    if k == CHORD:  # a chord of plain notes: what "[", the notes and "]" do
                         dur = info[3]
                         if dur <= 0:
                             for acc, li, lo, base in info[1]:
@@ -1722,7 +818,7 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                    if k == 12:  # a tie
+                    if k == TIE:  # a tie
                         if lx is not None:
                             if type(lx) is Note:
                                 ties[lx.pitch] = lx
@@ -1732,7 +828,7 @@ class _TuneReader:
                                     ties[x.pitch] = x
                                     tie_letters[lo] = x.pitch
                         continue
-                    if k == 14:  # a rest
+                    if k == REST:  # a rest
                         dur = info[1]
                         if ties:
                             ties = {}
@@ -1742,7 +838,7 @@ class _TuneReader:
                         t += dur
                         used = True
                         continue
-                elif k == 3:
+                elif k == SKIP:
                     continue
                 # anything else: through the general code, on the voice's state
                 _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
@@ -1753,7 +849,7 @@ class _TuneReader:
                 general = False
                 vs = self.current()
                 (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-                 plain) = _hot_state(vs, prop_pitch)
+                 plain) = _hot_state(vs, prop_pitch, self.fast)
         except Exception:  # "stopped reading": the voice's state as it was at the error
             vs.unsorted = True  # (sorting is always right; _token may have added notes)
             if not general:
@@ -1767,7 +863,7 @@ class _TuneReader:
         notes = vs.voice.notes
         n0 = len(notes)
         t0 = vs.t
-        if k == 2 or k == 102:
+        if k == NOTE or k == NOTE + GENERAL:
             _, acc, li, lo, base, _dur, (n, d, ptext) = info
             if not prop_pitch:
                 pitch, lo = self._pitch(vs, ptext)
@@ -1801,9 +897,9 @@ class _TuneReader:
                 vs.tie_letters = {}
             vs.t = t + dur
             vs.used = True
-        elif k == 6 or k == 106:
+        elif k == BAR or k == BAR + GENERAL:
             self.bar(vs, info[4])
-        elif k == 8 or k == 108:  # a chord of plain notes: what "[", the notes and "]" do
+        elif k == CHORD or k == CHORD + GENERAL:  # a chord of plain notes: what "[", the notes and "]" do
             if not prop_pitch:
                 items = [self._pitch(vs, x) for x in info[2]]
             else:
@@ -1838,12 +934,12 @@ class _TuneReader:
             vs.last = (out, t, dur, los)
             vs.t = t + dur
             vs.used = True
-        elif k == 9:
+        elif k == CHORD_OPEN:
             vs.in_chord = True
             vs.chord = []
-        elif k == 11:
+        elif k == CHORD_CLOSE:
             self.chord_close(vs, info[1])
-        elif k == 12:
+        elif k == TIE:
             if vs.in_chord:
                 if vs.chord:
                     vs.chord[-1][4] = True
@@ -1856,9 +952,9 @@ class _TuneReader:
                     for x, lo in zip(vs.last[0], vs.last[3]):
                         vs.ties[x.pitch] = x
                         vs.tie_letters[lo] = x.pitch
-        elif k == 14 or k == 114:
+        elif k == REST or k == REST + GENERAL:
             self.rest(vs, info[2])
-        elif k == 4:
+        elif k == FIELD:
             text = info[1]
             f, val = text[1], text[3:-1]
             if f == "V":
@@ -1869,7 +965,7 @@ class _TuneReader:
                 pass
             else:
                 self.warn(f"ignored inline field {text!r}", once="if" + f)
-        elif k == 17:
+        elif k == TUPLET:
             p = int(info[1])
             if not 2 <= p <= 32:
                 self.warn(f"ignored tuplet ({p}", once="tup")
@@ -1888,17 +984,17 @@ class _TuneReader:
             rv = int(r) if r else p
             if qv > 0 and rv > 0:
                 vs.tuplet = [p, qv, rv]
-        elif k == 20:
+        elif k == BROKEN:
             self.broken(vs, info[1])
-        elif k == 5:
+        elif k == ENDING:
             self.ending(vs, info[1])
-        elif k == 16:
+        elif k == MULTI_REST:
             self.multi_rest(vs, info[1])
-        elif k == 22:
+        elif k == OVERLAY:
             vs.bar_max = max(vs.bar_max, vs.t)
             vs.t = vs.bar_start
             vs.last = None
-        elif k == 23:
+        elif k == UNKNOWN:
             self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
         if len(notes) != n0 or vs.t < t0:  # (music() adds notes going forward only)
             vs.unsorted = True
@@ -2090,6 +1186,22 @@ class _TuneReader:
         vs.repeats = True
 
     # -- finishing: repeats, anacrusis, the Piece
+    def _merge_layers(self, piece: Piece) -> None:
+        """A voice without a name in a %%score staff group, on the instrument of the named
+        voice before it, is a layer of that voice (as the writer writes overlapping notes)."""
+        owner = None
+        for vid in (v for group in self.staves for v in group):
+            vs = self.voices.get(vid)
+            if vs is None or not vs.used or vs.voice not in piece.voices:
+                continue
+            v = vs.voice
+            if owner is None or v.name or (v.program, v.drum) != (owner.program, owner.drum):
+                owner = v
+                continue
+            owner.notes.extend(v.notes)
+            owner.notes.sort(key=_NOTE_ORDER)
+            piece.voices.remove(v)
+
     def _finish(self) -> tuple[Piece, list[str]]:
         piece = self.piece
         if self.pending_program is not None and self.order:
@@ -2111,6 +1223,7 @@ class _TuneReader:
             if unsorted:  # else already in (start, pitch) order, every pair distinct
                 v.notes.sort(key=_NOTE_ORDER)  # what Voice.sort does
             piece.voices.append(v)
+        self._merge_layers(piece)
         if spans is not None:
             piece.tempos = _map_events(piece.tempos, spans, lambda e, t: Tempo(t, e.bpm))
             piece.meters = _map_events(piece.meters, spans,
@@ -2329,83 +1442,3 @@ def read_abc(text: str, *, repeats: bool = True) -> tuple[Piece, list[str]]:
     text = _as_text(text)
     tunes = _split_tunes(text)
     return _TuneReader(tunes[0], repeats).read()
-
-
-# ---- ABC inside prose ---------------------------------------------------------------------
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
-_HEADER_LINE = re.compile(r"^\s*[XTMLKQV]:\s*\S")
-_X_LINE = re.compile(r"^\s*X:\s*\d")
-
-
-def extract_abc(text: str) -> str:
-    """The ABC in a language model's answer: the first fenced block that holds ABC (or is
-    tagged ``abc``), else the lines from the first header field on; the text itself otherwise."""
-    if not isinstance(text, str):
-        text = _as_text(text)
-    for m in _FENCE.finditer(text) if "```" in text else ():
-        lang, body = m.group(1).lower(), m.group(2)
-        if lang == "abc" or any(_HEADER_LINE.match(ln) for ln in body.split("\n")):
-            return body.strip() + "\n"
-    lines = text.split("\n")
-    start = None
-    for i, ln in enumerate(lines):
-        if _X_LINE.match(ln):
-            start = i
-            break
-    if start is None:
-        for i, ln in enumerate(lines):
-            if _HEADER_LINE.match(ln):
-                start = i
-                break
-    if start is None:
-        return text.strip() + ("\n" if text.strip() else "")
-    end = len(lines)
-    for i in range(start, end):
-        ln = lines[i]
-        if "|" in ln:  # a bar line: never prose (the common case, checked first)
-            continue
-        s = ln.strip()
-        if s and not _FIELD_LINE.match(s) and not s.startswith("%") and _is_prose(s):
-            end = i
-            break
-    out = list(map(str.rstrip, lines[start:end]))
-    # short closing prose after the last music line ("Enjoy playing it!")
-    while out and (not out[-1].strip() or _is_closing_prose(out[-1].strip())):
-        out.pop()
-    return "\n".join(out).strip() + "\n"
-
-
-def _is_prose(s: str) -> bool:
-    if "|" in s:
-        return False
-    words = _WORDS3.findall(s)
-    return len(words) >= 4 and sum(len(w) for w in words) > 0.5 * len(s)
-
-
-_WORDS3 = re.compile(r"[A-Za-z]{3,}")
-
-
-def _is_closing_prose(s: str) -> bool:
-    """A line of words after the music: no bar line, chord or field, at least two words, mostly
-    letters, and a word of three or more letters that are not all note names (``abc def`` is
-    music, ``Enjoy playing it!`` is not)."""
-    if "|" in s or _FIELD_LINE.match(s) or s.startswith("%") or "[" in s:
-        return False
-    words = re.findall(r"[A-Za-z']+", s)
-    if len(words) < 2 or sum(len(w) for w in words) < 0.6 * len(s.replace(" ", "")):
-        return False
-    return any(len(w) >= 3 and re.search(r"[h-wyH-WY]", w) for w in words)
-
-
-def tune_numbers(text: str) -> list[int | None]:
-    """The X: number of each tune ``read_abc_tunes`` returns (None where it has none)."""
-    out: list[int | None] = []
-    for lines in _split_tunes(_as_text(text)):
-        num = None
-        for ln in lines:
-            if ln.startswith("X:"):
-                m = re.match(r"X:\s*(\d+)", ln)
-                num = int(m.group(1)) if m else None
-                break
-        out.append(num)
-    return out

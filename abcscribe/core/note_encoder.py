@@ -1,0 +1,406 @@
+"""abcscribe's own music encoder: a small convolutional network over constant-Q frames,
+pretrained with dense frame-level targets read from the training clips' scores (which pitches
+start in each 20 ms frame, which sound, which instrument families play), as Onsets-and-Frames
+and basic-pitch learn. Its last layer is what a composed model reads (``--encoder notes:DIR``):
+onset and frame probabilities per semitone, family probabilities, a few timbre channels, and
+the CQT frames it heard.
+
+The network is pitch-equivariant: the same small filters slide over time and frequency of a
+harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics), so a note
+learnt at one pitch is recognised at every other, which is what lets it learn on a CPU from a
+few thousand clips and hear instruments it was not trained on.
+
+    records (audio + ABC) --pretrain_encoder--> DIR (config.json + model.safetensors)
+    get_encoder("notes:DIR").encode(audio) -> [frames, dim]"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abcscribe.core import gm
+from abcscribe.core.encoders import CQTEncoder, Encoder
+from abcscribe.core.errors import UserError
+
+N_BINS = 72  # the CQT's semitones, MIDI 36 (C2) .. 107 (B7)
+LOWEST_PITCH = 36
+FRAME_RATE = 50.0
+N_FAMILIES = len(gm.FAMILIES) + 1  # the 16 GM families and drums
+#: bins above a bin at its 1st..5th harmonics (12 * log2(h), rounded)
+HARMONIC_SHIFTS = (0, 12, 19, 24, 28)
+
+
+def _torch_modules():
+    """The model classes, built on first use so that importing this module stays light."""
+    global NoteEncoderConfig, NoteEncoderModel
+    if "NoteEncoderModel" in globals():
+        return NoteEncoderConfig, NoteEncoderModel
+    import torch
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    class _Config(PretrainedConfig):
+        """Sizes of the note encoder; ``timbre`` channels are pooled over frequency into the
+        output beside the note and family probabilities."""
+
+        model_type = "abcscribe_notes"
+
+        def __init__(self, channels: int = 16, layers: int = 3, timbre: int = 16, **kwargs):
+            self.channels = channels
+            self.layers = layers
+            self.timbre = timbre
+            self.n_bins = N_BINS
+            self.frame_rate = FRAME_RATE
+            self.n_families = N_FAMILIES
+            super().__init__(**kwargs)
+
+        @property
+        def output_dim(self) -> int:
+            return 3 * self.n_bins + self.n_families + self.timbre
+
+    class _Model(PreTrainedModel):
+        """CQT frames [batch, time, 72] -> onset, frame logits [batch, time, 72], family logits
+        [batch, time, 17] and the output layer [batch, time, output_dim]: onset, frame and
+        family probabilities, timbre channels and the CQT frames themselves."""
+
+        config_class = _Config
+        base_model_prefix = "notes"
+        main_input_name = "cqt"
+
+        def __init__(self, config):
+            super().__init__(config)
+            c = config.channels
+            # the first layer looks at 3 neighbouring frames and semitones of the harmonic
+            # stack; the next ones only along time (dilated: 7, 15, ... frames of context), so
+            # the cost stays small while onsets see what comes before and after
+            convs = [nn.Conv2d(len(HARMONIC_SHIFTS), c, (3, 3), padding=(1, 1))]
+            for i in range(1, config.layers):
+                dil = 2 ** i
+                convs.append(nn.Conv2d(c, c, (3, 1), padding=(dil, 0), dilation=(dil, 1)))
+            self.convs = nn.ModuleList(convs)
+            self.pitch_bias = nn.Parameter(torch.zeros(2, config.n_bins))
+            self.notes = nn.Conv2d(c, 2, 1)  # onset, frame: the same filter at every pitch
+            self.timbre = nn.Linear(c + len(HARMONIC_SHIFTS), config.timbre)
+            self.families = nn.Linear(config.timbre, config.n_families)
+            self.post_init()
+
+        def _init_weights(self, module):
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.05)
+                nn.init.zeros_(module.bias)
+
+        def forward(self, cqt):
+            # each frame relative to its mean over pitch: what stands out of the spectrum, not
+            # how loud the recording is (the CQT's fixed dB scale is 0..1 for -60..+30 dB)
+            x = (cqt - cqt.mean(-1, keepdim=True)) * 3.0 + 0.5
+            h = harmonic_stack(x)  # [b, 5, t, f]
+            x = h
+            for conv in self.convs:
+                x = torch.relu(conv(x))
+            notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
+            # timbre: the features and partials of the pitches that sound, whatever they are
+            # (weights over pitch from the frame map), so an instrument sounds alike at any pitch
+            # (detached: telling instruments apart must not move where the notes are)
+            w = torch.softmax(notes[:, 1].detach(), -1).unsqueeze(1)  # [b, 1, t, f]
+            pooled = torch.cat([(x * w).sum(-1), (h * w).sum(-1)], 1).transpose(1, 2)
+            timbre = torch.tanh(self.timbre(pooled))
+            families = self.families(timbre)
+            onset, frame = notes[:, 0], notes[:, 1]
+            # the layer a language model reads: what sounds where, and the spectrum itself
+            # (instruments are told apart by their partials, which the note maps abstract away)
+            out = torch.cat([torch.sigmoid(onset), torch.sigmoid(frame),
+                             torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
+            return {"onset": onset, "frame": frame, "families": families, "output": out}
+
+    def harmonic_stack(cqt):
+        """[b, t, f] -> [b, 5, t, f]: channel k holds, at bin f, the magnitude at bin
+        f + HARMONIC_SHIFTS[k] (zero above the top bin)."""
+        b, t, f = cqt.shape
+        chans = []
+        for s in HARMONIC_SHIFTS:
+            shifted = cqt[..., s:]
+            chans.append(torch.nn.functional.pad(shifted, (0, s)) if s else cqt)
+        return torch.stack(chans, 1)
+
+    NoteEncoderConfig, NoteEncoderModel = _Config, _Model
+    return _Config, _Model
+
+
+def load_note_encoder(path: str | Path):
+    """The pretrained note encoder saved in ``path`` (a ``save_pretrained`` folder)."""
+    _, model_cls = _torch_modules()
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a note encoder folder (no config.json); make one with "
+                        "'abcscribe pretrain'")  # fmt: skip
+    try:
+        model = model_cls.from_pretrained(str(path))
+    except Exception as e:
+        raise UserError(f"{path}: cannot load the note encoder ({str(e).splitlines()[0]})") from None
+    return model.eval()
+
+
+class NoteEncoder(Encoder):
+    """``notes:DIR``: CQT frames through the pretrained note encoder; 50 frames/s, dim
+    3 * 72 + 17 + timbre channels."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        model = load_note_encoder(path)
+        super().__init__(f"notes:{path}", 16000, FRAME_RATE, model.config.output_dim)
+        self.model = model.to(device)
+        self.device = device
+        self.cqt = CQTEncoder()
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        return self.from_cqt(self.cqt.encode(audio))
+
+    def from_cqt(self, cqt: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(cqt, np.float32))[None].to(self.device)
+            return self.model(x)["output"][0].float().cpu().numpy()
+
+
+# ---- targets ----------------------------------------------------------------------------------
+def clip_targets(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset [n, 72], frame [n, 72] and family [n, 17] rolls (0/1 float32) of a clip's ABC, at
+    50 frames per second from the clip's start. Notes outside C2..B7 are left out."""
+    from abcscribe.core.abc import read_abc
+
+    piece, _ = read_abc(abc)
+    onset = np.zeros((n, N_BINS), np.float32)
+    frame = np.zeros((n, N_BINS), np.float32)
+    fams = np.zeros((n, N_FAMILIES), np.float32)
+    for v in piece.voices:
+        fam = len(gm.FAMILIES) if v.drum else gm.family(v.program)
+        for note in v.notes:
+            a = int(round(piece.seconds(note.start) * FRAME_RATE))
+            b = max(a + 1, int(round(piece.seconds(note.end) * FRAME_RATE)))
+            if a >= n:
+                continue
+            fams[a:b, fam] = 1.0
+            p = note.pitch - LOWEST_PITCH
+            if v.drum or not 0 <= p < N_BINS:
+                continue
+            onset[a, p] = 1.0
+            frame[a:b, p] = 1.0
+    return onset, frame, fams
+
+
+def record_example(record: dict[str, Any], cqt_encoder: CQTEncoder) -> dict[str, np.ndarray]:
+    """CQT frames and target rolls of one record (its audio clip and its ``abc``)."""
+    from abcscribe.core.models.records import load_clip
+
+    abc = record.get("abc") or ""
+    if not abc.strip():
+        raise UserError(f"{record.get('id', 'record')}: no 'abc' to learn notes from")
+    cqt = stored_cqt(record)
+    if cqt is None:
+        cqt = cqt_encoder.encode(load_clip(record, cqt_encoder.sample_rate))
+    onset, frame, fams = clip_targets(abc, len(cqt))
+    return {"cqt": cqt, "onset": onset, "frame": frame, "families": fams}
+
+
+def stored_cqt(record: dict[str, Any]) -> np.ndarray | None:
+    """The record's precomputed CQT frames (``embed --encoder cqt --pool-ms 0``), if it has
+    them: the note encoder then reads them instead of the audio."""
+    from abcscribe.core.models.records import load_embedding
+
+    if not record.get("embedding"):
+        return None
+    emb, meta = load_embedding(record)
+    if meta.get("encoder") != "cqt" or float(meta.get("pool_ms") or 0) > 0:
+        return None
+    return np.asarray(emb, np.float32)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
+    """(frame index, pitch) of note starts: onset peaks above ``threshold`` where the pitch
+    sounds, one per run of consecutive onset frames."""
+    hits = (onset >= threshold) & (frame >= threshold * 0.5)
+    starts = hits & ~np.vstack([np.zeros((1, hits.shape[1]), bool), hits[:-1]])
+    t, p = np.nonzero(starts)
+    return list(zip(t.tolist(), (p + LOWEST_PITCH).tolist()))
+
+
+def onset_f1(ref: list[tuple[int, int]], est: list[tuple[int, int]], tol: int = 2) -> tuple[int, int, int]:
+    """(matched, n_ref, n_est) with one-to-one matching of equal pitches within ``tol`` frames."""
+    used = set()
+    hits = 0
+    for t, p in ref:
+        for j, (u, q) in enumerate(est):
+            if j not in used and q == p and abs(u - t) <= tol:
+                used.add(j)
+                hits += 1
+                break
+    return hits, len(ref), len(est)
+
+
+# ---- pretraining ------------------------------------------------------------------------------
+def pretrain_encoder(
+    train: list[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    val: list[dict[str, Any]] | None = None,
+    steps: int = 800,
+    batch_size: int = 8,
+    lr: float = 1e-2,
+    channels: int = 16,
+    layers: int = 3,
+    timbre: int = 16,
+    seed: int = 0,
+    log=None,
+) -> dict[str, Any]:
+    """Train a note encoder on ``train`` records (audio clips with their ``abc``) and save it to
+    ``out_dir``; returns the figures written to its ``pretrain.json`` (val onset F1 at 40 ms,
+    frame F1, family accuracy)."""
+    import torch
+    import torch.nn.functional as F
+
+    config_cls, model_cls = _torch_modules()
+    ONSET_WEIGHT, FRAME_WEIGHT = torch.tensor(30.0), torch.tensor(5.0)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cqt = CQTEncoder()
+    t0 = time.time()
+    examples = _examples(train, cqt, log, "train")
+    if not examples:
+        raise UserError("no usable training records (each needs audio and 'abc')")
+    val_examples = _examples(val or [], cqt, log, "val")
+    log(f"pretrain: {len(examples)} train clips, {len(val_examples)} val clips "
+        f"(features in {time.time() - t0:.0f} s)")  # fmt: skip
+    model = model_cls(config_cls(channels=channels, layers=layers, timbre=timbre))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
+                                                pct_start=0.1)  # fmt: skip
+    model.train()
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        batch = _batch([examples[i] for i in rng.integers(0, len(examples), batch_size)], rng)
+        out = model(batch["cqt"])
+        loss = (
+            # positives are rare (a note starts in one of ~10,000 frame-pitch cells): weighted
+            # up, or the network learns to say "silence" everywhere first and stays there long
+            F.binary_cross_entropy_with_logits(out["onset"], batch["onset"], pos_weight=ONSET_WEIGHT)
+            + F.binary_cross_entropy_with_logits(out["frame"], batch["frame"], pos_weight=FRAME_WEIGHT)
+            + 0.5 * F.binary_cross_entropy_with_logits(out["families"], batch["families"])
+        )
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps:
+            log(f"pretrain: step {step}/{steps} loss {loss.item():.4f} "
+                f"({(time.time() - t0) / step:.2f} s/step)")  # fmt: skip
+    model.eval()
+    figures = {"steps": steps, "train_clips": len(examples), "val_clips": len(val_examples),
+               "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    if val_examples:
+        figures.update(evaluate_encoder(model, val_examples))
+        log("pretrain: val " + ", ".join(f"{k} {v}" for k, v in figures.items() if k.startswith("val")))
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    import json
+
+    (out_dir / "pretrain.json").write_text(json.dumps(figures, indent=1) + "\n")
+    return figures
+
+
+def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Val figures: note onset F1 (same pitch, within 2 frames = 40 ms), frame F1 and the share
+    of sounding frames whose most likely family is one that plays."""
+    import torch
+
+    hits = n_ref = n_est = 0
+    tp = fp = fn = 0
+    fam_ok = fam_n = 0
+    with torch.inference_mode():
+        for ex in examples:
+            out = model(torch.from_numpy(ex["cqt"])[None])
+            on = torch.sigmoid(out["onset"][0]).numpy()
+            fr = torch.sigmoid(out["frame"][0]).numpy()
+            h, r, e = onset_f1(frame_notes(ex["onset"], ex["frame"]), frame_notes(on, fr))
+            hits, n_ref, n_est = hits + h, n_ref + r, n_est + e
+            pred = fr >= 0.5
+            tp += int((pred & (ex["frame"] > 0)).sum())
+            fp += int((pred & (ex["frame"] == 0)).sum())
+            fn += int((~pred & (ex["frame"] > 0)).sum())
+            sounding = ex["families"].sum(1) > 0
+            best = out["families"][0].argmax(-1).numpy()
+            fam_ok += int(ex["families"][np.arange(len(best)), best][sounding].sum())
+            fam_n += int(sounding.sum())
+    f1 = 2 * hits / max(1, n_ref + n_est)
+    return {
+        "val_onset_f1": round(f1, 4),
+        "val_frame_f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4),
+        "val_family_accuracy": round(fam_ok / max(1, fam_n), 4),
+    }
+
+
+def _examples(records, cqt, log, what: str) -> list[dict[str, np.ndarray]]:
+    out = []
+    for rec in records:
+        try:
+            out.append(record_example(rec, cqt))
+        except UserError as e:
+            log(f"pretrain: skipping a {what} record: {e}")
+    return out
+
+
+def _batch(examples: list[dict[str, np.ndarray]], rng, max_frames: int = 256) -> dict[str, Any]:
+    """Stack examples cut (at a random start) or zero-padded to one length, with gain jitter."""
+    import torch
+
+    n = min(max_frames, max(len(ex["cqt"]) for ex in examples))
+    out: dict[str, list] = {k: [] for k in examples[0]}
+    for ex in examples:
+        t = len(ex["cqt"])
+        a = int(rng.integers(0, t - n + 1)) if t > n else 0
+        for k, v in ex.items():
+            piece = v[a : a + n]
+            if k == "cqt":  # a louder or softer recording: the dB scale shifts
+                piece = np.clip(piece + rng.uniform(-0.12, 0.12), 0.0, 1.0)
+            if len(piece) < n:
+                piece = np.concatenate([piece, np.zeros((n - len(piece), v.shape[1]), v.dtype)])
+            out[k].append(piece)
+    return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL file with their audio paths resolved against its folder; lines
+    that are not JSON objects are skipped with a warning."""
+    import json
+
+    from abcscribe.core.models.records import resolve_paths
+
+    path = Path(path)
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict):
+                print(f"abcscribe: warning: {path}:{i}: not a JSON object, skipped", file=sys.stderr)
+                continue
+            out.append(resolve_paths(rec, path.parent))
+    return out
+
+
+def is_note_encoder_name(name: str) -> bool:
+    return name.startswith("notes:") and len(name) > len("notes:")
+

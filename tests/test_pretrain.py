@@ -1,0 +1,126 @@
+"""`abcscribe pretrain` and the note encoder it makes (`--encoder notes:DIR`): it learns to hear
+which pitches start and sound from rendered clips and their ABC, on melodies it never saw; the
+composed model that reads it carries a copy, so the model folder works wherever it goes."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+from conftest import write_jsonl
+
+from abcscribe.core.abc import read_abc
+from abcscribe.core.audio import render, write_audio
+
+LETTERS = ["C", "D", "E", "F", "G", "A", "B", "c", "d", "e", "f", "g", "a", "b", "c'"]
+
+
+def melody(rng: random.Random) -> str:
+    """A random two-bar melody at 100 BPM: eighths and quarters, an instrument per tune."""
+    notes, left = [], 16
+    while left > 0:
+        n = min(left, rng.choice([1, 1, 2]))
+        notes.append(rng.choice(LETTERS) + ("2" if n == 2 else ""))
+        left -= n
+    program = rng.choice([0, 24, 40, 73])
+    return (f"X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1\n%%MIDI program {program}\n"
+            + " ".join(notes) + " |]\n")  # fmt: skip
+
+
+def clips(folder, n, seed):
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        abc = melody(rng)
+        path = folder / f"m{seed}-{i}.wav"
+        write_audio(path, render(read_abc(abc)[0], sr=16000, engine="builtin"), 16000)
+        records.append({"id": f"m{seed}-{i}", "audio": str(path), "offset": 0.0, "duration": 4.8,
+                        "abc": abc, "messages": [{"role": "assistant", "content": abc}]})  # fmt: skip
+    return records
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("notes")
+    train = write_jsonl(folder / "train.jsonl", clips(folder, 40, seed=1))
+    val = write_jsonl(folder / "val.jsonl", clips(folder, 8, seed=2))
+    from conftest import run_cli
+
+    enc = folder / "encoder"
+    p = run_cli("pretrain", "--data", train, "--eval-data", val, "-o", enc, "--steps", "250")
+    assert p.returncode == 0, p.stderr
+    return folder, train, val, enc, json.loads(p.stdout)
+
+
+def test_pretrained_encoder_hears_notes_of_melodies_it_never_saw(trained):
+    _, _, _, enc, summary = trained
+    assert summary["steps"] == 250 and summary["train_clips"] == 40 and summary["val_clips"] == 8
+    # onsets of the right pitch within 40 ms, on held-out melodies
+    assert summary["val_onset_f1"] >= 0.8, summary
+    assert summary["val_frame_f1"] >= 0.8, summary
+    assert json.loads((enc / "pretrain.json").read_text()) == {k: v for k, v in summary.items() if k != "output_dir"}
+    assert (enc / "config.json").is_file() and (enc / "model.safetensors").is_file()
+
+
+def test_embed_with_the_note_encoder_marks_each_note_at_its_pitch_and_time(trained, cli, tmp_path):
+    folder, _, val, enc, _ = trained
+    p = cli("embed", val, "-o", tmp_path / "emb", "--encoder", f"notes:{enc}")
+    assert p.returncode == 0, p.stderr
+    from abcscribe.core.encoders import read_embeddings
+    from abcscribe.core.note_encoder import LOWEST_PITCH, N_BINS, clip_targets
+
+    found = total = 0
+    for line in p.stdout.splitlines():
+        rec = json.loads(line)
+        emb, meta = read_embeddings(rec["embedding"])
+        assert meta["encoder"] == f"notes:{enc}" and emb.shape[1] == 3 * N_BINS + 17 + 16
+        onset_ref, _, _ = clip_targets(rec["abc"], len(emb))
+        onsets = emb[:, :N_BINS]
+        for t, pitch in zip(*np.nonzero(onset_ref)):
+            total += 1
+            window = onsets[max(0, t - 2) : t + 3]
+            found += int(window.max(0).argmax() == pitch and window.max() > 0.5)
+    assert total > 50 and found / total >= 0.8, (found, total, LOWEST_PITCH)
+
+
+def test_features_from_stored_cqt_equal_features_from_the_audio(trained, cli, tmp_path):
+    from abcscribe.core.models.features import FeatureSource
+    from abcscribe.core.note_encoder import NoteEncoder, read_records
+
+    _, _, val, enc, _ = trained
+    p = cli("embed", val, "-o", tmp_path / "cqt", "--encoder", "cqt")
+    assert p.returncode == 0, p.stderr
+    stored = [json.loads(x) for x in p.stdout.splitlines()]
+    dim = NoteEncoder(enc).dim
+    src = FeatureSource(f"notes:{enc}", dim, 50.0, 30.0)
+    for rec, plain in zip(stored, read_records(val)):
+        a, b = src.get(rec), src.get(plain)
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+
+
+def test_a_composed_model_carries_its_note_encoder(trained, cli, tmp_path):
+    _, train, val, enc, _ = trained
+    moved = tmp_path / "enc-elsewhere"
+    shutil.copytree(enc, moved)
+    model = tmp_path / "model"
+    p = cli("sft", "--data", train, "--model", "tiny", "--encoder", f"notes:{moved}", "-o", model,
+            "--max-steps", "0")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert (model / "note_encoder" / "model.safetensors").is_file()
+    shutil.rmtree(moved)  # the model folder alone must be enough
+    p = cli("transcribe", "--model", model, val, "--max-new-tokens", "8")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 8 and all(json.loads(x).get("error") is None for x in p.stdout.splitlines())
+
+
+def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
+    wav = tmp_path / "a.wav"
+    write_audio(wav, np.zeros(16000, np.float32), 16000)
+    p = cli("embed", wav, "-o", tmp_path / "e", "--encoder", f"notes:{tmp_path / 'nowhere'}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "note encoder" in p.stderr
+    p = cli("pretrain", "--data", tmp_path / "none.jsonl", "-o", tmp_path / "enc")
+    assert p.returncode == 2 and "no such file" in p.stderr and "Traceback" not in p.stderr
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x", "audio": str(tmp_path / "x.wav")}])
+    p = cli("pretrain", "--data", bad, "-o", tmp_path / "enc", "--steps", "1")
+    assert p.returncode == 2 and "no usable training records" in p.stderr and "Traceback" not in p.stderr
