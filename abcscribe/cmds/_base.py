@@ -108,3 +108,53 @@ def check_top_p(top_p: float) -> float:
 
 def lazy(fn: Callable[[], T]) -> T:  # pragma: no cover - readability helper
     return fn()
+
+
+def options_of(cls, fn):
+    """A typer command function: ``fn``'s own parameters (except ``opts``) plus one option per
+    field of dataclass ``cls`` made with ``core.options.option`` (its flag, default, help,
+    bounds, choices as an enum). ``fn`` is called with ``opts=cls(...)`` of those fields."""
+    import dataclasses
+    import enum
+    import inspect
+    import typing
+    from types import UnionType
+
+    hints = typing.get_type_hints(cls)
+    fn_hints = typing.get_type_hints(fn)
+    own = [p.replace(annotation=fn_hints.get(p.name, p.annotation))
+           for p in inspect.signature(fn).parameters.values() if p.name != "opts"]
+    fields, extra, enums = [], [], {}
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        if "help" not in m or not m["cli"]:
+            continue
+        typ = hints[f.name]
+        args = typing.get_args(typ)
+        optional = (typing.get_origin(typ) in (typing.Union, UnionType)) and type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else typ
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if m["choices"]:
+            base = enums[f.name] = enum.Enum(f"{cls.__name__}_{f.name}",
+                                             [(c, c) for c in m["choices"]], type=str)
+            default = None if default is None else base(default)
+        # bounds are checked by check_options (one place, messages naming the flag)
+        kw = {"metavar": m["metavar"]} if m["metavar"] else {}
+        decls = list(m["flags"]) or ["--" + f.name.replace("_", "-")]
+        extra.append(inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[base] if optional else base,
+            default=typer.Option(default, *decls, help=m["help"], **kw)))
+        fields.append(f.name)
+
+    def command(**kwargs):
+        values = {k: kwargs.pop(k) for k in fields}
+        for k, e in enums.items():
+            if isinstance(values[k], enum.Enum):
+                values[k] = values[k].value
+        return fn(**kwargs, opts=cls(**values))
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__, command.__name__, command.__module__ = fn.__doc__, fn.__name__, fn.__module__
+    return command

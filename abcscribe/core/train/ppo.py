@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.modeldir import save_atomically
+from abcscribe.core.train.config import PPOConfig
 from abcscribe.core.models.base import AudioLM, GenerationOptions
 from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
@@ -43,65 +44,6 @@ STATE_NAME = "ppo_state.pt"
 VALUE_HEAD_NAME = "value_head.safetensors"
 
 RewardFn = Callable[[str, str], "tuple[float, dict[str, float]]"]
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """Every knob of the loop, with the defaults ``abcscribe ppo`` uses."""
-
-    # rollouts
-    # many prompts per step matter more than many samples per prompt: on the toy task of
-    # tests/test_ppo.py, 32 prompts x 8 gain +0.08..+0.10 held-out reward in 30 steps, where
-    # 8 x 16 gain +0.01 (each step's gradient then follows a handful of clips)
-    batch_size: int = 32  # prompts per step
-    samples_per_prompt: int = 8
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    # reward
-    weights: dict[str, float] | None = None
-    format_bonus: float = 0.0
-    # KL to the reference policy
-    kl_coef: float = 0.1
-    kl_target: float | None = None  # adapt kl_coef towards this per-sample KL
-    # advantages
-    advantage: str = "group"  # "group" or "gae"
-    group_scale: str = "batch"  # "batch" or "group": what group advantages are divided by
-    gamma: float = 1.0
-    lam: float = 0.95
-    vf_coef: float = 0.5
-    # update
-    clip: float = 0.2
-    ppo_epochs: int = 2
-    mini_batch_size: int = 64  # samples per optimiser step
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    max_steps: int = 50
-    save_steps: int = 0  # 0: only the final save
-    seed: int = 0
-
-    def check(self) -> None:
-        """UserError for values the loop cannot run with."""
-        if not 0.0 < self.top_p <= 1.0:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not self.temperature > 0:
-            raise UserError(f"--temperature must be > 0 for rollouts, got {self.temperature}")
-        if self.advantage not in ("group", "gae"):
-            raise UserError(f"--advantage must be 'group' or 'gae', got {self.advantage!r}")
-        if self.group_scale not in ("batch", "group"):
-            raise UserError(f"--group-scale must be 'batch' or 'group', got {self.group_scale!r}")
-        if self.advantage == "group" and self.samples_per_prompt < 2:
-            raise UserError("--advantage group needs --samples-per-prompt of at least 2")
-        for name in ("batch_size", "samples_per_prompt", "max_new_tokens", "ppo_epochs",
-                     "mini_batch_size", "max_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.lr < 0 or self.kl_coef < 0 or self.clip <= 0:
-            raise UserError("--lr and --kl-coef must be >= 0, --clip > 0")
-        if self.kl_target is not None and self.kl_target <= 0:
-            raise UserError("--kl-target must be > 0")
 
 
 # ---- reward ------------------------------------------------------------------------------------
@@ -575,3 +517,70 @@ def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
         value_head.load_state_dict(load_file(str(ckpt / VALUE_HEAD_NAME)))
     return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]),
                       order=list(st.get("order", [])), eval_before=st.get("eval_before"))
+
+
+# ---- a whole run, as `abcscribe ppo` makes it -----------------------------------------------
+def read_prompts(path: str | Path, split: str | None, warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The transcription prompts of an mkqa JSONL (records with task 'transcribe' and an
+    'abc' reference); malformed lines and records are reported and skipped, as in sft."""
+    from abcscribe.core.train.sft import read_records
+
+    recs = [r for r in read_records(path, warn, need_answer=False, split=split)
+            if r.get("task", "transcribe") == "transcribe" and isinstance(r.get("abc"), str)]
+    if not recs:
+        raise UserError(f"{path}: no 'transcribe' records with an 'abc' reference and their audio"
+                        + (f" in split {split!r}" if split else ""))
+    return recs
+
+
+def run_ppo(data: str | Path, model: str, output_dir: str | Path, cfg: PPOConfig, *,
+            eval_data: str | Path | None = None, split: str | None = None, resume: bool = False,
+            overwrite: bool = False, device: str = "auto", dtype: str | None = None,
+            report_to: str = "none", warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``model`` on the prompts of ``data`` into ``output_dir`` with the run-directory
+    lifecycle sft has (a finished run skipped, --resume from the newest complete checkpoint,
+    --overwrite). Returns the summary: output_dir, steps, eval rewards before/after."""
+    from accelerate import Accelerator
+
+    from abcscribe.core.device import resolve_device
+    from abcscribe.core.modeldir import plan_run
+    from abcscribe.core.models import load_model
+    from abcscribe.core.progress import progress
+
+    warn = warn or (lambda m: warnings.warn(m, stacklevel=2))
+    cfg.check()
+    dev = resolve_device(device)
+    records = read_prompts(data, split, warn)
+    eval_records = read_prompts(eval_data, None, warn) if eval_data else None
+    plan = plan_run(Path(output_dir), "ppo", resume=resume, overwrite=overwrite,
+                    state_file=STATE_NAME, warn=warn, log_file=LOG_NAME,
+                    finished=lambda run: run.get("steps", -1) >= cfg.max_steps)
+    if plan.action == "skip":
+        return {"output_dir": str(output_dir), "skipped": True}
+
+    accel_kw: dict[str, Any] = {"cpu": dev == "cpu"}
+    if report_to != "none":
+        accel_kw.update(log_with=report_to, project_dir=str(output_dir))
+    accelerator = Accelerator(**accel_kw)
+    lm = load_model(str(plan.checkpoint or model), device=dev, dtype=dtype, train=True)
+    report = None
+    if report_to != "none":
+        accelerator.init_trackers("abcscribe-ppo", config={
+            k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in asdict(cfg).items()
+            if v is not None})
+
+        def report(row, step):
+            accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+
+    summary = train(lm, records, output_dir, cfg, eval_records=eval_records,
+                    resume_from=plan.checkpoint, warn=warn, report=report, accelerator=accelerator,
+                    progress=lambda it, n: progress(it, total=n, desc="ppo"))
+    if report_to != "none":
+        accelerator.end_training()
+    out = {"output_dir": str(output_dir), "steps": summary["steps"]}
+    for key in ("eval_before", "eval_after"):
+        if key in summary:
+            out[key] = summary[key]["reward_mean"]
+    if not accelerator.is_main_process:
+        out["main_process"] = False  # under accelerate launch: only rank 0 reports
+    return out

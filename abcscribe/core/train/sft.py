@@ -11,11 +11,12 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from abcscribe.core.errors import UserError
+from abcscribe.core.options import check_options, option
 
 LOG_FILE = "log.jsonl"
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -23,57 +24,40 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 
 @dataclass(frozen=True)
 class SFTOptions:
-    model: str = "tiny"
-    lora: bool | None = None  # None: LoRA for pretrained LMs, full fine-tuning for tiny
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    train_encoder: bool = False
-    lr: float | None = None  # None: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full pretrained
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    save_steps: int = 0  # 0: only the final model
-    eval_steps: int = 0  # 0: with each save, else at the end of each epoch
-    logging_steps: int = 10
-    resume: bool = False
-    overwrite: bool = False
-    seed: int = 0
-    split: str | None = None  # use only records of this split
-    report_to: str = "none"
-    encoder: str = "cqt"
-    projector: str = "mlp"
-    stack: int | None = None  # None: 4 for tiny, 2 for a composed model around a causal LM
-    dtype: str | None = None
-    tiny: dict = field(default_factory=dict)  # overrides of the tiny preset
+    """Every option of ``abcscribe sft``: name, default, help and rule, declared once here."""
+
+    model: str = option("tiny", "'tiny' (built from scratch for the data), an audio LLM dir/hub id (e.g. Qwen/Qwen2-Audio-7B-Instruct), a causal LM dir/hub id (wrapped in a composed model), or an sft/ppo output dir.")
+    split: str | None = option(None, "Train only on records of this split (e.g. train); default: every record of --data.")
+    lora: bool | None = option(None, "LoRA adapters, or full fine-tuning (default: LoRA for pretrained models, full for tiny).", flags=["--lora/--full"])
+    lora_r: int = option(16, "LoRA rank.", min=1)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r).", above=0)
+    lora_dropout: float = option(0.05, "Dropout on the LoRA path, in [0, 1).", min=0.0, max=0.999)
+    train_encoder: bool = option(False, "Also train the audio encoder of an audio LLM (frozen by default; the projection always trains).")
+    encoder: str = option("cqt", "Encoder of a new composed model (cqt, mel, crepe, crepe-tiny, notes:DIR from pretrain, hf:DIR), when --model is tiny or a causal LM; precomputed 'embedding' files in the records are used when present.")
+    projector: str = option("mlp", "Projection of a new composed model: mlp (2 layers) or linear.", choices=("mlp", "linear"))
+    stack: int | None = option(None, "Adjacent encoder frames stacked into one audio token of a new composed model (default: 4 for tiny, 2 otherwise).", min=1)
+    lr: float | None = option(None, "Peak learning rate, > 0 (default: 1e-3 full tiny, 2e-4 LoRA, 2e-5 full fine-tuning of a pretrained model).", above=0.0)
+    epochs: float = option(3.0, "Passes over the training records, > 0 (ignored with --max-steps).", above=0.0)
+    max_steps: int = option(-1, "Stop after this many optimiser steps (-1: use --epochs; 0: save the model untrained).", min=-1)
+    batch_size: int = option(8, "Records per device per step.", min=1)
+    grad_accum: int = option(1, "Batches accumulated per optimiser step.", min=1)
+    warmup_ratio: float = option(0.03, "Fraction of steps of linear warm-up (cosine decay after), in [0, 1).", min=0.0, max=0.999)
+    weight_decay: float = option(0.0, "AdamW weight decay.", min=0.0, cli=False)
+    bf16: bool = option(False, "bfloat16 mixed precision.")
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, slower).")
+    save_steps: int = option(0, "Save a checkpoint-N folder every N steps (0: only the final model).", min=0)
+    eval_steps: int = option(0, "Evaluate every N steps (0: with each checkpoint, else once per epoch).", min=0)
+    logging_steps: int = option(10, "Log the training loss every N steps.", min=1)
+    resume: bool = option(False, "Continue from the newest complete checkpoint in --output-dir.")
+    overwrite: bool = option(False, "Train again even when --output-dir holds a finished model.")
+    seed: int = option(0, "Seed of initialisation and data order.")
+    dtype: str | None = option(None, "Load a pretrained model in this dtype (default: its own).", choices=("float32", "bfloat16", "float16"))
+    report_to: str = option("none", "Also log to: none, tensorboard or wandb (DIR/log.jsonl is always written).", choices=REPORT_TO)
+    tiny: dict = option({}, "Overrides of the tiny preset.", cli=False)
 
     def check(self) -> None:
         """UserError naming the option for a value training cannot run with; before any work."""
-        def need(ok: bool, flag: str, rule: str, value) -> None:
-            if not ok:
-                raise UserError(f"{flag} must be {rule}, got {value}")
-
-        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "--lr", "a number > 0", self.lr)
-        need(math.isfinite(self.epochs) and self.epochs > 0, "--epochs", "a number > 0", self.epochs)
-        need(self.max_steps >= -1, "--max-steps", "-1 (use --epochs), 0 or more", self.max_steps)
-        for flag, v in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
-                        ("--lora-r", self.lora_r), ("--logging-steps", self.logging_steps),
-                        ("--stack", 1 if self.stack is None else self.stack)):
-            need(v >= 1, flag, "at least 1", v)
-        need(self.lora_alpha > 0, "--lora-alpha", "> 0", self.lora_alpha)
-        need(0.0 <= self.lora_dropout < 1.0, "--lora-dropout", "in [0, 1)", self.lora_dropout)
-        need(0.0 <= self.warmup_ratio < 1.0, "--warmup-ratio", "in [0, 1)", self.warmup_ratio)
-        need(self.save_steps >= 0 and self.eval_steps >= 0, "--save-steps and --eval-steps",
-             ">= 0", f"{self.save_steps} and {self.eval_steps}")
-        need(self.projector in ("mlp", "linear"), "--projector", "mlp or linear", repr(self.projector))
-        need(self.report_to in REPORT_TO, "--report-to", " or ".join(REPORT_TO), repr(self.report_to))
-        need(self.dtype in (None, "float32", "bfloat16", "float16"), "--dtype",
-             "float32, bfloat16 or float16", repr(self.dtype))
+        check_options(self)
 
 
 def read_records(
