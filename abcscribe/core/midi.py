@@ -15,6 +15,7 @@ import importlib.util
 import re
 import struct
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -269,8 +270,24 @@ def _parse(data: bytes, name: str):
         raise UserError(f"{name}: corrupt MIDI ({_reason(e)})") from None
 
 
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
 def _symusic_core():
-    """symusic's C++ module (its parser). Imported on first use so `abcscribe --help` stays
+    """symusic's C++ module (its parser), loaded once even when threads read MIDI at the same
+    time (mkqa's workers did: two loads registered its types twice, and a thread could get the
+    module before it was initialised)."""
+    global _CORE
+    if _CORE is None:
+        with _CORE_LOCK:
+            if _CORE is None:
+                _CORE = _load_symusic_core()
+    return _CORE
+
+
+def _load_symusic_core():
+    """symusic's C++ module. Imported on first use so `abcscribe --help` stays
     fast, and without running the package's ``__init__`` when nothing imported it yet: that
     also imports a soundfont downloader (urllib, http, email; about 40 ms of every
     ``midi2abc`` run) which parsing does not need. A later ``import symusic`` gets this same
