@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from abcscribe.cmds._base import emit
+from abcscribe.cmds._base import emit, warn
 from abcscribe.core.errors import UserError
 
 
@@ -43,10 +43,11 @@ def main(
     if (output_dir / "model.safetensors").is_file() and not overwrite:
         raise UserError(f"{output_dir}: holds an encoder already (--overwrite to train again)")
 
-    from abcscribe.core.note_encoder import pretrain_encoder, read_records
+    from abcscribe.core.note_encoder import pretrain_encoder
+    from abcscribe.core.train.sft import read_records
 
-    train = [r for path in data for r in read_records(path)]
-    val = read_records(eval_data)[:eval_clips] if eval_data else None
+    train = [r for path in data for r in read_records(path, warn, need_answer=False)]
+    val = read_records(eval_data, warn, need_answer=False)[:eval_clips] if eval_data else None
     figures = pretrain_encoder(train, output_dir, val=val, steps=steps, batch_size=batch_size,
                                lr=lr, channels=channels, layers=layers, timbre=timbre, seed=seed)  # fmt: skip
     emit({"output_dir": str(output_dir), **figures})

@@ -375,32 +375,3 @@ def _batch(examples: list[dict[str, np.ndarray]], rng, max_frames: int = 256) ->
                 piece = np.concatenate([piece, np.zeros((n - len(piece), v.shape[1]), v.dtype)])
             out[k].append(piece)
     return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file with their audio paths resolved against its folder; lines
-    that are not JSON objects are skipped with a warning."""
-    import json
-
-    from abcscribe.core.models.records import resolve_paths
-
-    path = Path(path)
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
-            if not isinstance(rec, dict):
-                print(f"abcscribe: warning: {path}:{i}: not a JSON object, skipped", file=sys.stderr)
-                continue
-            out.append(resolve_paths(rec, path.parent))
-    return out
-
-
-def is_note_encoder_name(name: str) -> bool:
-    return name.startswith("notes:") and len(name) > len("notes:")
-
