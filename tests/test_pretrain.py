@@ -115,6 +115,29 @@ def test_a_composed_model_carries_its_note_encoder(trained, cli, tmp_path):
     assert len(p.stdout.splitlines()) == 8 and all(json.loads(x).get("error") is None for x in p.stdout.splitlines())
 
 
+def test_what_the_encoder_hears_corrects_a_wrong_key(trained):
+    """A text with the right letters under a wrong K: is respelled to the key the audio has."""
+    from types import SimpleNamespace
+
+    from abcscribe.core.listen import agreement, heard_notes, pick_by_ear, written_notes
+    from abcscribe.core.models.features import FeatureSource
+    from abcscribe.core.note_encoder import NoteEncoder
+    from abcscribe.core.train.sft import read_records
+
+    _, _, val, enc, _ = trained
+    model = SimpleNamespace(features=FeatureSource(f"notes:{enc}", NoteEncoder(enc).dim, 50.0, 30.0))
+    fixed = 0
+    records = read_records(val, warn=print)
+    for rec in records:
+        heard = heard_notes(model, rec)
+        truth = written_notes(rec["abc"])
+        assert agreement(heard, truth) >= 0.7, rec["id"]  # it hears the melody it never saw
+        wrong = rec["abc"].replace("K:C", "K:Eb")  # B, E and A flat where the audio has naturals
+        chosen = pick_by_ear([wrong], heard)
+        fixed += [p for _, p in written_notes(chosen)] == [p for _, p in truth]
+    assert fixed >= len(records) - 1, fixed
+
+
 def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
     wav = tmp_path / "a.wav"
     write_audio(wav, np.zeros(16000, np.float32), 16000)

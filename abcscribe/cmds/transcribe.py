@@ -52,12 +52,15 @@ def main(
         help="Transcriptions per input; with more than one, the .abc file holds one tune per "
         "sample and the record a 'samples' list.",
     ),
-    best_of: int = typer.Option(
-        1,
+    best_of: Optional[int] = typer.Option(
+        None,
         "--best-of",
         min=1,
-        help="Sample N per window and keep the one that reads cleanly and agrees most with the "
-        "others (tempo, metre, instruments, notes).",
+        help="Candidates per window, one kept (default: 16 for a model with a note encoder, "
+        "else 1). A model with a note encoder keeps the candidate, under any key signature, "
+        "whose notes agree most with the notes its encoder hears (with --temperature 0 the "
+        "greedy text is one candidate, the others sampled at 0.8); other models keep the one "
+        "that reads cleanly and agrees most with the others.",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed for sampling: the same seed, the same transcription."
