@@ -27,7 +27,9 @@ PROGRAMS = {0: "Acoustic Grand Piano", 40: "Violin"}
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=128)
 PPO_STEPS = 30
-SFT_STEPS = 700  # tempo and instrument right, pitch partly (held-out reward about 0.79 until this stop)
+SFT_STEPS = 550  # tempo and instrument right, pitch partly: held-out reward 0.574 (measured with
+# the libraries of 2026-11-30; 700 steps, the old setting, now reach 0.9996, also with the code of
+# the stop that chose 700, so the libraries, not our code, made the toy easier)
 
 
 def toy_abc(notes, bpm, program):
@@ -93,10 +95,6 @@ def ppo_args(toy, data, out, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "needs recalibrating after this stop's merges: the toy's sft now reaches held-out reward "
-    "0.9996 at 700 steps (no room to improve), 0.578 at 450 and 0.567 at 300, where 30 ppo steps "
-    "gave -0.008 and +0.021 (not the +0.03 asked); measured on a loaded machine"))
 def test_ppo_raises_held_out_reward_and_a_run_without_updates_does_not(cli, toy, rl_prompts,
                                                                        tmp_path):
     out = tmp_path / "ppo"
@@ -106,7 +104,7 @@ def test_ppo_raises_held_out_reward_and_a_run_without_updates_does_not(cli, toy,
     before, after = result["eval_before"], result["eval_after"]
     print(f"ppo toy task: held-out greedy reward {before:.4f} -> {after:.4f}")
     assert 0.3 < before < 0.95  # partly right: room to improve, something to build on
-    assert after >= before + 0.03, (before, after)  # measured +0.08..+0.10 over 3 seeds
+    assert after >= before + 0.03, (before, after)  # measured 0.574 -> 0.642 (seed 0)
 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "kl" in r]
