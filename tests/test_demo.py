@@ -25,7 +25,7 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
         "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
         f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe", "BASIC_PITCH=",
         "PPO_ARGS=--batch-size 2 --samples-per-prompt 2 --max-new-tokens 48 --mini-batch-size 4",
-        "DECODE=--temperature 0 --max-new-tokens 96 --batch-size 8",
+        "DECODE=--temperature 0 --max-new-tokens 96 --batch-size 8", "BEST_OF=2",
     ]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
