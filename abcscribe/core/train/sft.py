@@ -52,12 +52,18 @@ class SFTOptions:
     overwrite: bool = option(False, "Train again even when --output-dir holds a finished model.")
     seed: int = option(0, "Seed of initialisation and data order.")
     dtype: str | None = option(None, "Load a pretrained model in this dtype (default: its own).", choices=("float32", "bfloat16", "float16"))
+    device: str = option("auto", "Where to train: auto (cuda when there is one, else cpu), cpu, cuda or mps; several GPUs: accelerate launch.")
     report_to: str = option("none", "Also log to: none, tensorboard or wandb (DIR/log.jsonl is always written).", choices=REPORT_TO)
     tiny: dict = option({}, "Overrides of the tiny preset.", cli=False)
 
     def check(self) -> None:
         """UserError naming the option for a value training cannot run with; before any work."""
+        from abcscribe.core.device import check_device
+
         check_options(self)
+        if check_device(self.device).startswith("cuda:"):
+            raise UserError(f"--device {self.device}: sft takes cuda, not one GPU by number "
+                            "(choose it with CUDA_VISIBLE_DEVICES, or several with accelerate launch)")
 
 
 def read_records(
@@ -286,7 +292,11 @@ def run_sft(
     steps_per_epoch = math.ceil(len(train) / (opts.batch_size * opts.grad_accum))
     total = opts.max_steps if opts.max_steps > 0 else math.ceil(steps_per_epoch * opts.epochs)
     eval_steps = opts.eval_steps or opts.save_steps or max(1, steps_per_epoch)
-    use_cuda = torch.cuda.is_available()
+    from abcscribe.core.device import resolve_device
+
+    # the Trainer places the model: on the CPU when asked to, else on the accelerator it finds
+    # (cuda, or mps where there is no cuda), which check() has made sure is there
+    use_cpu = resolve_device(opts.device) == "cpu"
     args = SFTConfig(
         output_dir=str(out),
         per_device_train_batch_size=opts.batch_size,
@@ -315,7 +325,7 @@ def run_sft(
         max_length=None,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        use_cpu=not use_cuda,
+        use_cpu=use_cpu,
         save_only_model=False,
         ddp_find_unused_parameters=lm.family == "hf-audio",
     )
