@@ -285,6 +285,12 @@ def _torn_checkpoint(root: Path) -> None:
 S = sys.executable
 
 
+def _missing(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is None
+
+
 def cases() -> list[Case]:
     C = Case
     return [
@@ -386,6 +392,8 @@ def cases() -> list[Case]:
         C("sft: --device tpu", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--device", "tpu"], (2,)),
         C("sft: --device cuda without CUDA", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--device", "cuda", "--max-steps", "0"], (2,),
           check=lambda root, p: "the model was written" if (root / "out" / "s" / "abcscribe.json").exists() else None),
+        C("sft: --report-to tensorboard, not installed", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--report-to", "tensorboard", "--max-steps", "0"],
+          (2,) if _missing("tensorboard") else (0,)),
         # pretrain
         C("pretrain: --steps 0", ["pretrain", "--data", "{good.jsonl}", "-o", "{out}/e", "--steps", "0"], (2,)),
         C("pretrain: --lr nan", ["pretrain", "--data", "{good.jsonl}", "-o", "{out}/e", "--lr", "nan"], (2,)),

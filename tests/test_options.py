@@ -169,3 +169,13 @@ def test_a_long_render_draws_a_bar_with_rate_on_a_terminal_and_nothing_elsewhere
     synthesize(piece, 8000)
     shown = term.getvalue()
     assert "synth" in shown and "600/600" in shown and "note/s" in shown
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_one_line_with_the_fix(monkeypatch):
+    import importlib.util
+
+    from abcscribe.cmds._base import check_tracker
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"--report-to tensorboard: .*pip install 'abcscribe\[tensorboard\]'"):
+        check_tracker("tensorboard")

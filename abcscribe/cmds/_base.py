@@ -11,6 +11,7 @@ import typer
 from abcscribe.core import files
 from abcscribe.core.errors import UserError
 from abcscribe.core.files import warn, write_record  # noqa: F401  (commands import warn from here)
+from abcscribe.core.options import check_tracker  # noqa: F401  (ppo imports it from here)
 from abcscribe.core.progress import progress  # noqa: F401  (commands import it from here)
 
 T = TypeVar("T")
@@ -50,16 +51,6 @@ def device_option():
     from abcscribe.core.device import DEVICE_HELP
 
     return typer.Option("auto", "--device", help=DEVICE_HELP)
-
-
-def check_tracker(name: str) -> None:
-    """--report-to NAME: a one-line error, before any work, when NAME's package is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        extra = " (pip install 'abcscribe[tensorboard]')" if name == "tensorboard" else ""
-        raise UserError(f"--report-to {name}: the '{name}' package is not installed "
-                        f"(pip install {name}){extra}")
 
 
 def check_top_p(top_p: float) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from abcscribe.core.errors import UserError
-from abcscribe.core.options import check_options, option
+from abcscribe.core.options import check_options, check_tracker, option
 
 LOG_FILE = "log.jsonl"
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -61,6 +61,7 @@ class SFTOptions:
         from abcscribe.core.device import check_device
 
         check_options(self)
+        check_tracker(self.report_to)
         if check_device(self.device).startswith("cuda:"):
             raise UserError(f"--device {self.device}: sft takes cuda, not one GPU by number "
                             "(choose it with CUDA_VISIBLE_DEVICES, or several with accelerate launch)")
@@ -223,9 +224,14 @@ def run_sft(
     from abcscribe.core.models import build_model, model_kind
     from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
 
+    from abcscribe.core.files import check_output_dir
+
     warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
     opts.check()
-    out = Path(output_dir)
+    out = check_output_dir(output_dir, "--output-dir")
+    for path, flag in ((train_path, "--data"), (eval_path, "--eval-data")):
+        if path is not None and str(path) != "-" and not Path(path).is_file():
+            raise UserError(f"{flag} {path}: no such file")
     plan = plan_run(out, "sft", resume=opts.resume, overwrite=opts.overwrite,
                     state_file="trainer_state.json", warn=warn, log_file=LOG_FILE)
     if plan.action == "skip":
