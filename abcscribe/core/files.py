@@ -315,6 +315,21 @@ def check_unique_outputs(pairs: Iterable[tuple[str, Path | None]]) -> None:
         seen.setdefault(key, name)
 
 
+def mirrored_outputs(items: list[Item], folder: Path | None, suffix: str,
+                     stdin_name: str = "stdin") -> list[Path | None]:
+    """The output path of each item: under ``folder``, mirroring the item's sub-folders, with
+    ``suffix``; beside the input when ``folder`` is None (None for stdin). Two inputs that
+    would share one output are a UserError (``check_unique_outputs``)."""
+    outs: list[Path | None] = []
+    for it in items:
+        if folder is not None:
+            outs.append(folder / (it.rel if it.path is not None else Path(stdin_name)).with_suffix(suffix))
+        else:
+            outs.append(None if it.path is None else it.path.with_suffix(suffix))
+    check_unique_outputs((it.name, o) for it, o in zip(items, outs) if not it.error)
+    return outs
+
+
 def output_done(path: Path) -> bool:
     """Whether an output exists already (a re-run skips it); a UserError when something other
     than a file sits at its name."""

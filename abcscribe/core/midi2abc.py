@@ -68,8 +68,7 @@ def convert_files(inputs: list[str], output_dir: Path | None, opts: Midi2ABCOpti
     unless ``opts.overwrite``), or JSONL records on ``out`` with ``opts.jsonl``. Returns the
     exit status: 1 when any input failed (its record carries the error), else 0."""
     from abcscribe.core.files import (MIDI_EXTS, Batch, atomic_write, check_output_dir,
-                                      check_unique_outputs, gather_inputs, output_done,
-                                      write_record)
+                                      gather_inputs, mirrored_outputs, output_done, write_record)
     from abcscribe.core.midi import read_midi_columns  # noqa: F401  (numpy, symusic: now, before forking)
     from abcscribe.core.progress import progress
 
@@ -77,10 +76,8 @@ def convert_files(inputs: list[str], output_dir: Path | None, opts: Midi2ABCOpti
     if output_dir is not None:
         check_output_dir(output_dir, "-o")
     items = gather_inputs(inputs, MIDI_EXTS, "MIDI files", jsonl=False, stdin_kind="file")
-    outs = [None if output_dir is None else
-            output_dir / (it.rel if it.path is not None else Path("stdin")).with_suffix(".abc")
-            for it in items]  # fmt: skip
-    check_unique_outputs((it.name, o) for it, o in zip(items, outs) if not it.error)
+    # with no -o, every tune goes to stdout
+    outs = mirrored_outputs(items, output_dir, ".abc") if output_dir is not None else [None] * len(items)
 
     settings = dict(grid=opts.grid_notes(), drums=opts.drums, unit=opts.unit_fraction(),
                     layout=opts.layout, pickup=opts.pickup, bars_per_line=opts.bars_per_line,

@@ -49,7 +49,7 @@ def render_files(inputs: list[str], output: str | None, opts: RenderOptions, out
     the exit status: 1 when any input failed, else 0."""
     from abcscribe.core import audio
     from abcscribe.core.files import (ABC_EXTS, MIDI_EXTS, Batch, check_output_dir,
-                                      check_output_file, check_unique_outputs, gather_inputs,
+                                      check_output_file, gather_inputs, mirrored_outputs,
                                       output_done, write_record)
     from abcscribe.core.progress import progress
 
@@ -65,10 +65,8 @@ def render_files(inputs: list[str], output: str | None, opts: RenderOptions, out
         check_output_file(output, "-o")
     elif output is not None:
         check_output_dir(output, "-o")
-    outs = [Path(output) if single_file
-            else Path(output) / item.rel.with_suffix("." + opts.format) if output is not None
-            else item.path.with_suffix("." + opts.format) for item in items]  # fmt: skip
-    check_unique_outputs((it.name, o) for it, o in zip(items, outs) if not it.error)
+    outs = ([Path(output)] if single_file
+            else mirrored_outputs(items, None if output is None else Path(output), "." + opts.format))
 
     batch = Batch()
     for item, path in progress(zip(items, outs), total=len(items), desc="render", unit="file"):
