@@ -179,3 +179,20 @@ def test_report_to_a_tracker_that_is_not_installed_is_one_line_with_the_fix(monk
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"--report-to tensorboard: .*pip install 'abcscribe\[tensorboard\]'"):
         check_tracker("tensorboard")
+
+
+def test_the_hub_and_trainer_bars_stay_on_a_terminal_and_go_elsewhere(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from abcscribe.core import progress
+
+    hf_logging.enable_progress_bar()
+    try:
+        monkeypatch.setattr(progress, "_tty", lambda: True)
+        progress.hub_bars()
+        assert hf_logging.is_progress_bar_enabled()  # a real download shows its bar
+        monkeypatch.setattr(progress, "_tty", lambda: False)
+        progress.hub_bars()
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

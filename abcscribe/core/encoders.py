@@ -208,8 +208,10 @@ class HFEncoder(Encoder):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
         from transformers.utils import logging as hf_logging
 
+        from abcscribe.core.progress import hub_bars
+
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hub_bars()  # a real download shows its bar on a terminal
         try:
             config = AutoConfig.from_pretrained(spec)
             fe = AutoFeatureExtractor.from_pretrained(spec)

@@ -71,8 +71,7 @@ def make_dataset(inputs: list[str], output: str | None, out_dir: Path | None, op
     input that cannot be read (a missing path among several) or a piece that fails is an error
     record and the others go on. Returns the exit status: 1 when any failed, else 0."""
     from abcscribe.core import qa
-    from abcscribe.core.files import (Batch, check_output_dir, check_output_file, nothing_to_do,
-                                      warn, write_record)
+    from abcscribe.core.files import Batch, check_output_dir, check_output_file, warn, write_record
     from abcscribe.core.progress import progress
 
     opts.check()

@@ -50,7 +50,7 @@ def check_options(obj: Any) -> None:
             bad = ((lo is not None and v < lo) or (hi is not None and v > hi)
                    or (above is not None and not v > above))
             if bad:
-                raise UserError(f"{flag} must be {_rule(lo, hi, above)}, got {v:g}")
+                raise UserError(f"{flag} must be {_rule(lo, hi, above)}, got {v if isinstance(v, int) else format(v, 'g')}")
 
 
 def _rule(lo, hi, above) -> str:

@@ -53,6 +53,21 @@ def meter(total: float, desc: str = "", unit: str = "it", scale: bool = False):
                 dynamic_ncols=True, delay=INNER_DELAY, position=1, unit_scale=scale)
 
 
+def on_terminal() -> bool:
+    """Whether progress is drawn here (stderr is a terminal)."""
+    return _tty()
+
+
+def hub_bars() -> None:
+    """The bars of transformers and the hub (a real download, loading big weights): kept on a
+    terminal, where a person waits for them; turned off elsewhere, where they would fill logs."""
+    if _tty():
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _tty() -> bool:
     try:
         return sys.stderr.isatty()

@@ -205,6 +205,16 @@ def _log_callback(out_dir: Path, warn_stream):
     return JsonlLog()
 
 
+def _bar_callback(base):
+    class Bar(base):
+        """The Trainer's progress bar (steps, rate, ETA) without its copy of the log lines."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            pass
+
+    return Bar()
+
+
 def default_lr(kind: str, lora: bool) -> float:
     if lora:
         return 2e-4
@@ -246,9 +256,12 @@ def run_sft(
         raise UserError(f"--eval-data {eval_path}: no usable records")
     kind = model_kind(opts.model)
 
-    import torch
     from transformers import PrinterCallback, ProgressCallback, set_seed
     from trl import SFTConfig
+
+    from abcscribe.core.progress import hub_bars, on_terminal
+
+    hub_bars()
 
     set_seed(opts.seed)
     lora = opts.lora
@@ -329,7 +342,7 @@ def run_sft(
         dataset_kwargs={"skip_prepare_dataset": True},
         completion_only_loss=True,
         max_length=None,
-        disable_tqdm=True,
+        disable_tqdm=not on_terminal(),  # a bar with rate and ETA for a person watching
         dataloader_num_workers=0,
         use_cpu=use_cpu,
         save_only_model=False,
@@ -348,6 +361,8 @@ def run_sft(
     trainer.model_accepts_loss_kwargs = True  # our compute_loss normalises over the accumulated batch
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if on_terminal():  # the Trainer's bar; the log lines are ours (JsonlLog)
+        trainer.add_callback(_bar_callback(ProgressCallback))
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         if plan.action != "resume":
