@@ -196,3 +196,17 @@ def test_the_hub_and_trainer_bars_stay_on_a_terminal_and_go_elsewhere(monkeypatc
         assert not hf_logging.is_progress_bar_enabled()
     finally:
         hf_logging.enable_progress_bar()
+
+
+@pytest.mark.parametrize("argv", [
+    ["sft", "--data", "x.jsonl", "-o", "run", "--lr", "-1"],
+    ["sft", "--data", "missing.jsonl", "-o", "run"],
+    ["pretrain", "--data", "x.jsonl", "-o", "enc", "--layers", "0"],
+    ["mkqa", "missing", "--grid", "-2"],
+])
+def test_value_checks_come_before_torch_loads(argv, tmp_path):
+    code = ("import sys\nfrom abcscribe.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert p.stdout.split() == ["2", "False"], p.stderr

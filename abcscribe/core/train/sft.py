@@ -230,18 +230,20 @@ def run_sft(
 ) -> dict[str, Any]:
     """Train ``opts.model`` on the records of ``train_path`` and save the result to
     ``output_dir`` (loads with ``load_model``). Returns a summary (steps, losses, seconds)."""
-    from abcscribe.core.modeldir import plan_run
-    from abcscribe.core.models import build_model, model_kind
-    from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
-
     from abcscribe.core.files import check_output_dir
 
+    # options, output and data paths checked first: before torch loads (seconds)
     warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
     opts.check()
     out = check_output_dir(output_dir, "--output-dir")
     for path, flag in ((train_path, "--data"), (eval_path, "--eval-data")):
         if path is not None and str(path) != "-" and not Path(path).is_file():
             raise UserError(f"{flag} {path}: no such file")
+
+    from abcscribe.core.modeldir import plan_run
+    from abcscribe.core.models import build_model, model_kind
+    from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
+
     plan = plan_run(out, "sft", resume=opts.resume, overwrite=opts.overwrite,
                     state_file="trainer_state.json", warn=warn, log_file=LOG_FILE)
     if plan.action == "skip":
