@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     except _Abort:
         print("abcscribe: interrupted", file=sys.stderr)
         sys.exit(130)
+    except click_exceptions.UsageError as e:
+        # one line, like every other mistake a user can make: what was wrong, where to look
+        ctx = e.ctx
+        where = ctx.command_path if ctx is not None else "abcscribe"
+        hint = f" (see '{where} --help')" if ctx is not None else ""
+        print(f"{where}: error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except click_exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

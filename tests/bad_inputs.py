@@ -140,6 +140,8 @@ def make_inputs(root: Path, model: bool = True) -> Path:
     _wav(root / "b.wav")
     _wav(root / "two" / "x.wav")
     _wav(root / "two" / "x.flac")
+    _wav(root / "pair" / "p.wav", seconds=2.0)  # a recording and its score: what mkqa pairs
+    _midi(root / "pair" / "p.mid")
     good = [_record(root / "a.wav"), _record(root / "b.wav", id="b", piece="b")]
     _jsonl(root / "good.jsonl", good)
     _jsonl(root / "malformed.jsonl", [good[0], '{"id": "broken", "audio": ', good[1]])
@@ -256,6 +258,18 @@ def no_stray_tmp(root: Path, proc) -> str | None:
     return f"temporary files left: {left}" if left else None
 
 
+def jsonl_records_for(rel: str, *ids: str):
+    """The JSONL file ``out/rel`` has a record naming each of ``ids``."""
+
+    def check(root: Path, proc) -> str | None:
+        p = root / "out" / rel
+        if not p.is_file():
+            return f"missing output {rel}"
+        return records_for(*ids)(root, subprocess.CompletedProcess([], 0, p.read_text(), ""))
+
+    return check
+
+
 def _dir_at_output(root: Path) -> None:
     (root / "out" / "x.abc").mkdir(parents=True, exist_ok=True)
 
@@ -269,6 +283,12 @@ def _torn_checkpoint(root: Path) -> None:
 
 # ---- the catalogue --------------------------------------------------------------------------
 S = sys.executable
+
+
+def _missing(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is None
 
 
 def cases() -> list[Case]:
@@ -297,6 +317,8 @@ def cases() -> list[Case]:
         C("abc2midi: binary input", ["abc2midi", "{binary.bin}", "-o", "{out}/b.mid"], (2,)),
         C("abc2midi: missing input", ["abc2midi", "{nope.abc}"], (2,)),
         C("abc2midi: empty stdin", ["abc2midi", "-", "-o", "{out}/e.mid"], (2,), stdin=b""),
+        C("abc2midi: --format pdf", ["abc2midi", "{t.abc}", "-o", "{out}/t.mid", "--format", "pdf"], (2,)),
+        C("abc2midi: --tune -1", ["abc2midi", "{t.abc}", "-o", "{out}/t.mid", "--tune", "-1"], (2,)),
         C("abc2midi: honours the umask", ["abc2midi", "{t.abc}", "-o", "{out}/t.mid"], (0,), umask=0o022,
           check=mode_644("t.mid")),
         # render
@@ -312,6 +334,9 @@ def cases() -> list[Case]:
         C("render: | head -1", ["render", "{x.mid}", "{y.mid}", "-o", "{out}", "--engine", "builtin"], (0,), closed_stdout=True),
         C("render: honours the umask", ["render", "{x.mid}", "-o", "{out}", "--engine", "builtin"], (0,), umask=0o022,
           check=all_of(mode_644("x.wav"), no_stray_tmp)),
+        C("render: --max-seconds -1", ["render", "{x.mid}", "-o", "{out}", "--max-seconds", "-1"], (2,)),
+        C("render: --format mp3", ["render", "{x.mid}", "-o", "{out}", "--format", "mp3"], (2,)),
+        C("render: --engine timidity", ["render", "{x.mid}", "-o", "{out}", "--engine", "timidity"], (2,)),
         C("render: --sample-rate 0", ["render", "{x.mid}", "-o", "{out}", "--sample-rate", "0"], (2,)),
         # embed
         C("embed: one malformed JSONL line", ["embed", "{malformed.jsonl}", "-o", "{out}"], (1,),
@@ -332,6 +357,14 @@ def cases() -> list[Case]:
           check=records_for("a.wav", "b.wav")),
         C("mkqa: an empty folder", ["mkqa", "{empty}"], (2,), check=said_nothing_to_do),
         C("mkqa: | head -1", ["mkqa", "{manifest.jsonl}", "--layout", "manifest"], (0, 1), closed_stdout=True),
+        C("mkqa: one missing path among several", ["mkqa", "{pair}", "{nope}", "-o", "{out}/qa.jsonl", "--engine", "builtin"], (1,),
+          check=jsonl_records_for("qa.jsonl", "p.wav", "nope")),
+        C("mkqa: one missing path among several, records on stdout", ["mkqa", "{nope}", "{pair}"], (1,),
+          check=records_for("p.wav", "nope")),
+        C("mkqa: --grid -1", ["mkqa", "{pair}", "--grid", "-1"], (2,)),
+        C("mkqa: --jobs -1", ["mkqa", "{pair}", "--jobs", "-1"], (2,)),
+        C("mkqa: --layout bogus", ["mkqa", "{pair}", "--layout", "bogus"], (2,)),
+        C("mkqa: --sample-rate 0", ["mkqa", "{pair}", "--render", "--audio-dir", "{out}/a", "--sample-rate", "0"], (2,)),
         C("mkqa: --max-seconds -1", ["mkqa", "{x.mid}", "--max-seconds", "-1"], (2,)),
         # score
         C("score: --resamples 1000000000", ["score", "--summary", "--resamples", "1000000000"], (2,),
@@ -339,6 +372,8 @@ def cases() -> list[Case]:
         C("score: binary stdin", ["score"], (1, 2), stdin=bytes(range(256)) * 4),
         C("score: empty stdin", ["score"], (2,), stdin=b"", check=said_nothing_to_do),
         C("score: | head -1", ["score"], (0,), stdin=None, closed_stdout=True),
+        C("score: --resamples -1", ["score", "--summary", "--resamples", "-1"], (2,),
+          stdin=json.dumps({"ref": TUNE, "pred": TUNE}).encode() + b"\n"),
         C("score: --weights garbage", ["score", "--weights", "pitch=x"], (2,), stdin=b""),
         # sft
         C("sft: --lr -1", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--lr", "-1"], (2,)),
@@ -354,6 +389,16 @@ def cases() -> list[Case]:
         C("sft: --resume over a torn checkpoint", ["sft", "--data", "{good.jsonl}", "-o", "{torn}", "--resume", "--max-steps", "0"], (0,),
           setup=_torn_checkpoint, heavy=True,
           check=lambda root, p: None if "incomplete checkpoint" in p.stderr else "the torn checkpoint was not named"),
+        C("sft: --device tpu", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--device", "tpu"], (2,)),
+        C("sft: --device cuda without CUDA", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--device", "cuda", "--max-steps", "0"], (2,),
+          check=lambda root, p: "the model was written" if (root / "out" / "s" / "abcscribe.json").exists() else None),
+        C("sft: --report-to tensorboard, not installed", ["sft", "--data", "{good.jsonl}", "-o", "{out}/s", "--report-to", "tensorboard", "--max-steps", "0"],
+          (2,) if _missing("tensorboard") else (0,)),
+        # pretrain
+        C("pretrain: --steps 0", ["pretrain", "--data", "{good.jsonl}", "-o", "{out}/e", "--steps", "0"], (2,)),
+        C("pretrain: --lr nan", ["pretrain", "--data", "{good.jsonl}", "-o", "{out}/e", "--lr", "nan"], (2,)),
+        C("pretrain: missing --data", ["pretrain", "--data", "{nope.jsonl}", "-o", "{out}/e"], (2,)),
+        C("pretrain: -o an existing file", ["pretrain", "--data", "{good.jsonl}", "-o", "{afile}"], (2,)),
         # ppo
         C("ppo: --device tpu", ["ppo", "--data", "{good.jsonl}", "--model", "{model}", "-o", "{out}/p", "--device", "tpu"], (2,)),
         C("ppo: --device cuda without CUDA", ["ppo", "--data", "{good.jsonl}", "--model", "{model}", "-o", "{out}/p", "--device", "cuda"], (2,), heavy=True),

@@ -44,7 +44,7 @@ def _convert_or_die(task):
 
 
 def test_a_killed_midi2abc_worker_ends_the_batch_with_an_error():
-    from abcscribe.cmds.midi2abc import _results
+    from abcscribe.core.midi2abc import convert_all as _results
 
     got = []
     with pytest.raises(UserError, match="worker died"):

@@ -8,8 +8,10 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
+from abcscribe.core import files
 from abcscribe.core.errors import UserError
-from abcscribe.core.files import dumps
+from abcscribe.core.files import warn, write_record  # noqa: F401  (commands import warn from here)
+from abcscribe.core.options import check_tracker  # noqa: F401  (ppo imports it from here)
 from abcscribe.core.progress import progress  # noqa: F401  (commands import it from here)
 
 T = TypeVar("T")
@@ -17,14 +19,7 @@ T = TypeVar("T")
 
 def emit(record: dict[str, Any], stream=None) -> None:
     """Write one JSONL record to stdout (data only) and flush, so pipelines stream."""
-    stream = stream or sys.stdout
-    stream.write(dumps(record) + "\n")
-    stream.flush()
-
-
-def warn(msg: str) -> None:
-    """A warning on stderr, one line."""
-    print(f"abcscribe: warning: {msg}", file=sys.stderr)
+    write_record(stream or sys.stdout, record)
 
 
 def freeze_imports() -> None:
@@ -36,51 +31,19 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
-class Batch:
-    """Counts failures across a batch; ``finish()`` exits non-zero when any input failed.
+class Batch(files.Batch):
+    """``core.files.Batch`` for a command: ``finish()`` exits non-zero when any input failed."""
 
-    Use ``with batch.guard(record):`` around one input's work: a UserError or any other
-    exception becomes ``record['error']`` (one line) and the batch goes on."""
-
-    def __init__(self) -> None:
-        self.failed = 0
-        self.done = 0
-
-    def guard(self, record: dict[str, Any], name: str | None = None):
-        """Context for one input's work; an error message that does not name the input gets
-        ``name`` in front."""
-        return _Guard(self, record, name)
+    passthrough = files.Batch.passthrough + (typer.Exit,)
 
     def finish(self) -> None:
-        if self.failed:
-            print(
-                f"abcscribe: {self.failed} of {self.failed + self.done} inputs failed",
-                file=sys.stderr,
-            )
-            raise typer.Exit(1)
+        exit_with(self.status())
 
 
-class _Guard:
-    def __init__(self, batch: Batch, record: dict[str, Any], name: str | None = None):
-        self.batch, self.record, self.name = batch, record, name
-
-    def __enter__(self):
-        return self.record
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.batch.done += 1
-            return False
-        if issubclass(exc_type, (KeyboardInterrupt, SystemExit, typer.Exit, BrokenPipeError)):
-            return False  # the reader of stdout went away: the CLI ends the run quietly
-        self.batch.failed += 1
-        msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
-        msg = msg.splitlines()[0] if msg else exc_type.__name__
-        if self.name and self.name not in msg:
-            msg = f"{self.name}: {msg}"
-        self.record["error"] = msg
-        print(f"abcscribe: error: {self.record['error']}", file=sys.stderr)
-        return True  # swallow: the batch goes on
+def exit_with(status: int) -> None:
+    """End the command with ``status`` (a core run's result) when it is not 0."""
+    if status:
+        raise typer.Exit(status)
 
 
 def device_option():
@@ -88,16 +51,6 @@ def device_option():
     from abcscribe.core.device import DEVICE_HELP
 
     return typer.Option("auto", "--device", help=DEVICE_HELP)
-
-
-def check_tracker(name: str) -> None:
-    """--report-to NAME: a one-line error, before any work, when NAME's package is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        extra = " (pip install 'abcscribe[tensorboard]')" if name == "tensorboard" else ""
-        raise UserError(f"--report-to {name}: the '{name}' package is not installed "
-                        f"(pip install {name}){extra}")
 
 
 def check_top_p(top_p: float) -> float:

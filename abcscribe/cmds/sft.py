@@ -10,8 +10,7 @@ from typing import Optional
 
 import typer
 
-from abcscribe.cmds._base import check_tracker, emit, options_of, warn
-from abcscribe.core.errors import UserError
+from abcscribe.cmds._base import emit, options_of, warn
 from abcscribe.core.train.sft import SFTOptions
 
 
@@ -26,16 +25,6 @@ def _main(
 
     DIR then loads in 'transcribe' and 'ppo' with nothing else. Prints one JSON record on
     stdout when done (steps, losses, seconds); the loss curve is DIR/log.jsonl."""
-    from abcscribe.core.files import check_output_dir
-
-    opts.check()
-    check_output_dir(output_dir, "--output-dir")
-    for path, flag in ((data, "--data"), (eval_data, "--eval-data")):
-        if path is not None and not path.is_file():
-            raise UserError(f"{flag} {path}: no such file")
-    if opts.report_to != "none":
-        check_tracker(opts.report_to)
-
     from abcscribe.core.train.sft import run_sft
 
     summary = run_sft(data, output_dir, opts, eval_path=eval_data, warn=warn)

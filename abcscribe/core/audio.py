@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,23 @@ def render_fluidsynth(piece: Piece, sr: int = 22050, soundfont: str | None = Non
         write_midi(_within_tracks(piece, FLUIDSYNTH_MAX_TRACKS - 1), mid)
         cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(sr),
                "-F", str(wav), "-T", "wav", sf2, str(mid)]  # fmt: skip
-        code, err = _run_child(cmd)
+        from abcscribe.core.progress import meter
+
+        # fluidsynth says nothing while it renders: the bar follows the WAV it writes (16-bit
+        # stereo, 4 bytes a frame), for a long piece on a terminal
+        with meter(n / sr, "fluidsynth", unit="s") as bar:
+            done = [0.0]
+
+            def watch() -> None:
+                try:
+                    size = wav.stat().st_size
+                except OSError:  # not made yet
+                    size = 0
+                got = min(n, max(0, size - 44) // 4) / sr
+                bar.update(got - done[0])
+                done[0] = got
+
+            code, err = _run_child(cmd, watch=watch)
         if code != 0 or not wav.exists():
             msg = err.strip().splitlines()
             raise UserError(f"fluidsynth failed: {msg[-1] if msg else code}")
@@ -267,18 +284,26 @@ def _within_tracks(piece: Piece, most: int) -> Piece:
     return dataclasses.replace(piece, voices=list(groups.values()))
 
 
-def _run_child(cmd: list[str], timeout: float = 3600.0) -> tuple[int, str]:
+def _run_child(cmd: list[str], timeout: float = 3600.0, watch=None) -> tuple[int, str]:
     """Run ``cmd``; the child is killed when this process leaves the call in any way (an
     error, Ctrl-C, SIGTERM turned into an exit) and, where util-linux's ``setpriv`` is
-    installed, when this process is killed outright (the parent-death signal)."""
+    installed, when this process is killed outright (the parent-death signal). ``watch``:
+    called about twice a second while the child runs (a progress bar)."""
     setpriv = shutil.which("setpriv")
     if setpriv:
         cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        _, err = proc.communicate(timeout=timeout)
-        return proc.returncode, err.decode("utf-8", "replace")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, err = proc.communicate(timeout=0.5 if watch else timeout)
+                return proc.returncode, err.decode("utf-8", "replace")
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise
+                watch()
     finally:
         if proc.poll() is None:
             proc.kill()

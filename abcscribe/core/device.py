@@ -9,10 +9,19 @@ from abcscribe.core.errors import UserError
 DEVICE_HELP = "auto (cuda when there is one, else cpu), cpu, cuda, cuda:N or mps."
 
 
+def device_name(spec: str) -> str:
+    """``spec`` normalised, its spelling checked (no torch, nothing probed): a UserError for a
+    name that is none of auto, cpu, cuda, cuda:N, mps."""
+    s = str(spec).strip().lower()
+    if s in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", s):
+        return s
+    raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {spec!r}")
+
+
 def check_device(spec: str) -> str:
     """``spec`` normalised ('auto' stays 'auto'); a UserError for an unknown name or for a
     device that is not here (cuda on a machine without CUDA), before any work starts."""
-    s = str(spec).strip().lower()
+    s = device_name(spec)
     if s in ("auto", "cpu"):
         return s
     if re.fullmatch(r"cuda(:\d+)?", s):

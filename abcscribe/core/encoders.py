@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from abcscribe.core.device import device_name, resolve_device
 from abcscribe.core.errors import UserError
 
 C2_HZ = 65.40639132514966
@@ -207,8 +208,10 @@ class HFEncoder(Encoder):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
         from transformers.utils import logging as hf_logging
 
+        from abcscribe.core.progress import hub_bars
+
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hub_bars()  # a real download shows its bar on a terminal
         try:
             config = AutoConfig.from_pretrained(spec)
             fe = AutoFeatureExtractor.from_pretrained(spec)
@@ -295,19 +298,6 @@ ENCODER_NAMES = ("cqt", "mel", "crepe", "crepe-tiny", "notes:<dir>", "hf:<dir-or
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is a UserError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r} (auto, cpu, cuda)")
-    return device
-
-
 def resolve_dtype(dtype, device: str = "cpu"):
     """torch dtype from a name (float32, float16, bfloat16, auto) or a torch dtype."""
     import torch
@@ -331,8 +321,7 @@ def get_encoder(name: str, *, layer: int | None = None, device: str = "cpu", dty
         (name.startswith("hf:") and len(name) > 3) or (name.startswith("notes:") and len(name) > 6)
     ):
         raise UserError(f"unknown encoder {name!r} (choose from {', '.join(ENCODER_NAMES)})")
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r} (auto, cpu, cuda)")
+    device = device_name(device)
     if isinstance(dtype, str) and dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {dtype!r} ({', '.join(DTYPE_NAMES)})")
     if name in ("cqt", "mel"):  # numpy features: no torch, no device

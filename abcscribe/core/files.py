@@ -1,5 +1,6 @@
 """Inputs and outputs every command shares: expanding files/folders/JSONL/stdin into work items,
-atomic writes, JSONL reading and writing."""
+the batch (one error record per bad input, the others go on), atomic writes, JSONL reading and
+writing."""
 
 from __future__ import annotations
 
@@ -198,6 +199,74 @@ def nothing_to_do(what: str) -> UserError:
     return UserError(f"nothing to do: {what}")
 
 
+# ---- the batch -------------------------------------------------------------------------------
+class Batch:
+    """Counts failures across a batch; ``status()`` says how it went (0, or 1 when any input
+    failed, with a line on stderr).
+
+    Use ``with batch.guard(record):`` around one input's work: a UserError or any other
+    exception becomes ``record['error']`` (one line, also on stderr) and the batch goes on."""
+
+    # exceptions that end the run rather than one input: an interrupt, an exit, a reader of
+    # stdout that went away (the CLI ends the run quietly)
+    passthrough: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, BrokenPipeError)
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.done = 0
+
+    def guard(self, record: dict[str, Any], name: str | None = None):
+        """Context for one input's work; an error message that does not name the input gets
+        ``name`` in front."""
+        return _Guard(self, record, name)
+
+    def fail(self, record: dict[str, Any], message: str) -> None:
+        """Count ``record`` as failed with ``message`` (an input found bad before any work)."""
+        with self.guard(record):
+            raise UserError(message)
+
+    def status(self) -> int:
+        """0 when every input went well; else 1, after saying how many failed on stderr."""
+        if not self.failed:
+            return 0
+        print(f"abcscribe: {self.failed} of {self.failed + self.done} inputs failed", file=sys.stderr)
+        return 1
+
+
+class _Guard:
+    def __init__(self, batch: Batch, record: dict[str, Any], name: str | None = None):
+        self.batch, self.record, self.name = batch, record, name
+
+    def __enter__(self):
+        return self.record
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.batch.done += 1
+            return False
+        if issubclass(exc_type, self.batch.passthrough):
+            return False
+        self.batch.failed += 1
+        msg = str(exc) if isinstance(exc, UserError) else f"{exc_type.__name__}: {exc}"
+        msg = msg.splitlines()[0] if msg else exc_type.__name__
+        if self.name and self.name not in msg:
+            msg = f"{self.name}: {msg}"
+        self.record["error"] = msg
+        print(f"abcscribe: error: {msg}", file=sys.stderr)
+        return True  # swallow: the batch goes on
+
+
+def write_record(stream, record: dict[str, Any]) -> None:
+    """One JSONL record on ``stream`` (a command's stdout), flushed so pipelines stream."""
+    stream.write(dumps(record) + "\n")
+    stream.flush()
+
+
+def warn(msg: str) -> None:
+    """A warning on stderr, one line."""
+    print(f"abcscribe: warning: {msg}", file=sys.stderr)
+
+
 # ---- outputs ---------------------------------------------------------------------------------
 def check_output_dir(path: str | Path, option: str) -> Path:
     """``path`` as a folder outputs can go into (made later, when written): a UserError now,
@@ -244,6 +313,21 @@ def check_unique_outputs(pairs: Iterable[tuple[str, Path | None]]) -> None:
             raise UserError(f"{seen[key]} and {name} would both be written to {out}; "
                             "give them separately or rename one")
         seen.setdefault(key, name)
+
+
+def mirrored_outputs(items: list[Item], folder: Path | None, suffix: str,
+                     stdin_name: str = "stdin") -> list[Path | None]:
+    """The output path of each item: under ``folder``, mirroring the item's sub-folders, with
+    ``suffix``; beside the input when ``folder`` is None (None for stdin). Two inputs that
+    would share one output are a UserError (``check_unique_outputs``)."""
+    outs: list[Path | None] = []
+    for it in items:
+        if folder is not None:
+            outs.append(folder / (it.rel if it.path is not None else Path(stdin_name)).with_suffix(suffix))
+        else:
+            outs.append(None if it.path is None else it.path.with_suffix(suffix))
+    check_unique_outputs((it.name, o) for it, o in zip(items, outs) if not it.error)
+    return outs
 
 
 def output_done(path: Path) -> bool:

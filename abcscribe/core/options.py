@@ -50,7 +50,7 @@ def check_options(obj: Any) -> None:
             bad = ((lo is not None and v < lo) or (hi is not None and v > hi)
                    or (above is not None and not v > above))
             if bad:
-                raise UserError(f"{flag} must be {_rule(lo, hi, above)}, got {v:g}")
+                raise UserError(f"{flag} must be {_rule(lo, hi, above)}, got {v if isinstance(v, int) else format(v, 'g')}")
 
 
 def _rule(lo, hi, above) -> str:
@@ -59,3 +59,14 @@ def _rule(lo, hi, above) -> str:
     if hi is not None:
         return f"at most {hi:g}"
     return f"at least {lo:g}" if lo is not None else f"greater than {above:g}"
+
+
+def check_tracker(name: str) -> None:
+    """--report-to NAME: a one-line error, before any work, when NAME's package is missing."""
+    import importlib.util
+
+    if name in ("none", "") or importlib.util.find_spec(name) is not None:
+        return
+    extra = " (pip install 'abcscribe[tensorboard]')" if name == "tensorboard" else ""
+    raise UserError(f"--report-to {name}: the '{name}' package is not installed "
+                    f"(pip install {name}){extra}")

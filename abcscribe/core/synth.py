@@ -99,32 +99,39 @@ def timbre_for(program: int) -> Timbre:
 def synthesize(piece: Piece, sr: int = 22050, tail: float = 0.5) -> np.ndarray:
     """Mono float32 audio of ``piece`` lasting its duration plus ``tail`` seconds, normalised so
     the loudest sample is PEAK (silence stays zeros)."""
+    from abcscribe.core.progress import meter
+
     n_total = int(math.ceil((piece.duration_seconds + tail) * sr))
     out = np.zeros(n_total, np.float64)
     to_sec = _tick_to_seconds(piece)
-    for voice in piece.voices:
-        if not voice.notes:
-            continue
-        starts = to_sec(np.array([n.start for n in voice.notes], np.float64))
-        ends = to_sec(np.array([n.end for n in voice.notes], np.float64))
-        timbre = None if voice.drum else timbre_for(voice.program)
-        for note, t0, t1 in zip(voice.notes, starts, ends):
-            if note.duration <= 0 or t1 <= t0:
-                continue
-            gain = (max(1, min(127, note.velocity)) / 127.0) ** 1.5
-            if voice.drum:
-                wave = _drum(note.pitch, sr)
-            else:
-                wave = _tone(timbre, note.pitch, t1 - t0, sr)
-            i0 = int(round(t0 * sr))
-            if i0 >= n_total:
-                continue
-            m = min(wave.size, n_total - i0)
-            out[i0 : i0 + m] += gain * wave[:m]
+    with meter(sum(len(v.notes) for v in piece.voices), "synth", unit="note") as bar:
+        for voice in piece.voices:
+            if voice.notes:
+                _add_voice(voice, to_sec, sr, out, bar)
     peak = float(np.max(np.abs(out))) if out.size else 0.0
     if peak > 0:
         out *= PEAK / peak
     return out.astype(np.float32)
+
+
+def _add_voice(voice, to_sec, sr: int, out: np.ndarray, bar) -> None:
+    """Add ``voice``'s notes, synthesised, into ``out``; ``bar`` counts them."""
+    starts = to_sec(np.array([n.start for n in voice.notes], np.float64))
+    ends = to_sec(np.array([n.end for n in voice.notes], np.float64))
+    timbre = None if voice.drum else timbre_for(voice.program)
+    for i, (note, t0, t1) in enumerate(zip(voice.notes, starts, ends), 1):
+        if i % 256 == 0:
+            bar.update(256)
+        if note.duration <= 0 or t1 <= t0:
+            continue
+        gain = (max(1, min(127, note.velocity)) / 127.0) ** 1.5
+        wave = _drum(note.pitch, sr) if voice.drum else _tone(timbre, note.pitch, t1 - t0, sr)
+        i0 = int(round(t0 * sr))
+        if i0 >= out.size:
+            continue
+        m = min(wave.size, out.size - i0)
+        out[i0 : i0 + m] += gain * wave[:m]
+    bar.update(len(voice.notes) % 256)
 
 
 def _tick_to_seconds(piece: Piece):

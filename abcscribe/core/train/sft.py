@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from abcscribe.core.errors import UserError
-from abcscribe.core.options import check_options, option
+from abcscribe.core.options import check_options, check_tracker, option
 
 LOG_FILE = "log.jsonl"
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -52,12 +52,19 @@ class SFTOptions:
     overwrite: bool = option(False, "Train again even when --output-dir holds a finished model.")
     seed: int = option(0, "Seed of initialisation and data order.")
     dtype: str | None = option(None, "Load a pretrained model in this dtype (default: its own).", choices=("float32", "bfloat16", "float16"))
+    device: str = option("auto", "Where to train: auto (cuda when there is one, else cpu), cpu, cuda or mps; several GPUs: accelerate launch.")
     report_to: str = option("none", "Also log to: none, tensorboard or wandb (DIR/log.jsonl is always written).", choices=REPORT_TO)
     tiny: dict = option({}, "Overrides of the tiny preset.", cli=False)
 
     def check(self) -> None:
         """UserError naming the option for a value training cannot run with; before any work."""
+        from abcscribe.core.device import check_device
+
         check_options(self)
+        check_tracker(self.report_to)
+        if check_device(self.device).startswith("cuda:"):
+            raise UserError(f"--device {self.device}: sft takes cuda, not one GPU by number "
+                            "(choose it with CUDA_VISIBLE_DEVICES, or several with accelerate launch)")
 
 
 def read_records(
@@ -198,6 +205,16 @@ def _log_callback(out_dir: Path, warn_stream):
     return JsonlLog()
 
 
+def _bar_callback(base):
+    class Bar(base):
+        """The Trainer's progress bar (steps, rate, ETA) without its copy of the log lines."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            pass
+
+    return Bar()
+
+
 def default_lr(kind: str, lora: bool) -> float:
     if lora:
         return 2e-4
@@ -213,13 +230,20 @@ def run_sft(
 ) -> dict[str, Any]:
     """Train ``opts.model`` on the records of ``train_path`` and save the result to
     ``output_dir`` (loads with ``load_model``). Returns a summary (steps, losses, seconds)."""
+    from abcscribe.core.files import check_output_dir
+
+    # options, output and data paths checked first: before torch loads (seconds)
+    warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
+    opts.check()
+    out = check_output_dir(output_dir, "--output-dir")
+    for path, flag in ((train_path, "--data"), (eval_path, "--eval-data")):
+        if path is not None and str(path) != "-" and not Path(path).is_file():
+            raise UserError(f"{flag} {path}: no such file")
+
     from abcscribe.core.modeldir import plan_run
     from abcscribe.core.models import build_model, model_kind
     from abcscribe.core.models.common import one_thread_for_small_cpu_model, read_meta
 
-    warn = warn or (lambda m: print(f"abcscribe: warning: {m}", file=sys.stderr))
-    opts.check()
-    out = Path(output_dir)
     plan = plan_run(out, "sft", resume=opts.resume, overwrite=opts.overwrite,
                     state_file="trainer_state.json", warn=warn, log_file=LOG_FILE)
     if plan.action == "skip":
@@ -234,9 +258,12 @@ def run_sft(
         raise UserError(f"--eval-data {eval_path}: no usable records")
     kind = model_kind(opts.model)
 
-    import torch
     from transformers import PrinterCallback, ProgressCallback, set_seed
     from trl import SFTConfig
+
+    from abcscribe.core.progress import hub_bars, on_terminal
+
+    hub_bars()
 
     set_seed(opts.seed)
     lora = opts.lora
@@ -286,7 +313,11 @@ def run_sft(
     steps_per_epoch = math.ceil(len(train) / (opts.batch_size * opts.grad_accum))
     total = opts.max_steps if opts.max_steps > 0 else math.ceil(steps_per_epoch * opts.epochs)
     eval_steps = opts.eval_steps or opts.save_steps or max(1, steps_per_epoch)
-    use_cuda = torch.cuda.is_available()
+    from abcscribe.core.device import resolve_device
+
+    # the Trainer places the model: on the CPU when asked to, else on the accelerator it finds
+    # (cuda, or mps where there is no cuda), which check() has made sure is there
+    use_cpu = resolve_device(opts.device) == "cpu"
     args = SFTConfig(
         output_dir=str(out),
         per_device_train_batch_size=opts.batch_size,
@@ -313,9 +344,9 @@ def run_sft(
         dataset_kwargs={"skip_prepare_dataset": True},
         completion_only_loss=True,
         max_length=None,
-        disable_tqdm=True,
+        disable_tqdm=not on_terminal(),  # a bar with rate and ETA for a person watching
         dataloader_num_workers=0,
-        use_cpu=not use_cuda,
+        use_cpu=use_cpu,
         save_only_model=False,
         ddp_find_unused_parameters=lm.family == "hf-audio",
     )
@@ -332,6 +363,8 @@ def run_sft(
     trainer.model_accepts_loss_kwargs = True  # our compute_loss normalises over the accumulated batch
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if on_terminal():  # the Trainer's bar; the log lines are ours (JsonlLog)
+        trainer.add_callback(_bar_callback(ProgressCallback))
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         if plan.action != "resume":
