@@ -1,0 +1,114 @@
+"""The model commands under a launcher, as a user runs them on one machine with several
+processes: `torchrun --nproc-per-node 2 -m abcscribe ...` on CPU (gloo). Each input is handled
+by one process and its record written once, in input order, by the main process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from abcscribe.core.audio import write_audio
+from abcscribe.core.distributed import Ranks
+from conftest import ROOT, write_jsonl
+
+
+def torchrun(*args, nproc=2, cwd=None):
+    """``abcscribe ARGS`` under torchrun with ``nproc`` CPU processes (a fresh port each time)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+         "-m", "abcscribe", *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+    )
+
+
+def records_of(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def beeps(folder, n, seconds=0.5, sr=16000):
+    """``n`` short tones of different pitches as wav files; their paths in sorted order."""
+    import numpy as np
+
+    paths = []
+    for i in range(n):
+        t = np.arange(int(seconds * sr)) / sr
+        path = folder / f"clip{i:02d}.wav"
+        write_audio(path, (0.3 * np.sin(2 * np.pi * 220 * 2 ** (i / 12) * t)).astype("float32"), sr)
+        paths.append(path)
+    return paths
+
+
+# ---- the split itself ---------------------------------------------------------------------------
+def test_ranks_split_inputs_round_robin_and_keep_inputs_of_one_key_together():
+    items = list("abcdefg")
+    shares = [Ranks(r, 3).take(items) for r in range(3)]
+    assert shares == [[0, 3, 6], [1, 4], [2, 5]]
+    keys = ["x", "x", "y", "z", "y", "x", "w"]  # x -> 0, y -> 1, z -> 0, w -> 1
+    shares = [Ranks(r, 2).take(keys, keys=keys) for r in range(2)]
+    assert shares == [[0, 1, 3, 5], [2, 4, 6]]
+    assert Ranks().take(items) == list(range(7))
+
+
+def test_ranks_come_from_the_launchers_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    r = Ranks.from_env()
+    assert (r.rank, r.size, r.local_rank, r.is_main) == (2, 4, 0, False)
+    assert r.device("cuda") == "cuda:0" and r.device("cpu") == "cpu"
+    monkeypatch.setenv("RANK", "7")  # inconsistent: one process
+    assert Ranks.from_env() == Ranks()
+
+
+# ---- transcribe and embed under torchrun ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return folder, beeps(folder, 5)
+
+
+def test_transcribe_under_torchrun_writes_every_input_once_in_input_order(clips, tmp_path):
+    folder, paths = clips
+    recs = records_of(torchrun("transcribe", folder, "-o", tmp_path / "abc", "--model", "baseline"))
+    assert [r["path"] for r in recs] == [str(p) for p in paths]  # each once, in order
+    assert all(r["error"] is None and r["abc"] for r in recs)
+    assert sorted(p.name for p in (tmp_path / "abc").glob("*.abc")) == [p.stem + ".abc" for p in paths]
+    # resumable, and --shard (job arrays across machines) splits before the processes do
+    again = records_of(torchrun("transcribe", folder, "-o", tmp_path / "abc", "--model", "baseline",
+                                "--shard", "1/2"))
+    assert [r["path"] for r in again] == [str(p) for p in paths[1::2]]
+    assert all(r.get("skipped") for r in again)
+    assert [r["abc"] for r in again] == [r["abc"] for r in recs[1::2]]
+
+
+def test_embed_under_torchrun_writes_every_record_once_and_one_file_per_clip(clips, tmp_path):
+    folder, paths = clips
+    # Q&A records: two records of each clip share one embedding file
+    recs = [{"id": f"{p.stem}-{q}", "audio": str(p)} for p in paths for q in ("a", "b")]
+    data = write_jsonl(tmp_path / "qa.jsonl", recs)
+    out = records_of(torchrun("embed", data, "-o", tmp_path / "emb"))
+    assert [r["id"] for r in out] == [r["id"] for r in recs]
+    files = sorted((tmp_path / "emb").glob("*.safetensors"))
+    assert len(files) == len(paths)
+    assert {r["embedding"] for r in out} == {str(f) for f in files}
+
+
+def test_embed_under_torchrun_fails_the_run_once_for_a_bad_input_of_any_process(clips, tmp_path):
+    folder, paths = clips
+    bad = tmp_path / "audio"
+    bad.mkdir()
+    for p in paths:
+        (bad / p.name).symlink_to(p)
+    (bad / "zz-broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    proc = torchrun("embed", bad, "-o", tmp_path / "emb")
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode != 0
+    assert [r["audio"] for r in recs] == [str(bad / p.name) for p in paths] + [str(bad / "zz-broken.wav")]
+    assert [bool(r.get("error")) for r in recs] == [False] * len(paths) + [True]
+    assert all(r["frames"] > 0 for r in recs[:-1])
+    assert proc.stderr.count("1 of 6 inputs failed") == 1
