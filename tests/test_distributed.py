@@ -112,3 +112,49 @@ def test_embed_under_torchrun_fails_the_run_once_for_a_bad_input_of_any_process(
     assert [bool(r.get("error")) for r in recs] == [False] * len(paths) + [True]
     assert all(r["frames"] > 0 for r in recs[:-1])
     assert proc.stderr.count("1 of 6 inputs failed") == 1
+
+
+# ---- ppo under torchrun ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_sft(tmp_path_factory):
+    """Eight toy clips (as mkqa + embed write them) and a tiny model after a few sft steps."""
+    from abcscribe.core.train.sft import SFTOptions, run_sft
+    from test_ppo import TINY, toy_records
+
+    folder = tmp_path_factory.mktemp("ppo-2proc")
+    data = write_jsonl(folder / "train.jsonl", toy_records(folder, 8, 1, "train"))
+    run_sft(data, folder / "sft", SFTOptions(max_steps=2, batch_size=4, tiny=TINY, logging_steps=1),
+            warn=lambda m: None)
+    return data, folder / "sft"
+
+
+def ppo_rows(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_ppo_under_torchrun_draws_distinct_prompts_logs_once_and_resumes(tiny_sft, tmp_path):
+    data, sft = tiny_sft
+    out = tmp_path / "ppo"
+    args = ("ppo", "--data", data, "--model", sft, "-o", out, "--batch-size", "2",
+            "--samples-per-prompt", "2", "--max-new-tokens", "12", "--save-steps", "1", "--seed", "3")
+    recs = records_of(torchrun(*args, "--max-steps", "2"))
+    assert len(recs) == 1 and recs[0]["steps"] == 2  # one summary, from the main process
+    rows = ppo_rows(out)
+    assert [r["step"] for r in rows] == [1, 2]  # one row per step
+    seen = []
+    for row in rows:
+        procs = row["processes"]
+        assert len(procs) == 2 and all(len(p["prompts"]) == 2 for p in procs)
+        assert not set(procs[0]["prompts"]) & set(procs[1]["prompts"])  # each its own prompts
+        seen += procs[0]["prompts"] + procs[1]["prompts"]
+        assert row["reward_mean"] == pytest.approx(sum(p["reward_mean"] for p in procs) / 2)
+    assert len(seen) == len(set(seen)) == 8  # two steps of 2 x 2 prompts: the whole epoch once
+    assert json.loads((out / "abcscribe.json").read_text())["ppo"]["steps"] == 2
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+
+    # resume with the same number of processes: the rows go on from step 2, not again from 1
+    recs = records_of(torchrun(*args, "--max-steps", "3", "--resume"))
+    assert recs[0]["steps"] == 3
+    rows = ppo_rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert len({p for p in rows[2]["processes"][0]["prompts"] + rows[2]["processes"][1]["prompts"]}) == 4
