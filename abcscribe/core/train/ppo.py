@@ -48,7 +48,8 @@ from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
 MIN_REWARD = 0.0  # the floor of core.reward's [0, 1] reward: what a failed reward becomes
 LOG_NAME = "log.jsonl"
-STATE_NAME = "ppo_state.pt"
+STATE_NAME = "ppo_state.json"  # step, RNGs, order: written last, so its presence means complete
+OPTIMIZER_NAME = "optimizer.safetensors"  # the optimiser's tensors and the torch RNG
 VALUE_HEAD_NAME = "value_head.safetensors"
 
 RewardFn = Callable[[str, str], "tuple[float, dict[str, float]]"]
@@ -587,21 +588,25 @@ def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng,
     plus the optimiser, value head and RNG state that ``--resume`` needs."""
     if not accelerator.is_main_process:
         return
-    extra = {"ppo": {"config": asdict(cfg), "steps": state.step}}
+    extra = {"ppo": {"config": asdict(cfg), "steps": state.step, "processes": accelerator.num_processes}}
     if summary:
         extra["ppo"]["eval"] = {k: {"reward_mean": v["reward_mean"], "n": v["n"]}
                                 for k, v in summary.items() if k.startswith("eval_")}
-    snapshot = {"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "py_rng": rng.getstate(),
-                "order": list(state.order), "eval_before": state.eval_before}
+    tensors, opt_rest = _split_optimizer(opt.state_dict())
+    tensors["rng.torch"] = torch.get_rng_state()
+    snapshot = {"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt_rest,
+                "py_rng": rng.getstate(), "order": list(state.order), "eval_before": state.eval_before}
 
     def write(folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        from abcscribe.core.files import atomic_write
+
         lm.save(folder, extra=extra)
         if value_head is not None:
-            from safetensors.torch import save_file
-
             save_file(value_head.state_dict(), str(folder / VALUE_HEAD_NAME))
-        torch.save(snapshot, folder / STATE_NAME)  # last: its presence means complete
+        save_file(tensors, str(folder / OPTIMIZER_NAME))
+        atomic_write(folder / STATE_NAME, json.dumps(snapshot) + "\n")  # last: means complete
 
     if out.name.startswith("checkpoint-"):
         save_atomically(out, write)  # a kill mid-save leaves no torn checkpoint to resume
@@ -611,15 +616,41 @@ def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng,
         write(out)
 
 
-def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
-    st = torch.load(ckpt / STATE_NAME, map_location="cpu", weights_only=False)
-    with contextlib.suppress(ValueError):  # a changed parameter set: start the optimiser afresh
-        opt.load_state_dict(st["optimizer"])
-    torch.set_rng_state(st["torch_rng"])
-    rng.setstate(st["py_rng"])
-    if value_head is not None and (ckpt / VALUE_HEAD_NAME).exists():
-        from safetensors.torch import load_file
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state dict as safetensors-ready tensors ("<param>.<name>") and the
+    JSON rest (param groups, non-tensor entries): no pickle needed to save or resume."""
+    tensors, rest = {}, {}
+    for pid, entries in sd["state"].items():
+        for name, v in entries.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                rest.setdefault(str(pid), {})[name] = v
+    return tensors, {"param_groups": sd["param_groups"], "state": rest}
 
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, _, name = key.partition(".")
+        if pid.isdigit():
+            state.setdefault(int(pid), {})[name] = v
+    for pid, entries in rest.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
+    from safetensors.torch import load_file
+
+    st = json.loads((ckpt / STATE_NAME).read_text(encoding="utf-8"))
+    tensors = load_file(str(ckpt / OPTIMIZER_NAME))
+    with contextlib.suppress(ValueError):  # a changed parameter set: start the optimiser afresh
+        opt.load_state_dict(_join_optimizer(tensors, st["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    version, internal, gauss = st["py_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    if value_head is not None and (ckpt / VALUE_HEAD_NAME).exists():
         value_head.load_state_dict(load_file(str(ckpt / VALUE_HEAD_NAME)))
     return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]),
                       order=list(st.get("order", [])), eval_before=st.get("eval_before"))
