@@ -4,6 +4,7 @@ by one process and its record written once, in input order, by the main process.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -18,11 +19,18 @@ def torchrun(*args, nproc=2, cwd=None):
     """``abcscribe ARGS`` under torchrun with ``nproc`` CPU processes (a fresh port each time)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-         "-m", "abcscribe", *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
-    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "abcscribe", *map(str, args)]
+    # its own process group: a run that outlives the timeout is ended with all its workers
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=cwd, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"torchrun {' '.join(map(str, args))} ran past 900 s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def records_of(proc):
