@@ -43,15 +43,25 @@ def model_card(meta: dict[str, Any], parts: dict[str, Any]) -> str:
         "```",
         "",
         "```python",
-        "from transformers import AutoModel",
-        "model = AutoModel.from_pretrained(THIS_FOLDER, trust_remote_code=True)  # or: import abcscribe first",
-        "```",
-        "",
-        "The audio features (`encoder` above) come from abcscribe's feature extractors; `generate`",
-        "takes `audio_features`, `audio_mask` and `audio_positions` as `abcscribe` collates them.",
-        "",
     ]
-    return "\n".join(lines)
+    if meta.get("family", "composed") == "composed":
+        lines += [
+            "from transformers import AutoModel",
+            "model = AutoModel.from_pretrained(THIS_FOLDER, trust_remote_code=True)  # or: import abcscribe first",
+            "```",
+            "",
+            "The audio features (`audio encoder` above) come from abcscribe's feature extractors;",
+            "`generate` takes `audio_features`, `audio_mask` and `audio_positions` as abcscribe",
+            "collates them.",
+        ]
+    else:
+        lines += [
+            "from transformers import AutoModelForMultimodalLM, AutoProcessor",
+            "processor = AutoProcessor.from_pretrained(THIS_FOLDER)",
+            "model = AutoModelForMultimodalLM.from_pretrained(THIS_FOLDER)",
+            "```",
+        ]
+    return "\n".join(lines + [""])
 
 
 def _run_line(kind: str, run: dict[str, Any]) -> str:
