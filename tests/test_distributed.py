@@ -159,6 +159,8 @@ def test_ppo_under_torchrun_draws_distinct_prompts_logs_once_and_resumes(tiny_sf
     assert len(seen) == len(set(seen)) == 8  # two steps of 2 x 2 prompts: the whole epoch once
     assert json.loads((out / "abcscribe.json").read_text())["ppo"]["steps"] == 2
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert (out / "ppo_state.json").is_file() and not list(out.rglob("*.pt"))  # no pickles
+    assert "- ppo: 2 steps" in (out / "README.md").read_text() and "2 processes" in (out / "README.md").read_text()
 
     # resume with the same number of processes: the rows go on from step 2, not again from 1
     recs = records_of(torchrun(*args, "--max-steps", "3", "--resume"))
@@ -166,3 +168,31 @@ def test_ppo_under_torchrun_draws_distinct_prompts_logs_once_and_resumes(tiny_sf
     rows = ppo_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert len({p for p in rows[2]["processes"][0]["prompts"] + rows[2]["processes"][1]["prompts"]}) == 4
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sft_under_accelerate_launch_on_cpu_runs_two_processes(tiny_sft, tmp_path):
+    """The README's CPU line: `accelerate launch --multi_gpu --num_processes 2` on a machine
+    without CUDA starts two gloo processes (`--cpu` would start one)."""
+    data, _ = tiny_sft
+    out = tmp_path / "sft"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(free_port()), "-m", "abcscribe", "sft", "--data", data,
+         "--model", "tiny", "-o", out, "--max-steps", "2", "--batch-size", "2"],
+        capture_output=True, text=True, env=env, timeout=900)
+    recs = records_of(proc)
+    assert len(recs) == 1 and recs[0]["steps"] == 2  # one summary
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # 8 records, 2 per process: two processes see half the epoch per step, one would see a quarter
+    assert rows[0]["step"] == 1 and rows[0]["epoch"] == pytest.approx(0.5)
+    assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
