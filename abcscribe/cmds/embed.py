@@ -58,6 +58,7 @@ def main(
     through with an 'embedding' path added."""
     from abcscribe.core import encoders
     from abcscribe.core.device import check_device
+    from abcscribe.core.distributed import InputOrder, Ranks, reduce_counts
     from abcscribe.core.files import (AUDIO_EXTS, check_output_dir, check_unique_outputs,
                                       clip_span, gather_inputs, output_done)
 
@@ -65,7 +66,8 @@ def main(
         raise UserError(f"--pool-ms must be >= 0, got {pool_ms:g}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    device = check_device(device)
+    ranks = Ranks.from_env()  # under torchrun / accelerate launch: this process's share
+    device = ranks.device(check_device(device))
     check_output_dir(output, "-o")
     items = gather_inputs(inputs, AUDIO_EXTS, "audio files or records")
     check_unique_outputs((it.name, output / _out_name(it, 0.0, None)) for it in items
@@ -73,9 +75,13 @@ def main(
     enc = encoders.get_encoder(encoder_name, layer=layer, device=device, dtype=dtype,
                                batch_size=batch_size)
 
+    # records of one clip share an output file: they go to the same process
+    mine = ranks.take(items, keys=(_output_key(i, it) for i, it in enumerate(items)))
     batch = Batch()
+    out_records = InputOrder(ranks, emit)
     done_now: set[Path] = set()
-    for item in progress(items, total=len(items), desc="embed"):
+    for i in progress(mine, total=len(mine), desc="embed"):
+        item = items[i]
         rec = item.record
         is_record = bool(rec)
         record = dict(rec) if is_record else {"audio": str(item.path) if item.path else None}
@@ -98,8 +104,22 @@ def main(
                 done_now.add(out)
             if not is_record:
                 record.update(_summary(meta or encoders.read_embeddings(out)[1]))
-        emit(record)
+        out_records(i, record)
+    out_records.finish()
+    batch.failed, batch.done = reduce_counts(ranks, batch.failed, batch.done)
     batch.finish()
+
+
+def _output_key(index: int, item):
+    """The output file ``item`` makes, or its index when that cannot be known yet."""
+    from abcscribe.core.files import clip_span
+
+    if item.error or item.path is None:
+        return index
+    try:
+        return _out_name(item, *clip_span(item.record))
+    except UserError:
+        return index
 
 
 def _summary(meta: dict) -> dict:

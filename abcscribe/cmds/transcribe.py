@@ -97,17 +97,11 @@ def main(
     output pipes into 'abcscribe score'). Long audio is cut into windows at bar lines and the
     windows' ABC stitched into one tune."""
     from abcscribe.core.device import check_device
+    from abcscribe.core.distributed import InputOrder, Ranks, reduce_counts
     from abcscribe.core.files import (AUDIO_EXTS, check_output_dir, check_unique_outputs,
                                       clip_span, gather_inputs, output_done)
     from abcscribe.core.models.base import GenerationOptions
-    from abcscribe.core.transcribe import (
-        Input,
-        TranscribeOptions,
-        load_transcriber,
-        output_paths,
-        read_done,
-        write_outputs,
-    )
+    from abcscribe.core.transcribe import Input, TranscribeOptions, output_paths, read_done
 
     check_top_p(top_p)
     if temperature < 0:
@@ -119,7 +113,8 @@ def main(
     if svg and shutil.which("abcm2ps") is None:
         raise UserError("--svg needs abcm2ps (Debian/Ubuntu: apt-get install abcm2ps)")
     index, count = _parse_shard(shard)
-    device = check_device(device)
+    ranks = Ranks.from_env()  # under torchrun / accelerate launch: this process's share
+    device = ranks.device(check_device(device))
     if output_dir is not None:
         check_output_dir(output_dir, "-o")
 
@@ -128,15 +123,18 @@ def main(
         items = items[index::count]
     other_tasks = [it for it in items if it.record.get("task") not in (None, "transcribe")]
     if other_tasks:
-        warn(f"skipping {len(other_tasks)} JSONL records whose task is not 'transcribe'")
+        if ranks.is_main:
+            warn(f"skipping {len(other_tasks)} JSONL records whose task is not 'transcribe'")
         items = [it for it in items if it.record.get("task") in (None, "transcribe")]
     outputs = [output_paths(output_dir, it.rel, bool(it.record), midi, musicxml, svg) for it in items]
     check_unique_outputs((it.name, paths.get("abc")) for it, paths in zip(items, outputs)
                          if not it.error)
 
     batch = Batch()
+    out = InputOrder(ranks, emit)
     todo = []
-    for it, paths in zip(items, outputs):
+    for i in ranks.take(items):
+        it, paths = items[i], outputs[i]
         rec = _record(it)
         try:
             it.check()
@@ -147,37 +145,42 @@ def main(
         except UserError as e:
             with batch.guard(rec, it.name):
                 raise e
-            emit(rec)
+            out(i, rec)
             continue
         if done:
             rec.update(abc=read_done(paths["abc"]), skipped=True)
             if it.record:
                 rec["pred"] = rec["abc"]
             batch.done += 1
-            emit(rec)
+            out(i, rec)
             continue
-        todo.append(Input(it.path, offset, duration, it.record or None, tag=(rec, paths)))
+        todo.append(Input(it.path, offset, duration, it.record or None, tag=(i, rec, paths)))
 
-    if not todo:
-        batch.finish()
-        return
+    if todo:
+        _transcribe(todo, out, batch, model, device, dtype, seed, TranscribeOptions(
+            generation=GenerationOptions(
+                temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                num_samples=num_samples, seed=seed,
+            ),
+            window_seconds=window_seconds,
+            best_of=best_of,
+            prompt=prompt,
+            batch_size=batch_size,
+        ))
+    out.finish()
+    batch.failed, batch.done = reduce_counts(ranks, batch.failed, batch.done)
+    batch.finish()
+
+
+def _transcribe(todo, out, batch, model, device, dtype, seed, options) -> None:
+    """Transcribe the inputs still to do, handing each record to ``out`` as it is done."""
+    from abcscribe.core.transcribe import load_transcriber, transcribe_items, write_outputs
+
     tx = load_transcriber(model, device=device, dtype=dtype)
     _seed_everything(seed)
-    options = TranscribeOptions(
-        generation=GenerationOptions(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-            num_samples=num_samples, seed=seed,
-        ),
-        window_seconds=window_seconds,
-        best_of=best_of,
-        prompt=prompt,
-        batch_size=batch_size,
-    )
-    from abcscribe.core.transcribe import transcribe_items
-
     results = transcribe_items(tx, todo, options)
     for inp, res in progress(results, total=len(todo), desc="transcribe"):
-        rec, paths = inp.tag
+        i, rec, paths = inp.tag
         with batch.guard(rec):
             if isinstance(res, Exception):
                 raise res
@@ -188,8 +191,7 @@ def main(
                 rec["samples"] = res.samples
             if paths:
                 write_outputs(res, paths)
-        emit(rec)
-    batch.finish()
+        out(i, rec)
 
 
 def _record(it) -> dict:

@@ -137,12 +137,13 @@ class RunPlan:
 
 def plan_run(out: Path, kind: str, *, resume: bool, overwrite: bool, state_file: str,
              warn: Callable[[str], None], finished: Callable[[dict], bool] | None = None,
-             log_file: str | None = None) -> RunPlan:
+             log_file: str | None = None, act: bool = True) -> RunPlan:
     """The run-directory lifecycle ``sft`` and ``ppo`` share. ``kind`` is the key of the
     run's record in ``abcscribe.json``; ``finished(record)`` says whether that record is a
     finished run of what is asked (default: any record is). Stale checkpoints are removed
     when a run starts afresh over a finished one (``overwrite``); on resume, ``log_file``
-    loses the rows logged after the checkpoint (the resumed run logs those steps again)."""
+    loses the rows logged after the checkpoint (the resumed run logs those steps again).
+    ``act=False`` decides without touching the folder (the other processes of a launch)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out}: exists and is not a folder")
@@ -153,7 +154,7 @@ def plan_run(out: Path, kind: str, *, resume: bool, overwrite: bool, state_file:
         if (out / state_file).is_file() and final is not None and final > step:
             ck, step = out, final
         if ck is not None:
-            if log_file:
+            if log_file and act:
                 trim_log(out / log_file, step)
             return RunPlan("resume", ck)
         warn(f"--resume: no complete checkpoint in {out}; starting afresh")
@@ -169,7 +170,7 @@ def plan_run(out: Path, kind: str, *, resume: bool, overwrite: bool, state_file:
             if not overwrite:
                 warn(f"{out}: already holds a finished {kind} run; skipping (--overwrite trains again)")
                 return RunPlan("skip", finished=record)
-            for p in [*out.glob("checkpoint-*"), out / "base"]:
+            for p in [*out.glob("checkpoint-*"), out / "base"] if act else []:
                 shutil.rmtree(p, ignore_errors=True)
     return RunPlan("fresh")
 

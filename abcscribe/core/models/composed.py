@@ -9,15 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    PretrainedConfig,
-    PreTrainedModel,
-)
-from transformers.configuration_utils import SubConfigSpec
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from abcscribe.core.errors import UserError
 from abcscribe.core.models.base import AudioLM, GenerationOptions
@@ -39,111 +31,10 @@ from abcscribe.core.models.common import (
     write_meta,
 )
 from abcscribe.core.models.features import FeatureSource
+from abcscribe.core.models.modeling_abcscribe import ComposedConfig, ComposedModel, register
+
+register()
 from abcscribe.core.models.records import answer_of, prompt_messages
-
-
-class ComposedConfig(PretrainedConfig):
-    """Configuration of :class:`ComposedModel`: the LM's config (``text_config``), the audio
-    feature size and encoder, and the projection."""
-
-    model_type = "abcscribe_composed"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2")}
-
-    text_config: dict | PretrainedConfig | None = None
-    audio_dim: int = 72
-    stack: int = 2
-    projector: str = "mlp"  # "linear" | "mlp"
-    encoder: str = "cqt"
-    frame_rate: float = 50.0
-    sample_rate: int = 16000
-    window_seconds: float = 30.0
-    tie_word_embeddings: bool = False
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        if self.projector not in ("linear", "mlp"):
-            raise ValueError(f"projector must be 'linear' or 'mlp', got {self.projector!r}")
-
-
-class ComposedModel(PreTrainedModel):
-    """Projection + causal LM. ``forward`` takes token ids with audio slots
-    (``audio_positions``) and the audio features that fill them."""
-
-    config_class = ComposedConfig
-    base_model_prefix = ""
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    main_input_name = "input_ids"
-
-    def __init__(self, config: ComposedConfig):
-        super().__init__(config)
-        hidden = config.text_config.hidden_size
-        din = config.audio_dim * config.stack
-        if config.projector == "linear":
-            self.projector = nn.Linear(din, hidden)
-        else:
-            self.projector = nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.lm = AutoModelForCausalLM.from_config(config.text_config)
-        self.post_init()
-
-    def get_input_embeddings(self):
-        return self.lm.get_input_embeddings()
-
-    def set_input_embeddings(self, value):
-        self.lm.set_input_embeddings(value)
-
-    def get_output_embeddings(self):
-        return self.lm.get_output_embeddings()
-
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and any(module is m for m in self.projector.modules()):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
-
-    def embed(
-        self,
-        input_ids: torch.Tensor,
-        audio_positions: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Token embeddings with the projected audio frames written into the audio slots."""
-        emb = self.lm.get_input_embeddings()(input_ids)
-        if audio_features is None or audio_positions is None or not bool(audio_positions.any()):
-            return emb
-        b, f, d = audio_features.shape
-        k = self.config.stack
-        x = audio_features.reshape(b, f // k, d * k).to(emb.dtype)
-        a = self.projector(x)[audio_mask.bool()]
-        return emb.masked_scatter(audio_positions.bool().unsqueeze(-1), a.to(emb.dtype))
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_mask: torch.Tensor | None = None,
-        audio_positions: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        **kwargs,
-    ):
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids, audio_positions, audio_features, audio_mask)
-        if position_ids is None and attention_mask is not None and kwargs.get("past_key_values") is None:
-            position_ids = positions_from_mask(attention_mask)
-        return self.lm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            labels=labels,
-            **kwargs,
-        )
-
-
-AutoConfig.register(ComposedConfig.model_type, ComposedConfig, exist_ok=True)
-AutoModel.register(ComposedConfig, ComposedModel, exist_ok=True)
 
 
 class ComposedAudioLM(ReferenceMixin, AudioLM):
@@ -300,6 +191,8 @@ class ComposedAudioLM(ReferenceMixin, AudioLM):
         out.mkdir(parents=True, exist_ok=True)
         meta = {k: v for k, v in self.meta.items() if k not in ("family", "lora")}
         meta.update(family=self.family, lora=self.is_lora())
+        meta.update(extra or {})
+        self._ecosystem_files()
         if self.is_lora():
             # the adapter (with the projection, trained in full) beside the base model it adapts
             self.model.save_pretrained(out)
@@ -308,8 +201,36 @@ class ComposedAudioLM(ReferenceMixin, AudioLM):
             self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         _copy_note_encoder(self.core.config.encoder, out)
-        meta.update(extra or {})
         write_meta(out, meta)
+        from abcscribe.core.files import atomic_write
+        from abcscribe.core.models.card import model_card
+
+        atomic_write(out / "README.md", model_card(meta, self._parts()))
+
+    def _ecosystem_files(self) -> None:
+        """What ``save_pretrained`` writes beyond the weights: ``auto_map`` (with
+        modeling_abcscribe.py beside it) and a generation_config.json that stops where
+        ``transcribe`` stops."""
+        core = self.core
+        core.config.auto_map = {"AutoModelForCausalLM": "modeling_abcscribe.ComposedModel"}
+        gen = core.generation_config
+        gen.eos_token_id = self.eos_ids if len(self.eos_ids) > 1 else self.eos_ids[0]
+        gen.pad_token_id = self.tokenizer.pad_token_id
+        gen.use_cache = True
+
+    def _parts(self) -> dict[str, Any]:
+        cfg = self.core.config
+        tc = cfg.text_config
+        lm = self.meta.get("lm") or (f"{tc.model_type} built from a config ({tc.num_hidden_layers} layers "
+                                     f"of {tc.hidden_size}, random start)")
+        return {
+            "language model": lm,
+            "audio encoder": f"{cfg.encoder} ({cfg.audio_dim} values per frame, {cfg.frame_rate:g} frames/s, "
+                             f"{cfg.window_seconds:g} s windows)",
+            "projector": f"{cfg.projector}, {cfg.stack} frames stacked per audio token",
+            "parameters": f"{sum(p.numel() for p in self.core.parameters()):,}",
+            "LoRA": "yes (adapter here, base model in base/)" if self.is_lora() else "no",
+        }
 
     def train_mode(self, lora: bool, r: int = 16, alpha: int = 32, dropout: float = 0.05) -> None:
         """Prepare for training: LoRA on the LM (projection trained in full), or everything."""

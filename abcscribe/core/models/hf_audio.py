@@ -208,6 +208,16 @@ class HFAudioLM(ReferenceMixin, AudioLM):
         self.processor.save_pretrained(out)
         meta.update(extra or {})
         write_meta(out, meta)
+        from abcscribe.core.files import atomic_write
+        from abcscribe.core.models.card import model_card
+
+        base = self.model.get_base_model() if self.is_lora() else self.model
+        atomic_write(out / "README.md", model_card(meta, {
+            "audio language model": self.meta.get("base") or self.meta.get("model")
+            or getattr(base.config, "_name_or_path", None) or base.config.model_type,
+            "parameters": f"{sum(p.numel() for p in base.parameters()):,}",
+            "LoRA": "yes (adapter here)" if self.is_lora() else "no",
+        }))
 
 
 def _auto_class(spec: str):

@@ -14,6 +14,13 @@ One step, top to bottom (``train``):
   5. update     ``ppo_epochs`` passes of clipped-surrogate updates over mini-batches
                 (+ entropy bonus, gradient clipping), one JSONL log line per step
 
+Several processes (``torchrun``, ``accelerate launch``): every process draws its own
+``batch_size`` prompts of one shared shuffled order and samples with its own seed; rewards and
+advantages are computed per process, with the batch statistics (whitening, the KL controller)
+taken over all of them; gradients are averaged before each optimiser step, so the weights stay
+the same everywhere. The main process alone writes the log (one row per step, with every
+process's figures) and the model.
+
 Small on purpose: no framework on top of torch; ``accelerate`` places tensors and averages
 gradients across processes."""
 
@@ -32,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 import torch.nn as nn
 
+from abcscribe.core.distributed import Ranks
 from abcscribe.core.errors import UserError
 from abcscribe.core.modeldir import save_atomically
 from abcscribe.core.train.config import PPOConfig
@@ -40,7 +48,8 @@ from abcscribe.core.models.common import one_thread_for_small_cpu_model
 
 MIN_REWARD = 0.0  # the floor of core.reward's [0, 1] reward: what a failed reward becomes
 LOG_NAME = "log.jsonl"
-STATE_NAME = "ppo_state.pt"
+STATE_NAME = "ppo_state.json"  # step, RNGs, order: written last, so its presence means complete
+OPTIMIZER_NAME = "optimizer.safetensors"  # the optimiser's tensors and the torch RNG
 VALUE_HEAD_NAME = "value_head.safetensors"
 
 RewardFn = Callable[[str, str], "tuple[float, dict[str, float]]"]
@@ -116,19 +125,21 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def group_advantages(rewards: torch.Tensor, k: int, scale: str = "batch") -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, k: int, scale: str = "batch",
+                     mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean) -> torch.Tensor:
     """Each sample's reward minus the mean of its prompt's ``k`` samples (prompt-major order),
     divided by the standard deviation of those differences over the whole batch
     (``scale="batch"``) or within each prompt (``scale="group"``, the GRPO paper's choice).
     Per-prompt scaling blows tiny differences (a tempo 2 BPM closer) up to the size of real
     ones; batch scaling keeps their proportions. A prompt whose samples all score the same
-    teaches nothing (0)."""
+    teaches nothing (0). ``mean`` takes the batch mean (over every process, under a
+    launcher)."""
     g = rewards.view(-1, k)
     centred = g - g.mean(1, keepdim=True)
     if scale == "group":
         adv = centred / (g.std(1, keepdim=True, unbiased=False) + 1e-4)
     else:
-        adv = centred / (centred.pow(2).mean().sqrt() + 1e-4)
+        adv = centred / (mean(centred.pow(2)).sqrt() + 1e-4)
     return adv.reshape(-1)
 
 
@@ -218,6 +229,8 @@ def train(
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=str(getattr(lm, "device", "cpu")) == "cpu")
+    ranks = Ranks(accelerator.process_index, accelerator.num_processes,
+                  accelerator.local_process_index)
     device = lm.device
     one_thread_for_small_cpu_model(lm)
     torch.manual_seed(cfg.seed)
@@ -236,11 +249,17 @@ def train(
     if cfg.advantage == "gae":
         value_head = ValueHead(_hidden_size(lm)).to(device)
         params += list(value_head.parameters())
+    _same_weights(params, ranks)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     opt = accelerator.prepare(opt)
 
     state = TrainState(kl_coef=cfg.kl_coef)
     log_path = out / LOG_NAME
+
+    def log(row: dict[str, Any]) -> None:
+        if ranks.is_main:
+            _log(log_path, row)
+
     summary: dict[str, Any] = {}
     if resume_from is not None:
         # everything a step draws on comes back: weights (loaded by the caller), optimiser,
@@ -248,31 +267,33 @@ def train(
         state = _load_state(Path(resume_from), opt, value_head, rng)
         if state.eval_before is not None:
             summary["eval_before"] = state.eval_before
-    elif log_path.exists():
+    elif log_path.exists() and ranks.is_main:
         log_path.unlink()  # a fresh run starts a fresh log
 
     if eval_records and "eval_before" not in summary:
-        summary["eval_before"] = evaluate(lm, eval_records, reward_fn, cfg.max_new_tokens, warn)
-        _log(log_path, {"eval": "before", "step": state.step, **summary["eval_before"]})
+        summary["eval_before"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks)
+        log({"eval": "before", "step": state.step, **summary["eval_before"]})
     state.eval_before = summary.get("eval_before")
 
     steps: Iterable[int] = range(state.step, cfg.max_steps)
     if progress is not None:
         steps = progress(steps, cfg.max_steps - state.step)
-    order = state.order
+    order = state.order  # the same on every process: each takes its own slice of it
+    need = cfg.batch_size * ranks.size
     for step in steps:
         t0 = time.monotonic()
-        if len(order) < cfg.batch_size:  # an epoch's shuffled order, refilled as it runs out
+        while len(order) < need:  # an epoch's shuffled order, refilled as it runs out
             more = list(range(len(records)))
             rng.shuffle(more)
             order += more
-        batch = [records[i] for i in order[: cfg.batch_size]]
-        del order[: cfg.batch_size]
+        mine = order[ranks.rank * cfg.batch_size: (ranks.rank + 1) * cfg.batch_size]
+        batch = [records[i] for i in mine]
+        del order[:need]
 
         # 1-3: rollouts, rewards, log-probs under policy and reference
         with torch.no_grad():
             prompt = _to(lm.collate(batch, answers=False), device)
-            ids = lm.generate_ids(prompt, GenerationOptions(**{**asdict(gen), "seed": cfg.seed * 100003 + step}))
+            ids = lm.generate_ids(prompt, GenerationOptions(**{**asdict(gen), "seed": _sampling_seed(cfg.seed, step, ranks)}))
             ids = ids.to(device)
         texts = lm.decode(ids)
         rewards, parts, failed = [], [], 0
@@ -286,49 +307,127 @@ def train(
         # 4: advantages
         kl_seq = torch.cat([((c.old_logp - c.ref_logp) * c.mask).sum(1) for c in chunks])
         if cfg.advantage == "group":
-            adv_seq = group_advantages(rewards_t, k, cfg.group_scale)
+            adv_seq = group_advantages(rewards_t, k, cfg.group_scale,
+                                       mean=lambda x: _mean_everywhere(x, accelerator))
             at = 0
             for c in chunks:
                 n = c.ids.shape[0]
                 c.adv = adv_seq[at: at + n, None] * c.mask
                 at += n
         else:
-            _gae(chunks, rewards_t, state.kl_coef, cfg)
+            _gae(chunks, rewards_t, state.kl_coef, cfg, accelerator)
 
         # 5: the update
         stats = _update(lm, chunks, opt, params, value_head, cfg, state.kl_coef, accelerator)
+        figures = ranks.gather({
+            "prompts": [records[i].get("id", i) for i in mine], "rewards": rewards,
+            "parts": parts, "failed": failed, "kl": kl_seq.tolist(),
+            "lengths": torch.cat([c.mask.sum(1) for c in chunks]).tolist(), "stats": stats,
+            "seconds": time.monotonic() - t0,
+        })
+        row = _step_row(step + 1, figures)
         if cfg.kl_target is not None:  # proportional controller, at most +-10% per step
-            err = max(-0.2, min(0.2, kl_seq.mean().item() / cfg.kl_target - 1.0))
+            err = max(-0.2, min(0.2, row["kl"] / cfg.kl_target - 1.0))
             state.kl_coef *= 1.0 + 0.5 * err
+        row["kl_coef"] = state.kl_coef
         state.step = step + 1
-
-        dt = time.monotonic() - t0
-        lens = torch.cat([c.mask.sum(1) for c in chunks])
-        row = {
-            "step": state.step,
-            "reward_mean": rewards_t.mean().item(),
-            "reward_std": rewards_t.std(unbiased=False).item(),
-            **{f"reward_{name}": v for name, v in _mean_parts(parts).items()},
-            "reward_failures": failed,
-            "kl": kl_seq.mean().item(),
-            "kl_coef": state.kl_coef,
-            **stats,
-            "response_length": lens.mean().item(),
-            "samples_per_s": len(texts) / dt,
-            "seconds": dt,
-        }
-        _log(log_path, row)
-        if report is not None:
+        log(row)
+        if report is not None and ranks.is_main:
             report(row, state.step)
         if cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < cfg.max_steps:
             save(lm, out / f"checkpoint-{state.step}", cfg, state, opt, value_head, rng, accelerator)
 
     if eval_records:
-        summary["eval_after"] = evaluate(lm, eval_records, reward_fn, cfg.max_new_tokens, warn)
-        _log(log_path, {"eval": "after", "step": state.step, **summary["eval_after"]})
+        summary["eval_after"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks)
+        log({"eval": "after", "step": state.step, **summary["eval_after"]})
     summary["steps"] = state.step
     save(lm, out, cfg, state, opt, value_head, rng, accelerator, summary=summary)
     return summary
+
+
+# ---- several processes ---------------------------------------------------------------------------
+def _sampling_seed(seed: int, step: int, ranks: Ranks) -> int:
+    """Each process's sampling seed of a step: distinct across steps and processes (one
+    process: the seed it always had)."""
+    return seed * 100003 + step * ranks.size + ranks.rank
+
+
+def _mean_everywhere(x: torch.Tensor, accelerator) -> torch.Tensor:
+    """The mean of ``x``'s elements over every process."""
+    if accelerator.num_processes <= 1:
+        return x.mean()
+    s = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
+    s = accelerator.reduce(s, reduction="sum")
+    return s[0] / s[1].clamp(min=1.0)
+
+
+def _masked_mean_everywhere(x: torch.Tensor, mask: torch.Tensor, accelerator) -> torch.Tensor:
+    if accelerator.num_processes <= 1:
+        return masked_mean(x, mask)
+    s = accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]), reduction="sum")
+    return s[0] / s[1].clamp(min=1.0)
+
+
+def _same_weights(params: list[torch.Tensor], ranks: Ranks) -> None:
+    """Every process starts from the main process's trainable weights (the value head is
+    random; a model built rather than loaded may be too)."""
+    if not ranks.several:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
+def _step_row(step: int, figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The log row of one step from every process's figures (one process: its own)."""
+    rewards = torch.tensor([r for f in figures for r in f["rewards"]], dtype=torch.float)
+    kl = [v for f in figures for v in f["kl"]]
+    lengths = [v for f in figures for v in f["lengths"]]
+    stats = {key: (sum(f["stats"][key] for f in figures) / len(figures)
+                   if figures[0]["stats"][key] is not None else None)
+             for key in figures[0]["stats"]}
+    seconds = max(f["seconds"] for f in figures)
+    row = {
+        "step": step,
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std(unbiased=False).item(),
+        **{f"reward_{name}": v for name, v in _mean_parts([p for f in figures for p in f["parts"]]).items()},
+        "reward_failures": sum(f["failed"] for f in figures),
+        "kl": sum(kl) / max(len(kl), 1),
+        "kl_coef": None,  # the caller's, after its controller
+        **stats,
+        "response_length": sum(lengths) / max(len(lengths), 1),
+        "samples_per_s": len(rewards) / seconds,
+        "seconds": seconds,
+    }
+    if len(figures) > 1:  # what each process drew and how it fared
+        row["processes"] = [{"prompts": f["prompts"], "reward_mean": sum(f["rewards"]) / len(f["rewards"]),
+                             "samples_per_s": len(f["rewards"]) / f["seconds"]} for f in figures]
+    return row
+
+
+def _evaluate_shared(lm, records, reward_fn, cfg: PPOConfig, warn, ranks: Ranks) -> dict[str, Any]:
+    """``evaluate`` with the records split over the processes; the same result on each."""
+    if not ranks.several:
+        return evaluate(lm, records, reward_fn, cfg.max_new_tokens, warn)
+    idx = ranks.take(records)
+    part = evaluate(lm, [records[i] for i in idx], reward_fn, cfg.max_new_tokens, warn)
+    everyone = ranks.gather((idx, part))
+    rewards: list[float] = [0.0] * len(records)
+    for ids, res in everyone:
+        for i, r in zip(ids, res["rewards"]):
+            rewards[i] = r
+    n = len(records)
+    out: dict[str, Any] = {"reward_mean": sum(rewards) / max(n, 1), "n": n}
+    keys = sorted({key for _, res in everyone for key in res if key.startswith("reward_")} - {"reward_mean"})
+    for key in keys:
+        have = [(res[key], res["n"]) for _, res in everyone if key in res and res["n"]]
+        if have:
+            out[key] = sum(v * m for v, m in have) / sum(m for _, m in have)
+    out["rewards"] = rewards
+    return out
 
 
 def _experience(lm, batch, ids, eos, cfg, value_head, device) -> list[Chunk]:
@@ -352,8 +451,10 @@ def _experience(lm, batch, ids, eos, cfg, value_head, device) -> list[Chunk]:
     return chunks
 
 
-def _gae(chunks: list[Chunk], rewards: torch.Tensor, kl_coef: float, cfg: PPOConfig) -> None:
-    """Per-token rewards (-kl_coef * KL, the score on the last token), GAE, whitening."""
+def _gae(chunks: list[Chunk], rewards: torch.Tensor, kl_coef: float, cfg: PPOConfig,
+         accelerator) -> None:
+    """Per-token rewards (-kl_coef * KL, the score on the last token), GAE, whitening over
+    the tokens of every process."""
     at = 0
     for c in chunks:
         n = c.ids.shape[0]
@@ -365,8 +466,8 @@ def _gae(chunks: list[Chunk], rewards: torch.Tensor, kl_coef: float, cfg: PPOCon
     # whiten over every token of the batch: the step size no longer depends on reward scale
     flat_adv = torch.cat([c.adv.flatten() for c in chunks])
     flat_mask = torch.cat([c.mask.flatten() for c in chunks])
-    mean = masked_mean(flat_adv, flat_mask)
-    std = masked_mean((flat_adv - mean) ** 2, flat_mask).sqrt()
+    mean = _masked_mean_everywhere(flat_adv, flat_mask, accelerator)
+    std = _masked_mean_everywhere((flat_adv - mean) ** 2, flat_mask, accelerator).sqrt()
     for c in chunks:
         c.adv = (c.adv - mean) / (std + 1e-8) * c.mask
 
@@ -421,9 +522,15 @@ def _sync_grads(params: list[torch.Tensor], accelerator) -> None:
     because ``AudioLM`` calls its own module's forward; on one process this does nothing."""
     if accelerator.num_processes <= 1:
         return
-    for p in params:
-        if p.grad is not None:
-            p.grad = accelerator.reduce(p.grad, reduction="mean")
+    for p in params:  # a parameter without a gradient on one process must not stall the others
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = accelerator.reduce(torch.cat([p.grad.flatten() for p in params]), reduction="mean")
+    at = 0
+    for p in params:  # one collective for all of them, not one per tensor
+        n = p.numel()
+        p.grad.copy_(flat[at: at + n].view_as(p.grad))
+        at += n
 
 
 def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -481,21 +588,25 @@ def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng,
     plus the optimiser, value head and RNG state that ``--resume`` needs."""
     if not accelerator.is_main_process:
         return
-    extra = {"ppo": {"config": asdict(cfg), "steps": state.step}}
+    extra = {"ppo": {"config": asdict(cfg), "steps": state.step, "processes": accelerator.num_processes}}
     if summary:
         extra["ppo"]["eval"] = {k: {"reward_mean": v["reward_mean"], "n": v["n"]}
                                 for k, v in summary.items() if k.startswith("eval_")}
-    snapshot = {"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "py_rng": rng.getstate(),
-                "order": list(state.order), "eval_before": state.eval_before}
+    tensors, opt_rest = _split_optimizer(opt.state_dict())
+    tensors["rng.torch"] = torch.get_rng_state()
+    snapshot = {"step": state.step, "kl_coef": state.kl_coef, "optimizer": opt_rest,
+                "py_rng": rng.getstate(), "order": list(state.order), "eval_before": state.eval_before}
 
     def write(folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        from abcscribe.core.files import atomic_write
+
         lm.save(folder, extra=extra)
         if value_head is not None:
-            from safetensors.torch import save_file
-
             save_file(value_head.state_dict(), str(folder / VALUE_HEAD_NAME))
-        torch.save(snapshot, folder / STATE_NAME)  # last: its presence means complete
+        save_file(tensors, str(folder / OPTIMIZER_NAME))
+        atomic_write(folder / STATE_NAME, json.dumps(snapshot) + "\n")  # last: means complete
 
     if out.name.startswith("checkpoint-"):
         save_atomically(out, write)  # a kill mid-save leaves no torn checkpoint to resume
@@ -505,15 +616,41 @@ def save(lm, out: Path, cfg: PPOConfig, state: TrainState, opt, value_head, rng,
         write(out)
 
 
-def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
-    st = torch.load(ckpt / STATE_NAME, map_location="cpu", weights_only=False)
-    with contextlib.suppress(ValueError):  # a changed parameter set: start the optimiser afresh
-        opt.load_state_dict(st["optimizer"])
-    torch.set_rng_state(st["torch_rng"])
-    rng.setstate(st["py_rng"])
-    if value_head is not None and (ckpt / VALUE_HEAD_NAME).exists():
-        from safetensors.torch import load_file
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state dict as safetensors-ready tensors ("<param>.<name>") and the
+    JSON rest (param groups, non-tensor entries): no pickle needed to save or resume."""
+    tensors, rest = {}, {}
+    for pid, entries in sd["state"].items():
+        for name, v in entries.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                rest.setdefault(str(pid), {})[name] = v
+    return tensors, {"param_groups": sd["param_groups"], "state": rest}
 
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, _, name = key.partition(".")
+        if pid.isdigit():
+            state.setdefault(int(pid), {})[name] = v
+    for pid, entries in rest.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _load_state(ckpt: Path, opt, value_head, rng) -> TrainState:
+    from safetensors.torch import load_file
+
+    st = json.loads((ckpt / STATE_NAME).read_text(encoding="utf-8"))
+    tensors = load_file(str(ckpt / OPTIMIZER_NAME))
+    with contextlib.suppress(ValueError):  # a changed parameter set: start the optimiser afresh
+        opt.load_state_dict(_join_optimizer(tensors, st["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    version, internal, gauss = st["py_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    if value_head is not None and (ckpt / VALUE_HEAD_NAME).exists():
         value_head.load_state_dict(load_file(str(ckpt / VALUE_HEAD_NAME)))
     return TrainState(step=int(st["step"]), kl_coef=float(st["kl_coef"]),
                       order=list(st.get("order", [])), eval_before=st.get("eval_before"))
@@ -552,16 +689,23 @@ def run_ppo(data: str | Path, model: str, output_dir: str | Path, cfg: PPOConfig
     dev = resolve_device(device)
     records = read_prompts(data, split, warn)
     eval_records = read_prompts(eval_data, None, warn) if eval_data else None
-    plan = plan_run(Path(output_dir), "ppo", resume=resume, overwrite=overwrite,
-                    state_file=STATE_NAME, warn=warn, log_file=LOG_NAME,
-                    finished=lambda run: run.get("steps", -1) >= cfg.max_steps)
-    if plan.action == "skip":
-        return {"output_dir": str(output_dir), "skipped": True}
-
     accel_kw: dict[str, Any] = {"cpu": dev == "cpu"}
     if report_to != "none":
         accel_kw.update(log_with=report_to, project_dir=str(output_dir))
     accelerator = Accelerator(**accel_kw)
+    if accelerator.num_processes > 1 and dev.startswith("cuda"):
+        dev = str(accelerator.device)  # each process its own GPU
+    # every process makes the same decision; the main one alone trims the log, removes stale
+    # checkpoints and warns
+    main = accelerator.is_main_process
+    plan = plan_run(Path(output_dir), "ppo", resume=resume, overwrite=overwrite,
+                    state_file=STATE_NAME, warn=warn if main else (lambda m: None),
+                    log_file=LOG_NAME, act=main,
+                    finished=lambda run: run.get("steps", -1) >= cfg.max_steps)
+    accelerator.wait_for_everyone()
+    if plan.action == "skip":
+        out = {"output_dir": str(output_dir), "skipped": True}
+        return out if main else {**out, "main_process": False}
     lm = load_model(str(plan.checkpoint or model), device=dev, dtype=dtype, train=True)
     report = None
     if report_to != "none":
@@ -575,6 +719,7 @@ def run_ppo(data: str | Path, model: str, output_dir: str | Path, cfg: PPOConfig
     summary = train(lm, records, output_dir, cfg, eval_records=eval_records,
                     resume_from=plan.checkpoint, warn=warn, report=report, accelerator=accelerator,
                     progress=lambda it, n: progress(it, total=n, desc="ppo"))
+    accelerator.wait_for_everyone()  # the model is written when any process returns
     if report_to != "none":
         accelerator.end_training()
     out = {"output_dir": str(output_dir), "steps": summary["steps"]}
