@@ -18,7 +18,7 @@ class PPOConfig:
     # many prompts per step matter more than many samples per prompt: on the toy task of
     # tests/test_ppo.py, 32 prompts x 8 gain +0.08..+0.10 held-out reward in 30 steps, where
     # 8 x 16 gain +0.01 (each step's gradient then follows a handful of clips)
-    batch_size: int = option(32, "Prompts per step.", min=1)
+    batch_size: int = option(32, "Prompts per step and process (under torchrun or accelerate launch each process takes its own).", min=1)
     samples_per_prompt: int = option(8, "Completions sampled per prompt.", min=1)
     temperature: float = option(0.7, "Sampling temperature of rollouts (> 0).", above=0.0)
     top_p: float = option(1.0, "Nucleus sampling of rollouts, in (0, 1].", above=0.0, max=1.0)
