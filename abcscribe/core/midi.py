@@ -9,13 +9,9 @@ drums on channel 10) is exactly what ``write_midi`` promises.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import importlib.machinery
-import importlib.util
+import functools
 import re
 import struct
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -270,76 +266,13 @@ def _parse(data: bytes, name: str):
         raise UserError(f"{name}: corrupt MIDI ({_reason(e)})") from None
 
 
-_CORE = None
-_CORE_LOCK = threading.Lock()
-
-
+@functools.cache
 def _symusic_core():
-    """symusic's C++ module (its parser), loaded once even when threads read MIDI at the same
-    time (mkqa's workers did: two loads registered its types twice, and a thread could get the
-    module before it was initialised)."""
-    global _CORE
-    if _CORE is None:
-        with _CORE_LOCK:
-            if _CORE is None:
-                _CORE = _load_symusic_core()
-    return _CORE
-
-
-def _load_symusic_core():
-    """symusic's C++ module. Imported on first use so `abcscribe --help` stays
-    fast, and without running the package's ``__init__`` when nothing imported it yet: that
-    also imports a soundfont downloader (urllib, http, email; about 40 ms of every
-    ``midi2abc`` run) which parsing does not need. A later ``import symusic`` gets this same
-    module as ``symusic.core``."""
-    core = sys.modules.get("symusic.core")
-    if core is not None:
-        return core
-    if "symusic" not in sys.modules:
-        try:
-            spec = importlib.util.find_spec("symusic")
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                path = Path(spec.submodule_search_locations[0]) / ("core" + suffix)
-                if path.is_file():
-                    break
-            else:
-                raise ImportError("symusic.core not found")
-            cspec = importlib.util.spec_from_file_location("symusic.core", path)
-            core = importlib.util.module_from_spec(cspec)
-            sys.modules["symusic.core"] = core
-            try:
-                cspec.loader.exec_module(core)
-            except BaseException:
-                del sys.modules["symusic.core"]
-                raise
-            sys.meta_path.insert(0, _SymusicCoreBinder())
-            return core
-        except (ImportError, AttributeError, TypeError, IndexError, OSError):
-            pass  # an unusual install: the ordinary way below
+    """symusic's C++ module (its parser), imported on first use so ``abcscribe --help`` stays
+    fast (Python's import lock makes a first use from several threads at once safe)."""
     import symusic
 
     return symusic.core
-
-
-class _SymusicCoreBinder:
-    """Import hook for a later ``import symusic`` after ``_symusic_core`` loaded its C++ module
-    alone: sets that module as the package's ``core`` before the package's ``__init__`` runs."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "symusic":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            module.core = sys.modules["symusic.core"]
-            run(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
 
 
 def _conductor_name(data: bytes) -> str:
@@ -425,41 +358,74 @@ def _read_key(score) -> Key | None:
 
 def find_pickup(piece: Piece, columns=None) -> int:
     """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
-    (MIDI has no anacrusis): where a later meter change falls tells the bar lines; else the
-    beat on which the most note time starts, when it clearly beats the file's own bar line
-    and the music ends on a bar line of that grid.
-    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else ``Voice.notes``)."""
+    (MIDI has no anacrusis). Where a later meter change falls tells the bar lines; else the
+    bar lines go where the most note time starts (long notes and chords fall on strong
+    beats), when that clearly beats the file's own bar lines and the music ends on a bar line
+    of that grid. ``columns``: the voices' notes as ``read_midi_columns`` gives them (else
+    ``Voice.notes``)."""
     meters = piece.meters or [Meter(0, 4, 4)]
     m = meters[0]
     bar = m.bar_ticks
     if m.tick != 0 or bar <= 0:
         return 0
     if len(meters) > 1:  # a meter changes on a bar line
-        return meters[1].tick % bar if meters[1].tick % bar else 0
-    beat = TPQ * 4 // m.denominator
-    if (m.denominator >= 8 and m.numerator % 3 == 0) or bar % beat:
-        return 0  # compound meters' pickups are mostly less than a beat: not told from beats
-    weight = np.zeros(bar // beat)
-    end = 0
+        return meters[1].tick % bar
+    starts, durations = _pitched_notes(piece, columns)
+    if not len(starts):
+        return 0
+    end = int((starts + durations).max())
+    weight = _downbeat_weight(starts, durations, m)
+    step = bar // len(weight)
+    compound = m.denominator >= 8 and m.numerator % 3 == 0
+    beats = m.numerator // 3 if compound else m.numerator
+    if beats % 2 == 0 and len(weight) >= 4 and len(weight) % 2 == 0:
+        # duple meters (4/4, 6/8, 12/8): the half bar is strong too (4/4 chorales hold their
+        # long notes on beat 3 as often as on beat 1); the pair of strong beats decides, and
+        # of the two the earlier one: a pickup of a beat is far more common than of three
+        half = len(weight) // 2
+        weight = weight[:half] + weight[half:]
+    best = int(np.argmax(weight))
+    pickup = best * step
+    ratio = weight[best] / max(weight[0], 1.0)
+    # the last bar is full, or it completes the pickup bar: the end is on a bar line either
+    # way, unless the notes leave no doubt (a last note held short of the bar's end)
+    if best and ratio >= 1.05 and (end % bar in (0, pickup) or ratio >= 1.5):
+        return pickup
+    return 0
+
+
+def _pitched_notes(piece: Piece, columns) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and durations of every note outside drum voices."""
+    starts, durations = [], []
     for i, v in enumerate(piece.voices):
         if v.drum:
             continue
         if columns is not None:
-            starts, durations = np.asarray(columns[i][0]), np.asarray(columns[i][2])
+            starts.append(np.asarray(columns[i][0], dtype=np.int64))
+            durations.append(np.asarray(columns[i][2], dtype=np.int64))
         else:
-            starts = np.array([n.start for n in v.notes], dtype=np.int64)
-            durations = np.array([n.duration for n in v.notes], dtype=np.int64)
-        if len(starts):
-            end = max(end, int((starts + durations).max()))
-        phase = starts % bar
-        on = phase % beat == 0
-        np.add.at(weight, phase[on] // beat, durations[on])
-    best = int(np.argmax(weight))
-    # the last bar is full, or it completes the pickup bar: the end is on a bar line either way
-    ends_on_bar = end % bar in (0, best * beat)
-    if best and weight[best] >= 1.5 * weight[0] and ends_on_bar:
-        return best * beat
-    return 0
+            starts.append(np.array([n.start for n in v.notes], dtype=np.int64))
+            durations.append(np.array([n.duration for n in v.notes], dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(durations)
+
+
+def _downbeat_weight(starts: np.ndarray, durations: np.ndarray, m: Meter) -> np.ndarray:
+    """Note time starting on each beat of the bar (on each eighth in compound meters, whose
+    pickups are mostly one eighth): for each place a bar line could go, what would start
+    there."""
+    bar = m.bar_ticks
+    step = TPQ * 4 // m.denominator  # a beat of a simple meter
+    if m.denominator >= 8 and m.numerator % 3 == 0:
+        step = min(step, TPQ // 2)  # an eighth (or the meter's own unit, if shorter)
+    if bar % step:
+        step = bar
+    phase = starts % bar
+    on = phase % step == 0
+    weight = np.zeros(bar // step)
+    np.add.at(weight, phase[on] // step, durations[on])
+    return weight
 
 
 def key_from_fifths(fifths: int, mode: str = "major") -> Key:
@@ -498,16 +464,8 @@ def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> list[tuple[list[int], ..
 
 def _make_notes(piece: Piece, columns) -> None:
     """Each voice's ``notes`` from its columns (``_fill_voices``)."""
-    # Creating 100,000 small objects with the cycle collector on costs twice the time: the
-    # notes hold no references, so pausing it here is safe.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for voice, (s_l, p_l, d_l, v_l) in zip(piece.voices, columns):
-            voice.notes = list(map(Note, p_l, s_l, d_l, v_l))
-    finally:
-        if was_enabled:
-            gc.enable()
+    for voice, (s_l, p_l, d_l, v_l) in zip(piece.voices, columns):
+        voice.notes = list(map(Note, p_l, s_l, d_l, v_l))
 
 
 def _lexsort(keys) -> np.ndarray:

@@ -4,7 +4,6 @@ of a track as voices sharing its staff."""
 from __future__ import annotations
 
 import functools
-import gc
 import math
 import re
 from bisect import bisect_left, bisect_right
@@ -892,17 +891,7 @@ def write_abc(
         raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
     if notes is not None and len(notes) != len(piece.voices):
         raise ValueError(f"notes: {len(notes)} voices' columns for {len(piece.voices)} voices")
-    writer = _Writer(piece, unit, key, layout, bars_per_line, notes)
-    # The writer makes hundreds of thousands of small tuples and lists for a long piece, none
-    # in a reference cycle: with the cycle collector paused it runs a third faster in a
-    # process that holds many objects (a CLI run's imports).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return writer.write(x, title)
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _Writer(piece, unit, key, layout, bars_per_line, notes).write(x, title)
 
 
 def parse_unit(text: str) -> tuple[int, int]:
