@@ -358,10 +358,12 @@ def _read_key(score) -> Key | None:
 
 def find_pickup(piece: Piece, columns=None) -> int:
     """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
-    (MIDI has no anacrusis). Where a later meter change falls tells the bar lines; else the
-    bar lines go where the most note time starts (long notes and chords fall on strong
-    beats), when that clearly beats the file's own bar lines and the music ends on a bar line
-    of that grid. ``columns``: the voices' notes as ``read_midi_columns`` gives them (else
+    (MIDI has no anacrusis). Where a later meter change falls tells the bar lines; else they
+    go where the most note time starts (long notes and chords fall on strong beats): first
+    the place within the beat (a folk tune's upbeat is mostly an eighth), then which beat is
+    the bar's first. Each step moves the file's own bar lines only when the notes clearly
+    say so, and the music must end on a bar line of the grid found (or say so very clearly).
+    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else
     ``Voice.notes``)."""
     meters = piece.meters or [Meter(0, 4, 4)]
     m = meters[0]
@@ -373,25 +375,36 @@ def find_pickup(piece: Piece, columns=None) -> int:
     starts, durations = _pitched_notes(piece, columns)
     if not len(starts):
         return 0
-    end = int((starts + durations).max())
-    weight = _downbeat_weight(starts, durations, m)
-    step = bar // len(weight)
     compound = m.denominator >= 8 and m.numerator % 3 == 0
-    beats = m.numerator // 3 if compound else m.numerator
-    if beats % 2 == 0 and len(weight) >= 4 and len(weight) % 2 == 0:
-        # duple meters (4/4, 6/8, 12/8): the half bar is strong too (4/4 chorales hold their
-        # long notes on beat 3 as often as on beat 1); the pair of strong beats decides, and
-        # of the two the earlier one: a pickup of a beat is far more common than of three
-        half = len(weight) // 2
-        weight = weight[:half] + weight[half:]
-    best = int(np.argmax(weight))
-    pickup = best * step
-    ratio = weight[best] / max(weight[0], 1.0)
+    beat = TPQ * 4 // m.denominator * (3 if compound else 1)
+    step = min(beat, TPQ // 2)  # an eighth, or the beat when shorter
+    if bar % beat or beat % step:
+        return 0
+    weight = _onset_weight(starts, durations, bar, step)
+    per_beat = beat // step
+    beats = bar // beat
+    # the place within the beat: the note time on each place, summed over the bar's beats
+    within = weight.reshape(beats, per_beat).sum(axis=0)
+    phase = int(np.argmax(within))
+    if within[phase] < 1.05 * within[0]:
+        phase = 0
+    # which beat: duple meters (2/4, 4/4, 6/8) count the half bar with the bar line (4/4
+    # chorales hold their long notes on beat 3 as often as on beat 1), and of the two the
+    # earlier one: a pickup of a beat is far more common than one of three
+    on_beats = weight[phase::per_beat]
+    if beats % 2 == 0:
+        on_beats = on_beats[:beats // 2] + on_beats[beats // 2:]
+    first = int(np.argmax(on_beats))
+    if on_beats[first] < 1.05 * on_beats[0]:
+        first = 0
+    pickup = phase * step + first * beat
+    if not pickup:
+        return 0
+    end = int((starts + durations).max())
+    clear = weight[pickup // step] >= 1.5 * weight[0]
     # the last bar is full, or it completes the pickup bar: the end is on a bar line either
     # way, unless the notes leave no doubt (a last note held short of the bar's end)
-    if best and ratio >= 1.05 and (end % bar in (0, pickup) or ratio >= 1.5):
-        return pickup
-    return 0
+    return pickup if end % bar in (0, pickup) or clear else 0
 
 
 def _pitched_notes(piece: Piece, columns) -> tuple[np.ndarray, np.ndarray]:
@@ -411,16 +424,9 @@ def _pitched_notes(piece: Piece, columns) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(starts), np.concatenate(durations)
 
 
-def _downbeat_weight(starts: np.ndarray, durations: np.ndarray, m: Meter) -> np.ndarray:
-    """Note time starting on each beat of the bar (on each eighth in compound meters, whose
-    pickups are mostly one eighth): for each place a bar line could go, what would start
-    there."""
-    bar = m.bar_ticks
-    step = TPQ * 4 // m.denominator  # a beat of a simple meter
-    if m.denominator >= 8 and m.numerator % 3 == 0:
-        step = min(step, TPQ // 2)  # an eighth (or the meter's own unit, if shorter)
-    if bar % step:
-        step = bar
+def _onset_weight(starts: np.ndarray, durations: np.ndarray, bar: int, step: int) -> np.ndarray:
+    """Note time starting on each ``step`` of the bar: for each place a bar line could go,
+    what would start there."""
     phase = starts % bar
     on = phase % step == 0
     weight = np.zeros(bar // step)
