@@ -9,9 +9,13 @@ drums on channel 10) is exactly what ``write_midi`` promises.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import gc
+import importlib.machinery
+import importlib.util
 import re
 import struct
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -266,13 +270,78 @@ def _parse(data: bytes, name: str):
         raise UserError(f"{name}: corrupt MIDI ({_reason(e)})") from None
 
 
-@functools.cache
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
 def _symusic_core():
-    """symusic's C++ module (its parser), imported on first use so ``abcscribe --help`` stays
-    fast (Python's import lock makes a first use from several threads at once safe)."""
+    """symusic's C++ module (its parser), loaded once even when threads read MIDI at the same
+    time (mkqa's workers did: two loads registered its types twice, and a thread could get the
+    module before it was initialised)."""
+    global _CORE
+    if _CORE is None:
+        with _CORE_LOCK:
+            if _CORE is None:
+                _CORE = _load_symusic_core()
+    return _CORE
+
+
+def _load_symusic_core():
+    """symusic's C++ module. Imported on first use so `abcscribe --help` stays
+    fast, and without running the package's ``__init__`` when nothing imported it yet: that
+    also imports a soundfont downloader (urllib, http, email) which parsing does not need:
+    ``import symusic`` takes 120-180 ms of CPU, its C++ module alone 13 ms, and a ``midi2abc``
+    run on examples/bench/midi2abc.py's folder (143k notes) about 1 s. A later ``import
+    symusic`` gets this same module as ``symusic.core`` (the one import hook of the
+    package, _SymusicCoreBinder)."""
+    core = sys.modules.get("symusic.core")
+    if core is not None:
+        return core
+    if "symusic" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("symusic")
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = Path(spec.submodule_search_locations[0]) / ("core" + suffix)
+                if path.is_file():
+                    break
+            else:
+                raise ImportError("symusic.core not found")
+            cspec = importlib.util.spec_from_file_location("symusic.core", path)
+            core = importlib.util.module_from_spec(cspec)
+            sys.modules["symusic.core"] = core
+            try:
+                cspec.loader.exec_module(core)
+            except BaseException:
+                del sys.modules["symusic.core"]
+                raise
+            sys.meta_path.insert(0, _SymusicCoreBinder())
+            return core
+        except (ImportError, AttributeError, TypeError, IndexError, OSError):
+            pass  # an unusual install: the ordinary way below
     import symusic
 
     return symusic.core
+
+
+class _SymusicCoreBinder:
+    """Import hook for a later ``import symusic`` after ``_symusic_core`` loaded its C++ module
+    alone: sets that module as the package's ``core`` before the package's ``__init__`` runs."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "symusic":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            module.core = sys.modules["symusic.core"]
+            run(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _conductor_name(data: bytes) -> str:
@@ -470,8 +539,17 @@ def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> list[tuple[list[int], ..
 
 def _make_notes(piece: Piece, columns) -> None:
     """Each voice's ``notes`` from its columns (``_fill_voices``)."""
-    for voice, (s_l, p_l, d_l, v_l) in zip(piece.voices, columns):
-        voice.notes = list(map(Note, p_l, s_l, d_l, v_l))
+    # Making 143k Notes (examples/bench/midi2abc.py's folder) takes 0.10-0.15 s of CPU with
+    # the cycle collector on, 0.03 s with it paused: the notes hold no references, so
+    # pausing it here is safe.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for voice, (s_l, p_l, d_l, v_l) in zip(piece.voices, columns):
+            voice.notes = list(map(Note, p_l, s_l, d_l, v_l))
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _lexsort(keys) -> np.ndarray:
