@@ -29,30 +29,22 @@ LAYOUTS = ("voices", "interleaved")
 
 # ---- writer --------------------------------------------------------------------------------
 _NO_TIES: frozenset = frozenset()
-_PITCH_TABLES: dict[tuple, list] = {}
-_TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
 
 
-def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
+@functools.lru_cache(maxsize=256)
+def _pitch_table(sig: tuple[int, ...], fifths: int) -> tuple[tuple, ...]:
     """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
     accidental, number of (letter, octave) (>= 7, so apart from letter numbers), text with
-    accidental, True when the key's own accidental, bit of the letter) (cached; the list is
-    shared, never changed)."""
-    k = (tuple(sig), fifths)
-    table = _PITCH_TABLES.get(k)
-    if table is None:
-        spell = _spelling(sig, fifths)
-        table = []
-        for p in range(128):
-            li, acc = spell[p % 12]
-            octave = (p - acc) // 12 - 1
-            txt = _note_text(li, octave)
-            table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
-                          acc == sig[li], 1 << li))
-        if len(_PITCH_TABLES) > 256:
-            _PITCH_TABLES.clear()
-        _PITCH_TABLES[k] = table
-    return table
+    accidental, True when the key's own accidental, bit of the letter)."""
+    spell = _spelling(sig, fifths)
+    table = []
+    for p in range(128):
+        li, acc = spell[p % 12]
+        octave = (p - acc) // 12 - 1
+        txt = _note_text(li, octave)
+        table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
+                      acc == sig[li], 1 << li))
+    return tuple(table)
 
 
 def _length_text(num: int, den: int, unit: int) -> str:
@@ -254,7 +246,7 @@ class _Writer:
             self.sig = signature(key.fifths)
             self.ktext = key_text(key)
         fifths = self.key.fifths if self.key is not None else 0
-        self.pitch = _pitch_table(self.sig, fifths)
+        self.pitch = _pitch_table(tuple(self.sig), fifths)
         self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
         self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
@@ -568,13 +560,7 @@ class _Writer:
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
         # the layout depends only on the bar's shape: bars with the same rhythm share it
         shape = tuple([(s - b0, e - b0) for s, e, _, _ in segs])
-        key = (self.tpq, b1 - b0, bool(pickup), shape)
-        layout = _TUPLET_LAYOUTS.get(key)
-        if layout is None:
-            layout = self._tuplet_layout(shape, b1 - b0, pickup)
-            if len(_TUPLET_LAYOUTS) >= 20000:
-                _TUPLET_LAYOUTS.clear()
-            _TUPLET_LAYOUTS[key] = layout
+        layout = _Writer._tuplet_layout(self.tpq, shape, b1 - b0, bool(pickup))
         groups = []
         for tag, pieces in layout:
             out = []
@@ -584,12 +570,15 @@ class _Writer:
             groups.append((tag, out))
         return groups
 
-    def _tuplet_layout(self, shape, length, pickup):
+    @staticmethod
+    @functools.lru_cache(maxsize=20000)
+    def _tuplet_layout(tpq: int, shape, length: int, pickup: bool):
         """``tuplets`` for a bar from 0 to ``length`` whose segments span ``shape``:
-        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]."""
-        plan = self._tuplet_plan(shape, length, pickup)
+        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]
+        (the same for every bar of that shape, in any writer at ``tpq``)."""
+        plan = _Writer._tuplet_plan(tpq, shape, length, pickup)
         if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
-            odd = self.odd
+            odd = _odd_part(tpq)
             snapped = []
             for i, (s, e) in enumerate(shape):
                 s2 = round(s / odd) * odd
@@ -616,10 +605,11 @@ class _Writer:
                     groups.append((tag, [(a, b, i, b == e)]))
         return tuple(((g[0][0], g[0][1]) if g[0] else None, tuple(g[1])) for g in groups)
 
-    def _tuplet_plan(self, shape, b1, pickup):
+    @staticmethod
+    def _tuplet_plan(tpq: int, shape, b1: int, pickup: bool):
         """[(chunk start, chunk end, tuplet p or None)] covering a bar from 0 to ``b1`` whose
         segments span ``shape`` [(start, end)], or None when no tuplet grid fits."""
-        odd, tpq = self.odd, self.tpq
+        odd = _odd_part(tpq)
         starts = [s for s, _ in shape]
         ends = [e for _, e in shape]  # ascending too: segments do not overlap
 
