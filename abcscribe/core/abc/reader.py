@@ -691,76 +691,11 @@ class _TuneReader:
                     token_info = _token_table(unit)
                     continue
 
-                # Each written note's pitch: its own accidental (which then holds to the bar's
-                # end for its letter, or its letter and octave, as %%propagate-accidentals
-                # says), else one written earlier in the bar, else the key signature's, where
-                # a note tied over the bar line keeps its accidental (as abc2midi does). Then
-                # the notes sound from the voice's time, which moves on dur (no notes: a rest):
-                # each lasts dur or its own length in lengths, and goes on in a tie where tied
-                # says so; a note tied into this time with the same pitch goes on (is
-                # lengthened), any other is a new note.
-                prop = self.propagate
-                out = []
-                new_ties = new_letters = None
-                skipped = False
-                ticks = dur
-                for i, (acc, li, lo, base) in enumerate(written):
-                    if li is None:  # pitched where it was written (a "[ ]" chord's note)
-                        pitch = base
-                    else:
-                        held = li if prop == "pitch" else lo if prop == "octave" else None
-                        if acc is not None:
-                            if held is not None:
-                                bar_acc[held] = acc
-                            pitch = base + acc
-                        elif held is not None and bar_acc and held in bar_acc:
-                            pitch = base + bar_acc[held]
-                        else:
-                            pitch = base + sig[li]
-                            if tie_letters:
-                                tp = tie_letters.get(lo)
-                                if tp is not None and ties and pitch not in ties and tp in ties:
-                                    pitch = tp
-                    if dur is None:  # a note inside "[ ]"
-                        vs.chord.append([(None, None, lo, pitch), n, d, False])
-                        break
-                    if dur <= 0:
-                        continue
-                    if lengths is not None:
-                        ticks = lengths[i]
-                    if not 0 <= pitch <= 127:
-                        self.warn("note outside the MIDI range skipped", once="range")
-                        out.append(None)
-                        skipped = True
-                        continue
-                    note = ties.get(pitch) if ties else None
-                    if note is not None and note.start + note.duration == t:
-                        note.duration += ticks
-                    else:
-                        if notes:  # (else in order: _finish sorts a voice marked unsorted)
-                            x = notes[-1]
-                            if x.start > t or (x.start == t and x.pitch >= pitch):
-                                vs.unsorted = True
-                        note = Note(pitch, t, ticks)
-                        notes.append(note)
-                    out.append(note)
-                    if tied is not None and tied[i]:
-                        if new_ties is None:
-                            new_ties, new_letters = {}, {}
-                        new_ties[pitch] = note
-                        new_letters[los[i]] = pitch
-                if dur is None:
+                sounded = self._sound(vs, kind, written, los, lengths, tied, n, d, dur,
+                                      t, ties, tie_letters, bar_acc, sig, notes)
+                if sounded is None:
                     continue
-                if dur <= 0:
-                    self.warn(f"{kind} of zero length skipped", once="zero")
-                    continue
-                if skipped:
-                    los = [lo for lo, note in zip(los, out) if note is not None]
-                    out = [note for note in out if note is not None]
-                ties, tie_letters = new_ties, new_letters
-                last = (out, t, dur, los)
-                t += dur
-                vs.used = True
+                t, ties, tie_letters, last = sounded
                 if kind == BAR:
                     t, bar_acc = self.bar(vs, info, t)
                 if not quick:  # (the token may have closed a chord, ended a tuplet)
@@ -770,6 +705,81 @@ class _TuneReader:
                 _keep_hot_state(vs, t, ties, tie_letters, bar_acc, last)
             raise
         _keep_hot_state(vs, t, ties, tie_letters, bar_acc, last)
+
+    def _sound(self, vs: _VoiceState, kind: str, written, los, lengths, tied, n: int, d: int,
+               dur, t: int, ties, tie_letters, bar_acc: dict, sig, notes: list):
+        """Written notes (_pitch_info each) sounding at ``t`` for ``dur`` ticks (None: a note
+        inside "[ ]", only pitched), with music()'s local state passed in: (the time after,
+        the ties and tie letters going on from them, the voice's last sound), or None when
+        nothing sounded."""
+        # Each written note's pitch: its own accidental (which then holds to the bar's
+        # end for its letter, or its letter and octave, as %%propagate-accidentals
+        # says), else one written earlier in the bar, else the key signature's, where
+        # a note tied over the bar line keeps its accidental (as abc2midi does). Then
+        # the notes sound from the voice's time, which moves on dur (no notes: a rest):
+        # each lasts dur or its own length in lengths, and goes on in a tie where tied
+        # says so; a note tied into this time with the same pitch goes on (is
+        # lengthened), any other is a new note.
+        prop = self.propagate
+        out = []
+        new_ties = new_letters = None
+        skipped = False
+        ticks = dur
+        for i, (acc, li, lo, base) in enumerate(written):
+            if li is None:  # pitched where it was written (a "[ ]" chord's note)
+                pitch = base
+            else:
+                held = li if prop == "pitch" else lo if prop == "octave" else None
+                if acc is not None:
+                    if held is not None:
+                        bar_acc[held] = acc
+                    pitch = base + acc
+                elif held is not None and bar_acc and held in bar_acc:
+                    pitch = base + bar_acc[held]
+                else:
+                    pitch = base + sig[li]
+                    if tie_letters:
+                        tp = tie_letters.get(lo)
+                        if tp is not None and ties and pitch not in ties and tp in ties:
+                            pitch = tp
+            if dur is None:  # a note inside "[ ]"
+                vs.chord.append([(None, None, lo, pitch), n, d, False])
+                break
+            if dur <= 0:
+                continue
+            if lengths is not None:
+                ticks = lengths[i]
+            if not 0 <= pitch <= 127:
+                self.warn("note outside the MIDI range skipped", once="range")
+                out.append(None)
+                skipped = True
+                continue
+            note = ties.get(pitch) if ties else None
+            if note is not None and note.start + note.duration == t:
+                note.duration += ticks
+            else:
+                if notes:  # (else in order: _finish sorts a voice marked unsorted)
+                    x = notes[-1]
+                    if x.start > t or (x.start == t and x.pitch >= pitch):
+                        vs.unsorted = True
+                note = Note(pitch, t, ticks)
+                notes.append(note)
+            out.append(note)
+            if tied is not None and tied[i]:
+                if new_ties is None:
+                    new_ties, new_letters = {}, {}
+                new_ties[pitch] = note
+                new_letters[los[i]] = pitch
+        if dur is None:
+            return None
+        if dur <= 0:
+            self.warn(f"{kind} of zero length skipped", once="zero")
+            return None
+        if skipped:
+            los = [lo for lo, note in zip(los, out) if note is not None]
+            out = [note for note in out if note is not None]
+        vs.used = True
+        return t + dur, new_ties, new_letters, (out, t, dur, los)
 
     def _quick(self, vs: _VoiceState) -> bool:
         """Whether a plain note may take music()'s quick way now."""
