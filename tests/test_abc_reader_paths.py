@@ -1,7 +1,7 @@
-"""The reader's two paths agree: the fast path of _TuneReader.music (common tokens, with the
-voice's state in local variables) and the general code every other token takes (_token) read
-every tune of music21's ABC corpus, and mutated copies of them, to the same Piece and the
-same warnings."""
+"""The reader's two ways agree: the quick way of _TuneReader.music for a plain note (outside
+tuplets, broken rhythms and chords) and the general code music() reads every note with when
+the quick way is off (fast=False) read every tune of music21's ABC corpus, and mutated copies
+of them, to the same Piece and the same warnings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from abcscribe.core.abc.reader import _as_text, _split_tunes, _TuneReader
 
 
 def both_ways(lines):
-    """(Piece, warnings) of one tune's lines read fast and read the general way only."""
+    """(Piece, warnings) of one tune's lines read with the quick way and without it."""
     out = []
     for fast in (True, False):
         try:

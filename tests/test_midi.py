@@ -374,3 +374,47 @@ def test_user_error_names_file_and_reason(tmp_path, data, reason):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         read_midi(tmp_path / "nope.mid")
+
+
+# ---- the pickup bar found from the notes ---------------------------------------------------
+def _tune(meter, upbeat, bar_pattern, bars=8, voices=1):
+    """A piece in ``meter``: an upbeat of ``upbeat`` ticks (one note), then ``bars`` bars of
+    ``bar_pattern`` (note lengths in ticks), the last bar short by the upbeat (as notated)."""
+    num, den = meter
+    bar = num * TPQ * 4 // den
+    notes = [Note(67, 0, upbeat)] if upbeat else []
+    t = upbeat
+    for b in range(bars):
+        for d in bar_pattern:
+            if b == bars - 1 and t + d > upbeat + bars * bar - upbeat:
+                break
+            notes.append(Note(60 + (t // 240) % 12, t, d))
+            t += d
+    return Piece(voices=[Voice(notes=list(notes)) for _ in range(voices)],
+                 meters=[Meter(0, num, den)])
+
+
+@pytest.mark.parametrize("meter, upbeat, pattern", [
+    ((4, 4), TPQ, [2 * TPQ, TPQ, TPQ]),  # a chorale's beat of upbeat; half notes on beat 1
+    ((4, 4), TPQ, [TPQ, TPQ, 2 * TPQ]),  # ... or on beat 3: still bar lines after one beat
+    ((3, 4), TPQ, [2 * TPQ, TPQ]),  # a waltz
+    ((2, 4), TPQ // 2, [TPQ, TPQ // 2, TPQ // 2]),  # a reel's eighth upbeat
+    ((6, 8), TPQ // 2, [TPQ, TPQ // 2, TPQ, TPQ // 2]),  # a jig's
+])
+def test_find_pickup_puts_the_bar_lines_where_the_long_notes_start(meter, upbeat, pattern):
+    from abcscribe.core.midi import find_pickup
+
+    assert find_pickup(_tune(meter, upbeat, pattern, voices=2)) == upbeat
+    # no upbeat: none invented
+    assert find_pickup(_tune(meter, 0, pattern, voices=2)) == 0
+
+
+def test_find_pickup_follows_a_later_meter_change_and_ignores_drums():
+    from abcscribe.core.midi import find_pickup
+
+    piece = _tune((4, 4), TPQ, [2 * TPQ, TPQ, TPQ])
+    piece.voices[0].drum = True
+    assert find_pickup(piece) == 0  # only drums: nothing to go by
+    changed = _tune((4, 4), 0, [TPQ] * 4)
+    changed.meters.append(Meter(2 * TPQ + 4 * TPQ * 2, 3, 4))  # 3/4 from beat 10
+    assert find_pickup(changed) == 2 * TPQ

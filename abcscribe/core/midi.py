@@ -289,9 +289,11 @@ def _symusic_core():
 def _load_symusic_core():
     """symusic's C++ module. Imported on first use so `abcscribe --help` stays
     fast, and without running the package's ``__init__`` when nothing imported it yet: that
-    also imports a soundfont downloader (urllib, http, email; about 40 ms of every
-    ``midi2abc`` run) which parsing does not need. A later ``import symusic`` gets this same
-    module as ``symusic.core``."""
+    also imports a soundfont downloader (urllib, http, email) which parsing does not need:
+    ``import symusic`` takes 120-180 ms of CPU, its C++ module alone 13 ms, and a ``midi2abc``
+    run on examples/bench/midi2abc.py's folder (143k notes) about 1 s. A later ``import
+    symusic`` gets this same module as ``symusic.core`` (the one import hook of the
+    package, _SymusicCoreBinder)."""
     core = sys.modules.get("symusic.core")
     if core is not None:
         return core
@@ -425,41 +427,80 @@ def _read_key(score) -> Key | None:
 
 def find_pickup(piece: Piece, columns=None) -> int:
     """Ticks of the pickup bar that the notes imply (0: none), for a file that cannot say so
-    (MIDI has no anacrusis): where a later meter change falls tells the bar lines; else the
-    beat on which the most note time starts, when it clearly beats the file's own bar line
-    and the music ends on a bar line of that grid.
-    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else ``Voice.notes``)."""
+    (MIDI has no anacrusis). Where a later meter change falls tells the bar lines; else they
+    go where the most note time starts (long notes and chords fall on strong beats): first
+    the place within the beat (a folk tune's upbeat is mostly an eighth), then which beat is
+    the bar's first. Each step moves the file's own bar lines only when the notes clearly
+    say so, and the music must end on a bar line of the grid found (or say so very clearly).
+    ``columns``: the voices' notes as ``read_midi_columns`` gives them (else
+    ``Voice.notes``)."""
     meters = piece.meters or [Meter(0, 4, 4)]
     m = meters[0]
     bar = m.bar_ticks
     if m.tick != 0 or bar <= 0:
         return 0
     if len(meters) > 1:  # a meter changes on a bar line
-        return meters[1].tick % bar if meters[1].tick % bar else 0
-    beat = TPQ * 4 // m.denominator
-    if (m.denominator >= 8 and m.numerator % 3 == 0) or bar % beat:
-        return 0  # compound meters' pickups are mostly less than a beat: not told from beats
-    weight = np.zeros(bar // beat)
-    end = 0
+        return meters[1].tick % bar
+    starts, durations = _pitched_notes(piece, columns)
+    if not len(starts):
+        return 0
+    compound = m.denominator >= 8 and m.numerator % 3 == 0
+    beat = TPQ * 4 // m.denominator * (3 if compound else 1)
+    step = min(beat, TPQ // 2)  # an eighth, or the beat when shorter
+    if bar % beat or beat % step:
+        return 0
+    weight = _onset_weight(starts, durations, bar, step)
+    per_beat = beat // step
+    beats = bar // beat
+    # the place within the beat: the note time on each place, summed over the bar's beats
+    within = weight.reshape(beats, per_beat).sum(axis=0)
+    phase = int(np.argmax(within))
+    if within[phase] < 1.05 * within[0]:
+        phase = 0
+    # which beat: duple meters (2/4, 4/4, 6/8) count the half bar with the bar line (4/4
+    # chorales hold their long notes on beat 3 as often as on beat 1), and of the two the
+    # earlier one: a pickup of a beat is far more common than one of three
+    on_beats = weight[phase::per_beat]
+    if beats % 2 == 0:
+        on_beats = on_beats[:beats // 2] + on_beats[beats // 2:]
+    first = int(np.argmax(on_beats))
+    if on_beats[first] < 1.05 * on_beats[0]:
+        first = 0
+    pickup = phase * step + first * beat
+    if not pickup:
+        return 0
+    end = int((starts + durations).max())
+    clear = weight[pickup // step] >= 1.5 * weight[0]
+    # the last bar is full, or it completes the pickup bar: the end is on a bar line either
+    # way, unless the notes leave no doubt (a last note held short of the bar's end)
+    return pickup if end % bar in (0, pickup) or clear else 0
+
+
+def _pitched_notes(piece: Piece, columns) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and durations of every note outside drum voices."""
+    starts, durations = [], []
     for i, v in enumerate(piece.voices):
         if v.drum:
             continue
         if columns is not None:
-            starts, durations = np.asarray(columns[i][0]), np.asarray(columns[i][2])
+            starts.append(np.asarray(columns[i][0], dtype=np.int64))
+            durations.append(np.asarray(columns[i][2], dtype=np.int64))
         else:
-            starts = np.array([n.start for n in v.notes], dtype=np.int64)
-            durations = np.array([n.duration for n in v.notes], dtype=np.int64)
-        if len(starts):
-            end = max(end, int((starts + durations).max()))
-        phase = starts % bar
-        on = phase % beat == 0
-        np.add.at(weight, phase[on] // beat, durations[on])
-    best = int(np.argmax(weight))
-    # the last bar is full, or it completes the pickup bar: the end is on a bar line either way
-    ends_on_bar = end % bar in (0, best * beat)
-    if best and weight[best] >= 1.5 * weight[0] and ends_on_bar:
-        return best * beat
-    return 0
+            starts.append(np.array([n.start for n in v.notes], dtype=np.int64))
+            durations.append(np.array([n.duration for n in v.notes], dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(durations)
+
+
+def _onset_weight(starts: np.ndarray, durations: np.ndarray, bar: int, step: int) -> np.ndarray:
+    """Note time starting on each ``step`` of the bar: for each place a bar line could go,
+    what would start there."""
+    phase = starts % bar
+    on = phase % step == 0
+    weight = np.zeros(bar // step)
+    np.add.at(weight, phase[on] // step, durations[on])
+    return weight
 
 
 def key_from_fifths(fifths: int, mode: str = "major") -> Key:
@@ -498,8 +539,9 @@ def _fill_voices(piece, qs, qe, pitches, vels, vidx) -> list[tuple[list[int], ..
 
 def _make_notes(piece: Piece, columns) -> None:
     """Each voice's ``notes`` from its columns (``_fill_voices``)."""
-    # Creating 100,000 small objects with the cycle collector on costs twice the time: the
-    # notes hold no references, so pausing it here is safe.
+    # Making 143k Notes (examples/bench/midi2abc.py's folder) takes 0.10-0.15 s of CPU with
+    # the cycle collector on, 0.03 s with it paused: the notes hold no references, so
+    # pausing it here is safe.
     was_enabled = gc.isenabled()
     gc.disable()
     try:

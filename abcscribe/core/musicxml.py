@@ -12,7 +12,7 @@ from fractions import Fraction
 from xml.sax.saxutils import escape
 
 from abcscribe.core.abc.keys import _LETTERS
-from abcscribe.core.abc.writer import DEFAULT_UNIT, STAFF_VOICES, _clef, _Writer
+from abcscribe.core.abc.writer import DEFAULT_UNIT, STAFF_VOICES, _clef, _voice_notes, _Writer
 from abcscribe.core.gm import program_name
 from abcscribe.core.notes import Piece
 
@@ -37,7 +37,7 @@ def _note_type(value: Fraction) -> tuple[str, int]:
 def write_musicxml(piece: Piece, *, title: str | None = None) -> bytes:
     """MusicXML of ``piece``: one part per voice (its name, instrument and MIDI program),
     overlapping notes as voices within the part."""
-    w = _Writer(piece, DEFAULT_UNIT, None, "voices", 4)
+    w = _Writer(piece, _voice_notes(piece), DEFAULT_UNIT, None, "voices", 4)
     m0 = piece.meter_at(0)
     w.beat = max(1, w.tpq * 4 // m0.denominator)
     bars, tempos, tempo_at, meter_at, staves = w.plan()

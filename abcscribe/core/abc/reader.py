@@ -6,9 +6,8 @@ from __future__ import annotations
 import functools
 import re
 from bisect import bisect_right
-from dataclasses import fields as _dataclass_fields
 from itertools import chain
-from operator import add, attrgetter
+from operator import attrgetter
 
 from abcscribe.core.abc.keys import _ACC_VALUE, _LETTER_INDEX, _LETTER_PC, parse_key
 from abcscribe.core.errors import UserError
@@ -16,113 +15,45 @@ from abcscribe.core.gm import program_number
 from abcscribe.core.notes import Key, Meter, Note, Piece, Tempo, Voice
 
 
-# ---- reader --------------------------------------------------------------------------------
+# ---- tokens --------------------------------------------------------------------------------
+
+# Token kinds: the names of _TOKEN's alternatives (a match's ``lastgroup``).
+NOTE, SKIP, FIELD, ENDING, BAR, CHORD, CHORD_OPEN = (
+    "note", "skip", "field", "ending", "bar", "chord", "chord_open")
+CHORD_CLOSE, TIE, REST, MULTI_REST, TUPLET, BROKEN = (
+    "chord_close", "tie", "rest", "multi_rest", "tuplet", "broken")
+DECORATION, OVERLAY, UNKNOWN = "decoration", "overlay", "unknown"
 
 _TOKEN = re.compile(
     r"""
-    ((?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(\d*/*\d*)\ *            # 1-2 note, length
-  | (\((?!\d)|[\s).~HLMOPSTuvy`$*#;?@'\\]+)                   # 3 skipped: slurs, spaces
-  | (\[[A-Za-z]:[^\]\n]*\])                                   # 4 inline field
-  | (\[\d+(?:[,-]\d+)*)                                       # 5 ending "[1" "[1,3"
-  | ((?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)\ *  # 6 bar line, maybe ending
-  | \[((?:(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)+)\](\d*/*\d*)\ * # 7-8 plain chord, length
-  | (\[)                                                      # 9 chord open
-  | (\])(\d*/*\d*)\ *                                        # 10-11 chord close, length
-  | (-)\ *                                                    # 12 tie
-  | ([zx])(\d*/*\d*)\ *                                      # 13-14 rest, length
-  | ([ZX])(\d*)                                               # 15-16 multi-bar rest
-  | \((\d+)(?::(\d*))?(?::(\d*))?                             # 17-19 tuplet
-  | ([<>]+)                                                   # 20 broken rhythm
-  | ("[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)             # 21 skipped groups
-  | (&)                                                       # 22 voice overlay
-  | (.)                                                       # 23 unknown
+    (?P<note>(?P<pitch>(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)(?P<length>\d*/*\d*)\ *)
+  | (?P<skip>\((?!\d)|[\s).~HLMOPSTuvy`$*#;?@'\\]+)                   # slurs, spaces
+  | (?P<field>\[[A-Za-z]:[^\]\n]*\])                                  # inline field
+  | (?P<ending>\[\d+(?:[,-]\d+)*)                                     # "[1" "[1,3"
+  | (?P<bar>(?::+\|*[\]\[]?:*|\[?\|+\]?:*)(?:\d+(?:[,-]\d+)*)?)\ *   # maybe with an ending
+  | (?P<chord>\[(?P<chord_notes>(?:(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*)+)\]
+     (?P<chord_length>\d*/*\d*))\ *                          # plain notes
+  | (?P<chord_open>\[)
+  | (?P<chord_close>\](?P<close_length>\d*/*\d*))\ *
+  | (?P<tie>-)\ *
+  | (?P<rest>[zx](?P<rest_length>\d*/*\d*))\ *
+  | (?P<multi_rest>[ZX](?P<bars>\d*))
+  | (?P<tuplet>\((?P<p>\d+)(?::(?P<q>\d*))?(?::(?P<r>\d*))?)          # (p:q:r
+  | (?P<broken>[<>]+)
+  | (?P<decoration>"[^"\n]*"?|![^!\n]*!|\+[^+\s]*\+|\{[^}]*\}?)       # and chord symbols, graces
+  | (?P<overlay>&)
+  | (?P<unknown>.)
     """,
     re.X,
 )
 # Alternatives that start with the same character keep their order (inline field, ending, bar,
-# plain chord, chord open), the others are ordered by frequency. Every group of an alternative
-# that can match empty text is its last one, so a match's ``lastindex`` names the alternative:
-# 2 note, 8 plain chord (notes without lengths or ties inside), 11 chord close, 14 rest, 16
-# multi-bar rest, 17-19 tuplet, the group number itself for the others. Spaces after a note,
-# bar, chord, tie or rest are taken with it (spaces are skipped anyway).
-# Token kinds: the number of the _TOKEN group that names a token's alternative (a match's
-# ``lastindex``), so a kind is read straight off the match. _token_info marks a token that the
-# fast path of _TuneReader.music must leave to the general code (_TuneReader._token) as
-# kind + GENERAL.
-NOTE, SKIP, FIELD, ENDING, BAR, CHORD, CHORD_OPEN = 2, 3, 4, 5, 6, 8, 9
-CHORD_CLOSE, TIE, REST, MULTI_REST, TUPLET, BROKEN = 11, 12, 14, 16, 17, 20
-SKIPPED_GROUP, OVERLAY, UNKNOWN = 21, 22, 23
-GENERAL = 100
+# plain chord, chord open), the others are ordered by frequency. Each alternative is one named
+# group, so a match's ``lastgroup`` is its kind. Spaces after a note, bar, chord, tie or rest are
+# taken with it (spaces are skipped anyway).
 
-_CHORD_NOTE = re.compile(r"(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*")
-_LENGTH = re.compile(r"(\d*)(/*)(\d*)")
-_FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
-_MODERN = (2, 0)
-_NOTE_ORDER = attrgetter("start", "pitch", "duration")
-
-
-def _len_frac(num: str, slashes: str, den: str) -> tuple[int, int]:
-    n = int(num) if num else 1
-    if not slashes:
-        return n, 1
-    if den:
-        return n, int(den) * (2 ** (len(slashes) - 1))
-    return n, 2 ** len(slashes)
-
-
-_LEN_CACHE: dict[str, tuple[int, int]] = {}
-_PITCH_CACHE: dict[str, tuple] = {}
-
-
-def _length_of(text: str) -> tuple[int, int]:
-    """(num, den) of a note-length text such as ``3/2`` or ``//`` (cached)."""
-    r = _LEN_CACHE.get(text)
-    if r is None:
-        r = _len_frac(*_LENGTH.fullmatch(text).groups())
-        if len(_LEN_CACHE) > 4096:
-            _LEN_CACHE.clear()
-        _LEN_CACHE[text] = r
-    return r
-
-
-_CHORD_CACHE: dict[str, tuple] = {}
-
-
-def _chord_info(text: str) -> tuple:
-    """(_pitch_info of each note, the notes' texts) of a plain chord's inside (cached)."""
-    notes = tuple(_CHORD_NOTE.findall(text))
-    r = (tuple(_pitch_info(x) for x in notes), notes)
-    if len(_CHORD_CACHE) > 4096:
-        _CHORD_CACHE.clear()
-    _CHORD_CACHE[text] = r
-    return r
-
-
-def _pitch_info(text: str) -> tuple:
-    """(written accidental or None, letter index, (letter, octave), pitch without accidental)
-    of a note's pitch text such as ``^f'`` (cached)."""
-    r = _PITCH_CACHE.get(text)
-    if r is None:
-        acc = None
-        j = 0
-        if text[0] in "^_=":
-            j = 2 if text[:2] in ("^^", "__") else 1
-            acc = _ACC_VALUE[text[:j]]
-        c = text[j]
-        octave = 5 if c.islower() else 4
-        li = _LETTER_INDEX[c.upper()]
-        for ch in text[j + 1:]:
-            octave += 1 if ch == "'" else -1
-        r = (acc, li, (li, octave), 12 * (octave + 1) + _LETTER_PC[li])
-        if len(_PITCH_CACHE) > 4096:
-            _PITCH_CACHE.clear()
-        _PITCH_CACHE[text] = r
-    return r
-
-
-# The same tokens as _TOKEN as plain strings (findall on a pattern without groups is the
-# cheapest way to cut a line; _token_info classifies each distinct token text once with
-# _TOKEN). The alternatives are _TOKEN's in the same order, with nested alternatives and
+# The same tokens as _TOKEN as plain strings: findall on a pattern without groups is the
+# cheapest way to cut a line, and _token_info classifies each distinct token text once with
+# _TOKEN. The alternatives are _TOKEN's in the same order, with nested alternatives and
 # leading optional parts spelled out (``(A|B)C`` as ``AC|BC``, ``X?Y`` as ``XY|Y``), so that
 # every one starts with a literal or a character set, which the regex engine tests before
 # entering it; quantifiers with nothing after them that could fail are possessive. Keep the two
@@ -157,100 +88,118 @@ _TOKENS = re.compile(
     """,
     re.X,
 )
-_UNIT_TOKENS: dict[int, dict[str, tuple]] = {}
-# a written pitch whose accidental, from the note, the bar or the key (-2..2), keeps it in
-# 0..127: the reader's fast path (music()) needs no range check for it
-_SAFE_LOW, _SAFE_HIGH = 2, 125
+
+_CHORD_NOTE = re.compile(r"(?:\^\^|\^|__|_|=)?[A-Ga-g][,']*")
+_LENGTH = re.compile(r"(\d*)(/*)(\d*)")
+_FIELD_LINE = re.compile(r"^([A-Za-z+]):(.*)$")
+_NOTE_ORDER = attrgetter("start", "pitch", "duration")
 
 
-def _unit_tokens(unit: int) -> dict[str, tuple]:
-    """The cache of _token_info for one unit length (ticks of L)."""
-    c = _UNIT_TOKENS.get(unit)
-    if c is None:
-        if len(_UNIT_TOKENS) > 64:
-            _UNIT_TOKENS.clear()
-        c = _UNIT_TOKENS[unit] = {}
-    return c
+@functools.lru_cache(maxsize=4096)
+def _length_of(text: str) -> tuple[int, int]:
+    """(num, den) of a note-length text such as ``3/2`` or ``//``."""
+    num, slashes, den = _LENGTH.fullmatch(text).groups()
+    n = int(num) if num else 1
+    if not slashes:
+        return n, 1
+    if den:
+        return n, int(den) * (2 ** (len(slashes) - 1))
+    return n, 2 ** len(slashes)
 
 
-def _plain_duration(unit: int, n: int, d: int) -> int:
-    """Ticks of a length n/d of the unit outside tuplets and broken rhythms."""
-    x = unit * n
-    if x <= 0:
+@functools.lru_cache(maxsize=4096)
+def _pitch_info(text: str) -> tuple:
+    """(written accidental or None, letter index, (letter, octave), pitch without accidental)
+    of a note's pitch text such as ``^f'``."""
+    acc = None
+    j = 0
+    if text[0] in "^_=":
+        j = 2 if text[:2] in ("^^", "__") else 1
+        acc = _ACC_VALUE[text[:j]]
+    c = text[j]
+    octave = 5 if c.islower() else 4
+    li = _LETTER_INDEX[c.upper()]
+    for ch in text[j + 1:]:
+        octave += 1 if ch == "'" else -1
+    return acc, li, (li, octave), 12 * (octave + 1) + _LETTER_PC[li]
+
+
+def _ticks(n: int, d: int) -> int:
+    """Whole ticks of ``n/d`` ticks (at least one when positive)."""
+    if n <= 0:
         return 0
-    if d == 1:
-        return x
-    return x // d if x % d == 0 else max(1, round(x / d))
+    return n // d if n % d == 0 else max(1, round(n / d))
 
 
-def _token_info(tok: str, unit: int, cache: dict[str, tuple]) -> tuple:
+def _plain_ticks(unit: int, length: tuple[int, int]) -> int | None:
+    """Ticks of a length (num, den) of the unit outside tuplets and broken rhythms; None
+    when it has none (a zero denominator: the reader stops where it works the length out)."""
+    n, d = length
+    return _ticks(unit * n, d) if d else None
+
+
+class _TokenTable(dict):
+    """_token_info of each token text for one unit length, worked out on first use (a dict
+    lookup per token: an lru_cache call costs as much again as the rest of reading a note)."""
+
+    def __init__(self, unit: int):
+        super().__init__()
+        self.unit = unit
+
+    def __missing__(self, tok: str) -> tuple:
+        if len(self) >= 4096:  # (texts from a language model can hold any garbage)
+            self.clear()
+        info = self[tok] = _token_info(tok, self.unit)
+        return info
+
+
+@functools.lru_cache(maxsize=64)
+def _token_table(unit: int) -> _TokenTable:
+    """The token table for ``unit`` ticks of L."""
+    return _TokenTable(unit)
+
+
+def _token_info(tok: str, unit: int) -> tuple:
     """What the reader needs of one token (a match of _TOKENS), as a tuple whose first item
     is the kind:
-    (NOTE, accidental, letter index, (letter, octave), pitch, ticks, (num, den, pitch text)),
-    (SKIP,), (FIELD, text) inline field, (ENDING, numbers),
-    (BAR, bar sign, ending numbers or None, repeat sign or ending, text),
-    (CHORD, _pitch_info of each note, their texts, ticks, length text, (letter, octave) of
-    each) a chord of plain notes, (CHORD_OPEN,), (CHORD_CLOSE, length text), (TIE,),
-    (REST, ticks, length text), (MULTI_REST, bars text), (TUPLET, p, q, r texts),
-    (BROKEN, text) broken rhythm, (OVERLAY,) voice overlay, (UNKNOWN, character). Ticks are for ``unit`` outside tuplets and
-    broken rhythms. A note, plain chord, rest or bar line whose reading raises an exception
-    (a garbage length or ending number) is kind + GENERAL: the general code reads it again and
-    raises at the point where it always did; so is a note or chord of no length or with a
-    pitch (before its accidental) outside _SAFE_LOW.._SAFE_HIGH. Cached in ``cache`` (the
-    unit's)."""
+    (NOTE, (_pitch_info of the note,), ((letter, octave),), (num, den) of its length, its
+    ticks), (CHORD, _pitch_info of each note, (letter, octave) of each, (num, den), ticks) a
+    chord of plain notes,
+    (REST, (num, den), ticks), (BAR, bar sign, ending numbers or None), (FIELD, text) inline field, (ENDING, numbers),
+    (CHORD_OPEN,), (CHORD_CLOSE, (num, den)), (TIE,), (MULTI_REST, bars text),
+    (TUPLET, p, q, r texts), (BROKEN, text), (OVERLAY,), (SKIP,) for spaces, slurs,
+    decorations, chord symbols and grace notes, (UNKNOWN, character). Ticks (_plain_ticks)
+    are for ``unit`` ticks of L."""
     m = _TOKEN.match(tok)
-    k = m.lastindex
+    k = m.lastgroup
     if k == NOTE:
-        n, d = _length_of(m[2])  # raises before any state changes, as it always did
-        try:
-            dur = _plain_duration(unit, n, d)
-        except Exception:
-            dur = 0
-        acc, li, lo, base = _pitch_info(m[1])
-        # zero length or an error (the general code warns or raises), or a pitch that with an
-        # accidental (-2..2) could leave 0..127 (the general code checks): the general way
-        if dur <= 0 or not _SAFE_LOW <= base <= _SAFE_HIGH:
-            k = NOTE + GENERAL
-        info = (k, acc, li, lo, base, dur, (n, d, m[1]))
-    elif k == SKIP or k == SKIPPED_GROUP:
-        info = (SKIP,)
-    elif k == FIELD:
-        info = (FIELD, m[4])
-    elif k == ENDING:
-        info = (ENDING, m[5][1:])
-    elif k == BAR:
-        try:
-            text, ending = _BAR_CACHE.get(m[6]) or _bar_parts(m[6])
-            info = (BAR, text, ending, ":" in text or text == "[" or ending is not None, m[6])
-        except Exception:
-            info = (BAR + GENERAL, None, None, None, m[6])
-    elif k == CHORD:
-        pitches, texts = _CHORD_CACHE.get(m[7]) or _chord_info(m[7])
-        try:
-            n, d = _length_of(m[8])
-            dur = _plain_duration(unit, n, d)
-        except Exception:
-            dur, k = 0, CHORD + GENERAL
-        if not all(_SAFE_LOW <= x[3] <= _SAFE_HIGH for x in pitches):
-            k = CHORD + GENERAL
-        info = (k, pitches, texts, dur, m[8], tuple(x[2] for x in pitches))
-    elif k == REST:
-        n, d = _length_of(m[14])  # raises before any state changes, as it always did
-        try:
-            dur = _plain_duration(unit, n, d)
-        except Exception:
-            dur, k = 0, REST + GENERAL
-        info = (k, dur, m[14])
-    elif k == TUPLET or k == TUPLET + 1 or k == TUPLET + 2:  # (p, (p:q or (p:q:r
-        info = (TUPLET, m[17], m[18], m[19])
-    elif k in (CHORD_OPEN, TIE, OVERLAY):
-        info = (k,)
-    else:  # CHORD_CLOSE, MULTI_REST, BROKEN, UNKNOWN
-        info = (k, m[k])
-    if len(cache) > 4096:
-        cache.clear()
-    cache[tok] = info
-    return info
+        length = _length_of(m["length"])
+        pitch = _pitch_info(m["pitch"])
+        return NOTE, (pitch,), (pitch[2],), length, _plain_ticks(unit, length)
+    if k == SKIP or k == DECORATION:
+        return (SKIP,)
+    if k == BAR:
+        return (BAR, *_bar_parts(m[k]))
+    if k == CHORD:
+        notes = _CHORD_NOTE.findall(m["chord_notes"])
+        length = _length_of(m["chord_length"])
+        pitches = tuple(map(_pitch_info, notes))
+        return (CHORD, pitches, tuple(x[2] for x in pitches), length,
+                _plain_ticks(unit, length))
+    if k == REST:
+        length = _length_of(m["rest_length"])
+        return REST, length, _plain_ticks(unit, length)
+    if k == TUPLET:
+        return TUPLET, m["p"], m["q"], m["r"]
+    if k == ENDING:
+        return ENDING, m[k][1:]
+    if k == CHORD_CLOSE:
+        return CHORD_CLOSE, _length_of(m["close_length"])
+    if k == MULTI_REST:
+        return MULTI_REST, m["bars"]
+    if k == FIELD or k == BROKEN or k == UNKNOWN:
+        return k, m[k]
+    return (k,)  # CHORD_OPEN, TIE, OVERLAY
 
 
 @functools.lru_cache(maxsize=1024)
@@ -347,66 +296,18 @@ def _parse_directive(line: str) -> tuple:
     return None, None
 
 
-_NO_LAST = (None, None, None, None)
+def _hot_state(vs: "_VoiceState") -> tuple:
+    """The voice's state that ``_TuneReader.music`` keeps in local variables."""
+    return vs.t, vs.ties, vs.tie_letters, vs.bar_acc, vs.last, vs.sig, vs.unit, vs.voice.notes
 
 
-def _bare_notes_ok() -> bool:
-    """Whether a Note made with object.__new__ and its four fields set is Note(p, s, d): the
-    reader makes its notes so (a dataclass __init__ is a Python call, a large share of the time
-    per note), unless Note someday gets other fields, defaults or checks."""
-    try:
-        n = object.__new__(Note)
-        n.pitch, n.start, n.duration, n.velocity = 60, 1, 2, 80
-        return (n == Note(60, 1, 2) and "__post_init__" not in vars(Note)
-                and [f.name for f in _dataclass_fields(Note)] == [
-                    "pitch", "start", "duration", "velocity"])
-    except Exception:
-        return False
-
-
-_BARE_NOTES = _bare_notes_ok()
-
-
-def _hot_state(vs: "_VoiceState", prop_pitch: bool, fast: bool = True) -> tuple:
-    """The voice state that ``_TuneReader.music`` keeps in local variables while it reads, and
-    whether its fast path applies (``plain``)."""
-    sig = vs.sig
-    plain = (fast and prop_pitch and not vs.in_chord and vs.tuplet is None and vs.broken is None
-             and -2 <= min(sig) and max(sig) <= 2 and _BARE_NOTES)
-    return (vs.t, *(vs.last or _NO_LAST), vs.ties, vs.tie_letters, vs.bar_acc, sig,
-            vs.voice.notes.append, _unit_tokens(vs.unit), vs.bar_count, plain)
-
-
-def _propagated_pitch(vs: "_VoiceState", acc, li: int, lo, base: int) -> int:
-    """A note's pitch with accidentals propagating by pitch: its own accidental (which then
-    holds for its letter to the bar's end), else one written earlier in the bar, else the key
-    signature's, where a tie into a new bar carries its accidental (as abc2midi does).
-    (``_TuneReader.music``'s fast path does the same inline.)"""
-    if acc is not None:
-        vs.bar_acc[li] = acc
-        return base + acc
-    acc = vs.bar_acc.get(li) if vs.bar_acc else None
-    if acc is not None:
-        return base + acc
-    pitch = base + vs.sig[li]
-    if vs.tie_letters:
-        tp = vs.tie_letters.get(lo)
-        if tp is not None and pitch not in vs.ties and tp in vs.ties:
-            pitch = tp
-    return pitch
-
-
-def _store_hot_state(vs: "_VoiceState", t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
-                     bar_count, used) -> None:
-    """Write ``_TuneReader.music``'s local copies back onto the voice."""
+def _keep_hot_state(vs: "_VoiceState", t, ties, tie_letters, bar_acc, last) -> None:
+    """``_TuneReader.music``'s local copies written back to the voice."""
     vs.t = t
-    vs.last = None if lx is None else (lx, lt0, ld, llo)
     vs.ties = ties
     vs.tie_letters = tie_letters
     vs.bar_acc = bar_acc
-    vs.bar_count = bar_count
-    if used:
-        vs.used = True
+    vs.last = last
 
 
 class _VoiceState:
@@ -422,12 +323,13 @@ class _VoiceState:
         self.key = key
         self.unit = unit  # ticks of L
         self.bar_acc: dict = {}
-        self.ties: dict[int, Note] = {}
-        self.tie_letters: dict[tuple[int, int], int] = {}
+        # notes tied on from the last note or chord, by pitch and by (letter, octave); None
+        # when there are none
+        self.ties: dict[int, Note] | None = None
+        self.tie_letters: dict[tuple[int, int], int] | None = None
         self.tuplet = None  # [p, q, remaining]
         self.broken = None  # (num, den) for the next note
-        # (notes, start, duration, (letter, octave) of each) of the last note/chord/rest; for a
-        # single note (Note, start, duration, (letter, octave))
+        # (notes, start, duration, (letter, octave) of each) of the last note/chord/rest
         self.last = None
         self.bar_start = 0
         self.bar_max = 0
@@ -438,8 +340,8 @@ class _VoiceState:
         self.bar_count = 0
         self.in_chord = False
         self.chord = None
-        # whether a note may have been added out of (start, pitch) order (else the notes
-        # need no sorting: see music())
+        # whether a note was added out of (start, pitch) order (else the notes need no
+        # sorting: see music())
         self.unsorted = False
         self.repeats = False  # a marker with a repeat sign or an ending
 
@@ -448,7 +350,7 @@ class _TuneReader:
     def __init__(self, lines: list[str], repeats: bool = True, fast: bool = True):
         self.lines = lines
         self.expand = repeats
-        self.fast = fast  # False: every token through the general code (the differential test)
+        self.fast = fast  # False: no note takes music()'s quick way (the differential test)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.piece = Piece(voices=[], tempos=[], meters=[])
@@ -681,462 +583,321 @@ class _TuneReader:
             self.music(music)
 
     def music(self, lines: list[str]) -> None:
-        """Read music lines (one after the other, nothing else between them)."""
-        # The common tokens (notes, plain chords, bars, ties, rests outside tuplets, broken
-        # rhythms and open chords, with accidentals propagating by pitch and a key signature
-        # of at most double sharps and flats) are handled here with the voice's hot state in
-        # local variables; every other token goes through _token with that state written back
-        # first and read again after. Notes handled here need no range check (_token_info
-        # sends notes that could leave 0..127 the general way) and come in time order: time
-        # only goes forward here, so only a chord's own notes can be out of (start, pitch)
-        # order; _token marks the voice unsorted when it adds notes or goes back in time.
+        """Read music lines (one after the other, nothing else between them).
+
+        What sounds (notes, chords, rests, ties) is read here: a written note's pitch, then
+        the notes sounding from the voice's time. The state that changes with every note is
+        kept in local variables meanwhile (it is most of the reading time) and written back to
+        the voice around the methods that read every other kind of token (``_readers``).
+
+        The commonest token, a plain note outside tuplets, broken rhythms and chords, takes a
+        quick way that spells out the general code's rules for that case alone (the general
+        code is twice as slow on it); tests/test_abc_reader_paths.py reads the music21 corpus
+        and mutated texts both ways and compares."""
         vs = self.current()
-        prop_pitch = self.propagate == "pitch"
-        # vs.last as four variables (lx None: no last): (notes, start, duration, (letter,
-        # octave) of each), for one note (Note, start, duration, (letter, octave))
-        (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-         plain) = _hot_state(vs, prop_pitch, self.fast)
-        used = False
-        new = object.__new__  # notes made without Note() (see _bare_notes_ok)
-        general = False  # in _token, which keeps the state on the voice itself
+        read = _READERS
+        t, ties, tie_letters, bar_acc, last, sig, unit, notes = _hot_state(vs)
+        quick = self._quick(vs)
+        token_info = _token_table(unit)
         try:
             for tok in chain.from_iterable(map(_TOKENS.findall, lines)):
-                try:
-                    info = cache[tok]
-                except KeyError:
-                    info = _token_info(tok, vs.unit, cache)
-                k = info[0]
-                if plain:
-                    if k == NOTE:  # a note
-                        _, acc, li, lo, base, dur, _x = info
-                        if acc is None:
-                            if bar_acc and li in bar_acc:  # an accidental earlier in the bar
-                                pitch = base + bar_acc[li]
-                            else:
-                                pitch = base + sig[li]
-                                # a tie into a new bar carries its accidental (as abc2midi does)
-                                if tie_letters:
-                                    tp = tie_letters.get(lo)
-                                    if tp is not None and pitch not in ties and tp in ties:
-                                        pitch = tp
-                        else:
-                            bar_acc[li] = acc
-                            pitch = base + acc
-                        if not ties:  # (an empty dict can stay: nothing else holds it)
-                            lx = new(Note)
-                            lx.pitch = pitch
-                            lx.start = t
-                            lx.duration = dur
-                            lx.velocity = 80
-                            add(lx)
-                        else:
-                            lx = ties.get(pitch)
-                            ties = {}
-                            if lx is not None and lx.start + lx.duration == t:  # tied on
-                                lx.duration += dur
-                            else:
-                                lx = new(Note)
-                                lx.pitch = pitch
-                                lx.start = t
-                                lx.duration = dur
-                                lx.velocity = 80
-                                add(lx)
-                        lt0 = t  # (lx: one note, not wrapped in a tuple)
-                        ld = dur
-                        llo = lo
+                info = token_info[tok]
+                kind = info[0]
+                if kind == NOTE and quick:
+                    _, ((acc, li, lo, base),), los, _, dur = info
+                    if acc is not None:
+                        bar_acc[li] = acc
+                        pitch = base + acc
+                    elif bar_acc and li in bar_acc:
+                        pitch = base + bar_acc[li]
+                    else:
+                        pitch = base + sig[li]
                         if tie_letters:
-                            tie_letters = {}
+                            tp = tie_letters.get(lo)
+                            if tp is not None and ties and pitch not in ties and tp in ties:
+                                pitch = tp
+                    if dur and dur > 0 and 0 <= pitch <= 127:
+                        note = ties.get(pitch) if ties else None
+                        if note is not None and note.start + note.duration == t:
+                            note.duration += dur
+                        else:  # (after every note before: time only goes back at "&")
+                            note = Note(pitch, t, dur)
+                            notes.append(note)
+                        ties = tie_letters = None
+                        last = ((note,), t, dur, los)
                         t += dur
-                        used = True
+                        vs.used = True
                         continue
-                    if k == SKIP:  # spaces, slurs, decorations, chord symbols, ...
-                        continue
-                    if k == BAR:  # a bar line
-                        _, text, ending, repeat, _x = info
-                        if vs.bar_max:
-                            if vs.bar_max > t:
-                                t = vs.bar_max
-                            vs.bar_max = 0
-                        if not bar_count and vs.first_bar is None:
-                            vs.first_bar = t
-                        bar_count += 1
-                        vs.bar_start = t
-                        if bar_acc:
-                            bar_acc = vs.bar_acc = {}
-                        if repeat:
-                            vs.repeats = True
-                        if text:
-                            vs.markers.append((t, text, None))
-                        if ending is not None:
-                            vs.markers.append((t, "[", ending))
-                        continue
-                    if k == CHORD:  # a chord of plain notes: what "[", the notes and "]" do
-                        dur = info[3]
-                        if dur <= 0:
-                            for acc, li, lo, base in info[1]:
-                                if acc is not None:  # its accidental still holds in the bar
-                                    bar_acc[li] = acc
-                            self.warn("chord of zero length skipped", once="zero")
-                            continue
-                        # each note's pitch, then what _emit does for untied notes of one
-                        # length (ties and tie_letters are only read until after the loop)
-                        out = []
-                        top = -1  # the highest pitch added so far
-                        for acc, li, lo, base in info[1]:
-                            if acc is None:
-                                if bar_acc and li in bar_acc:
-                                    pitch = base + bar_acc[li]
-                                else:
-                                    pitch = base + sig[li]
-                                    if tie_letters:
-                                        tp = tie_letters.get(lo)
-                                        if tp is not None and pitch not in ties and tp in ties:
-                                            pitch = tp
-                            else:
-                                bar_acc[li] = acc
-                                pitch = base + acc
-                            prev = ties.get(pitch) if ties else None
-                            if prev is not None and prev.start + prev.duration == t:
-                                prev.duration += dur
-                                note = prev
-                            else:
-                                note = new(Note)
-                                note.pitch = pitch
-                                note.start = t
-                                note.duration = dur
-                                note.velocity = 80
-                                add(note)
-                                if pitch <= top:
-                                    vs.unsorted = True
-                                top = pitch
-                            out.append(note)
-                        if ties:
-                            ties = {}
-                        if tie_letters:
-                            tie_letters = {}
-                        lx, lt0, ld, llo = out, t, dur, info[5]
-                        t += dur
-                        used = True
-                        continue
-                    if k == TIE:  # a tie
-                        if lx is not None:
-                            if type(lx) is Note:
-                                ties[lx.pitch] = lx
-                                tie_letters[llo] = lx.pitch
-                            else:
-                                for x, lo in zip(lx, llo):
-                                    ties[x.pitch] = x
-                                    tie_letters[lo] = x.pitch
-                        continue
-                    if k == REST:  # a rest
-                        dur = info[1]
-                        if ties:
-                            ties = {}
-                        if tie_letters:
-                            tie_letters = {}
-                        lx, lt0, ld, llo = (), t, dur, ()
-                        t += dur
-                        used = True
-                        continue
-                elif k == SKIP:
+                if kind == NOTE or kind == CHORD:  # a note, or a chord of plain notes
+                    _, written, los, (n, d), dur = info
+                    lengths = tied = None
+                    if vs.in_chord:
+                        if kind == NOTE:  # inside "[ ]": pitched here, sounds at the "]"
+                            dur = None
+                        else:  # a plain chord after "[": the "[" is dropped
+                            vs.in_chord = False
+                            vs.chord = None
+                    if dur is None or vs.tuplet is not None or vs.broken is not None:
+                        if not vs.in_chord:
+                            dur = self._duration(vs, n, d)
+                elif kind == BAR and not vs.in_chord:
+                    t, bar_acc = self.bar(vs, info, t)
+                    if not quick:  # (a bar line ends a tuplet)
+                        quick = self._quick(vs)
                     continue
-                # anything else: through the general code, on the voice's state
-                _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
-                                 bar_count, used)
-                used = False
-                general = True
-                self._token(vs, k, info, prop_pitch)
-                general = False
-                vs = self.current()
-                (t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, sig, add, cache, bar_count,
-                 plain) = _hot_state(vs, prop_pitch, self.fast)
-        except Exception:  # "stopped reading": the voice's state as it was at the error
-            vs.unsorted = True  # (sorting is always right; _token may have added notes)
-            if not general:
-                _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc,
-                                 bar_count, used)
-            raise
-        _store_hot_state(vs, t, lx, lt0, ld, llo, ties, tie_letters, bar_acc, bar_count, used)
+                elif kind == SKIP:
+                    continue
+                elif kind == TIE:
+                    if vs.in_chord:
+                        if vs.chord:
+                            vs.chord[-1][3] = True
+                    elif last is not None:
+                        if ties is None:
+                            ties = {}
+                        if tie_letters is None:
+                            tie_letters = {}
+                        for x, lo in zip(last[0], last[3]):
+                            ties[x.pitch] = x
+                            tie_letters[lo] = x.pitch
+                    continue
+                elif kind == REST:
+                    if vs.in_chord:
+                        continue
+                    _, (n, d), dur = info
+                    if dur is None or vs.tuplet is not None or vs.broken is not None:
+                        dur = self._duration(vs, n, d)
+                        quick = self._quick(vs)
+                    ties = tie_letters = None
+                    last = ((), t, dur, ())
+                    t += dur
+                    vs.used = True
+                    continue
+                elif kind == CHORD_CLOSE or (kind == BAR and vs.in_chord):
+                    if kind == BAR:
+                        self.warn("chord not closed before a bar line", once="chord")
+                    chord = self._chord_end(vs, info[1] if kind == CHORD_CLOSE else (1, 1))
+                    if chord is None:
+                        if kind == BAR:
+                            t, bar_acc = self.bar(vs, info, t)
+                            quick = self._quick(vs)
+                        continue
+                    written, los, lengths, tied, dur = chord
+                else:
+                    _keep_hot_state(vs, t, ties, tie_letters, bar_acc, last)
+                    read[kind](self, vs, info)
+                    vs = self.current()  # (V: changes the voice)
+                    t, ties, tie_letters, bar_acc, last, sig, unit, notes = _hot_state(vs)
+                    quick = self._quick(vs)
+                    token_info = _token_table(unit)
+                    continue
 
-    def _token(self, vs: _VoiceState, k: int, info: tuple, prop_pitch: bool) -> None:
-        """One token of any kind (``info`` from _token_info) on the voice's state."""
-        notes = vs.voice.notes
-        n0 = len(notes)
-        t0 = vs.t
-        if k == NOTE or k == NOTE + GENERAL:
-            _, acc, li, lo, base, _dur, (n, d, ptext) = info
-            if not prop_pitch:
-                pitch, lo = self._pitch(vs, ptext)
+                sounded = self._sound(vs, kind, written, los, lengths, tied, n, d, dur,
+                                      t, ties, tie_letters, bar_acc, sig, notes)
+                if sounded is None:
+                    continue
+                t, ties, tie_letters, last = sounded
+                if kind == BAR:
+                    t, bar_acc = self.bar(vs, info, t)
+                if not quick:  # (the token may have closed a chord, ended a tuplet)
+                    quick = self._quick(vs)
+        except Exception:  # "stopped reading": the voice as it was at the error
+            if vs is self.cur:
+                _keep_hot_state(vs, t, ties, tie_letters, bar_acc, last)
+            raise
+        _keep_hot_state(vs, t, ties, tie_letters, bar_acc, last)
+
+    def _sound(self, vs: _VoiceState, kind: str, written, los, lengths, tied, n: int, d: int,
+               dur, t: int, ties, tie_letters, bar_acc: dict, sig, notes: list):
+        """Written notes (_pitch_info each) sounding at ``t`` for ``dur`` ticks (None: a note
+        inside "[ ]", only pitched), with music()'s local state passed in: (the time after,
+        the ties and tie letters going on from them, the voice's last sound), or None when
+        nothing sounded."""
+        # Each written note's pitch: its own accidental (which then holds to the bar's
+        # end for its letter, or its letter and octave, as %%propagate-accidentals
+        # says), else one written earlier in the bar, else the key signature's, where
+        # a note tied over the bar line keeps its accidental (as abc2midi does). Then
+        # the notes sound from the voice's time, which moves on dur (no notes: a rest):
+        # each lasts dur or its own length in lengths, and goes on in a tie where tied
+        # says so; a note tied into this time with the same pitch goes on (is
+        # lengthened), any other is a new note.
+        prop = self.propagate
+        out = []
+        new_ties = new_letters = None
+        skipped = False
+        ticks = dur
+        for i, (acc, li, lo, base) in enumerate(written):
+            if li is None:  # pitched where it was written (a "[ ]" chord's note)
+                pitch = base
             else:
-                pitch = _propagated_pitch(vs, acc, li, lo, base)
-            if vs.in_chord:
-                vs.chord.append([pitch, lo, n, d, False])
-                return
-            dur = self._duration(vs, n, d)
+                held = li if prop == "pitch" else lo if prop == "octave" else None
+                if acc is not None:
+                    if held is not None:
+                        bar_acc[held] = acc
+                    pitch = base + acc
+                elif held is not None and bar_acc and held in bar_acc:
+                    pitch = base + bar_acc[held]
+                else:
+                    pitch = base + sig[li]
+                    if tie_letters:
+                        tp = tie_letters.get(lo)
+                        if tp is not None and ties and pitch not in ties and tp in ties:
+                            pitch = tp
+            if dur is None:  # a note inside "[ ]"
+                vs.chord.append([(None, None, lo, pitch), n, d, False])
+                break
             if dur <= 0:
-                self.warn("note of zero length skipped", once="zero")
-                return
-            # one untied note (what _emit does for a single item)
-            t = vs.t
-            old = vs.ties
+                continue
+            if lengths is not None:
+                ticks = lengths[i]
             if not 0 <= pitch <= 127:
                 self.warn("note outside the MIDI range skipped", once="range")
-                vs.last = ((), t, dur, ())
+                out.append(None)
+                skipped = True
+                continue
+            note = ties.get(pitch) if ties else None
+            if note is not None and note.start + note.duration == t:
+                note.duration += ticks
             else:
-                prev = old.get(pitch) if old else None
-                if prev is not None and prev.start + prev.duration == t:
-                    prev.duration += dur
-                    note = prev
-                else:
-                    note = Note(pitch, t, dur)
-                    notes.append(note)
-                vs.last = (note, t, dur, lo)  # one note: not wrapped in tuples
-            if old:
-                vs.ties = {}
-            if vs.tie_letters:
-                vs.tie_letters = {}
-            vs.t = t + dur
-            vs.used = True
-        elif k == BAR or k == BAR + GENERAL:
-            self.bar(vs, info[4])
-        elif k == CHORD or k == CHORD + GENERAL:  # a chord of plain notes: what "[", the notes and "]" do
-            if not prop_pitch:
-                items = [self._pitch(vs, x) for x in info[2]]
-            else:
-                items = [(_propagated_pitch(vs, acc, li, lo, base), lo)
-                         for acc, li, lo, base in info[1]]
-            vs.in_chord = False
-            vs.chord = None
-            n, d = _length_of(info[4])
-            dur = self._duration(vs, n, d)
-            if dur <= 0:
-                self.warn("chord of zero length skipped", once="zero")
-                return
-            # what _emit does for untied notes of one length
-            t = vs.t
-            old = vs.ties
-            out, los = [], []
-            for pitch, lo in items:
-                if not 0 <= pitch <= 127:
-                    self.warn("note outside the MIDI range skipped", once="range")
-                    continue
-                prev = old.get(pitch) if old else None
-                if prev is not None and prev.start + prev.duration == t:
-                    prev.duration += dur
-                    note = prev
-                else:
-                    note = Note(pitch, t, dur)
-                    notes.append(note)
-                out.append(note)
-                los.append(lo)
-            vs.ties = {}
-            vs.tie_letters = {}
-            vs.last = (out, t, dur, los)
-            vs.t = t + dur
-            vs.used = True
-        elif k == CHORD_OPEN:
-            vs.in_chord = True
-            vs.chord = []
-        elif k == CHORD_CLOSE:
-            self.chord_close(vs, info[1])
-        elif k == TIE:
-            if vs.in_chord:
-                if vs.chord:
-                    vs.chord[-1][4] = True
-            elif vs.last is not None:
-                x = vs.last[0]
-                if type(x) is Note:
-                    vs.ties[x.pitch] = x
-                    vs.tie_letters[vs.last[3]] = x.pitch
-                else:
-                    for x, lo in zip(vs.last[0], vs.last[3]):
-                        vs.ties[x.pitch] = x
-                        vs.tie_letters[lo] = x.pitch
-        elif k == REST or k == REST + GENERAL:
-            self.rest(vs, info[2])
-        elif k == FIELD:
-            text = info[1]
-            f, val = text[1], text[3:-1]
-            if f == "V":
-                self.field("V", val, True)
-            elif f in "KLMQ":
-                self.field(f, val, True)
-            elif f in "IrNRPT":
-                pass
-            else:
-                self.warn(f"ignored inline field {text!r}", once="if" + f)
-        elif k == TUPLET:
-            p = int(info[1])
-            if not 2 <= p <= 32:
-                self.warn(f"ignored tuplet ({p}", once="tup")
-                return
-            q = info[2]
-            r = info[3]
-            compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
-            if q:
-                qv = int(q)
-            elif p in (2, 4, 8):
-                qv = 3
-            elif p in (3, 6):
-                qv = 2
-            else:
-                qv = 3 if compound else 2
-            rv = int(r) if r else p
-            if qv > 0 and rv > 0:
-                vs.tuplet = [p, qv, rv]
-        elif k == BROKEN:
-            self.broken(vs, info[1])
-        elif k == ENDING:
-            self.ending(vs, info[1])
-        elif k == MULTI_REST:
-            self.multi_rest(vs, info[1])
-        elif k == OVERLAY:
-            vs.bar_max = max(vs.bar_max, vs.t)
-            vs.t = vs.bar_start
-            vs.last = None
-        elif k == UNKNOWN:
-            self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
-        if len(notes) != n0 or vs.t < t0:  # (music() adds notes going forward only)
-            vs.unsorted = True
+                if notes:  # (else in order: _finish sorts a voice marked unsorted)
+                    x = notes[-1]
+                    if x.start > t or (x.start == t and x.pitch >= pitch):
+                        vs.unsorted = True
+                note = Note(pitch, t, ticks)
+                notes.append(note)
+            out.append(note)
+            if tied is not None and tied[i]:
+                if new_ties is None:
+                    new_ties, new_letters = {}, {}
+                new_ties[pitch] = note
+                new_letters[los[i]] = pitch
+        if dur is None:
+            return None
+        if dur <= 0:
+            self.warn(f"{kind} of zero length skipped", once="zero")
+            return None
+        if skipped:
+            los = [lo for lo, note in zip(los, out) if note is not None]
+            out = [note for note in out if note is not None]
+        vs.used = True
+        return t + dur, new_ties, new_letters, (out, t, dur, los)
 
-    def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
-        n = vs.unit * num
-        d = den
-        tup = vs.tuplet
-        if tup is not None and not vs.in_chord:
-            n *= tup[1]
-            d *= tup[0]
-            tup[2] -= 1
-            if tup[2] <= 0:
-                vs.tuplet = None
-        if vs.broken is not None and not vs.in_chord:
-            bn, bd = vs.broken
-            n *= bn
-            d *= bd
-            vs.broken = None
-        if n <= 0:
-            return 0
-        return n // d if n % d == 0 else max(1, round(n / d))
+    def _quick(self, vs: _VoiceState) -> bool:
+        """Whether a plain note may take music()'s quick way now."""
+        return (self.fast and self.propagate == "pitch" and not vs.in_chord
+                and vs.tuplet is None and vs.broken is None)
 
-    def _pitch(self, vs: _VoiceState, text: str) -> tuple[int, tuple[int, int]]:
-        acc = None
-        j = 0
-        if text[0] in "^_=":
-            j = 2 if text[:2] in ("^^", "__") else 1
-            acc = _ACC_VALUE[text[:j]]
-        c = text[j]
-        octave = 5 if c.islower() else 4
-        li = _LETTER_INDEX[c.upper()]
-        for ch in text[j + 1:]:
-            octave += 1 if ch == "'" else -1
-        lo = (li, octave)
-        prop = self.propagate
-        if acc is None:
-            if prop == "pitch":
-                acc = vs.bar_acc.get(li)
-            elif prop == "octave":
-                acc = vs.bar_acc.get(lo)
-            if acc is None:
-                acc = vs.sig[li]
-                # a tie into a new bar carries its accidental (as abc2midi and most readers do)
-                tp = vs.tie_letters.get(lo)
-                if tp is not None:
-                    p0 = 12 * (octave + 1) + _LETTER_PC[li] + acc
-                    if p0 not in vs.ties and tp in vs.ties:
-                        return tp, lo
-        else:
-            if prop == "pitch":
-                vs.bar_acc[li] = acc
-            elif prop == "octave":
-                vs.bar_acc[lo] = acc
-        return 12 * (octave + 1) + _LETTER_PC[li] + acc, lo
+    # -- the other tokens, one method each, on the voice's state
+    def chord_open(self, vs: _VoiceState, info: tuple) -> None:
+        vs.in_chord = True
+        vs.chord = []
 
-    def chord_close(self, vs, ltext) -> None:
+    def _chord_end(self, vs: _VoiceState, length: tuple[int, int]):
+        """What sounds at "]" of length (num, den): (its notes as written notes already
+        pitched, (letter, octave) of each, ticks of each, whether each is tied on, the chord's
+        ticks), or None."""
         chord = vs.chord or []
         vs.in_chord = False
         vs.chord = None
-        n, d = _length_of(ltext)
+        n, d = length
         if not chord:
-            return
+            return None
         # each note: its own length times the outer one; the chord lasts its first note's
         first = chord[0]
-        fn, fd = first[2] * n, first[3] * d
+        fn, fd = first[1] * n, first[2] * d
         save_t, save_b = (list(vs.tuplet) if vs.tuplet else None), vs.broken
         dur = self._duration(vs, fn, fd)
         notes = []
-        for pitch, lo, cn, cd, tied in chord:
+        for pitched, cn, cd, tied in chord:
             cn *= n
             cd *= d
             if cn * fd == cd * fn:
                 if dur > 0:
-                    notes.append((pitch, lo, dur, tied))
+                    notes.append((pitched, pitched[2], dur, tied))
             else:
                 cur_t, cur_b = vs.tuplet, vs.broken
                 vs.tuplet, vs.broken = (list(save_t) if save_t else None), save_b
                 x = self._duration(vs, cn, cd)
                 vs.tuplet, vs.broken = cur_t, cur_b
                 if x > 0:
-                    notes.append((pitch, lo, x, tied))
+                    notes.append((pitched, pitched[2], x, tied))
         if dur <= 0 or not notes:
             self.warn("chord of zero length skipped", once="zero")
+            return None
+        written, los, lengths, tied = zip(*notes)
+        return written, los, lengths, tied, dur
+
+    def inline_field(self, vs: _VoiceState, info: tuple) -> None:
+        text = info[1]
+        f, val = text[1], text[3:-1]
+        if f in "VKLMQ":
+            self.field(f, val, True)
+        elif f not in "IrNRPT":
+            self.warn(f"ignored inline field {text!r}", once="if" + f)
+
+    def tuplet(self, vs: _VoiceState, info: tuple) -> None:
+        _, p, q, r = info
+        p = int(p)
+        if not 2 <= p <= 32:
+            self.warn(f"ignored tuplet ({p}", once="tup")
             return
-        self._emit(vs, notes, dur)
+        compound = vs.meter[1] >= 8 and vs.meter[0] % 3 == 0 and vs.meter[0] > 3
+        if q:
+            qv = int(q)
+        elif p in (2, 4, 8):
+            qv = 3
+        elif p in (3, 6):
+            qv = 2
+        else:
+            qv = 3 if compound else 2
+        rv = int(r) if r else p
+        if qv > 0 and rv > 0:
+            vs.tuplet = [p, qv, rv]
 
-    def _emit(self, vs: _VoiceState, items, dur: int) -> None:
-        t = vs.t
-        old = vs.ties
-        ties: dict[int, Note] = {}
-        letters: dict[tuple[int, int], int] = {}
-        out, los = [], []
-        vnotes = vs.voice.notes
-        for pitch, lo, d, tied in items:
-            if not 0 <= pitch <= 127:
-                self.warn("note outside the MIDI range skipped", once="range")
-                continue
-            prev = old.get(pitch) if old else None
-            if prev is not None and prev.start + prev.duration == t:
-                prev.duration += d
-                note = prev
-            else:
-                note = Note(pitch, t, d)
-                vnotes.append(note)
-            out.append(note)
-            los.append(lo)
-            if tied:
-                ties[pitch] = note
-                letters[lo] = pitch
-        vs.ties = ties
-        vs.tie_letters = letters
-        vs.last = (out, t, dur, los)
-        vs.t = t + dur
-        vs.used = True
+    def overlay(self, vs: _VoiceState, info: tuple) -> None:
+        """``&``: the next notes start again at the bar's start."""
+        vs.bar_max = max(vs.bar_max, vs.t)
+        vs.t = vs.bar_start
+        vs.last = None
+        vs.unsorted = True
 
-    def rest(self, vs, ltext) -> None:
-        n, d = _length_of(ltext)
-        if vs.in_chord:
-            return
-        dur = self._duration(vs, n, d)
-        vs.ties = {}
-        vs.tie_letters = {}
-        vs.last = ((), vs.t, dur, ())
-        vs.t += dur
-        vs.used = True
+    def unknown(self, vs: _VoiceState, info: tuple) -> None:
+        self.warn(f"ignored character {info[1]!r}", once="ch" + info[1])
 
-    def multi_rest(self, vs, num) -> None:
+    # -- the rules every note follows
+    def _duration(self, vs: _VoiceState, num: int, den: int) -> int:
+        """Ticks of a length ``num/den`` of the unit, inside the current tuplet and broken
+        rhythm (each note counts down the tuplet and takes the broken rhythm)."""
+        n = vs.unit * num
+        d = den
+        tup = vs.tuplet
+        if tup is not None:
+            n *= tup[1]
+            d *= tup[0]
+            tup[2] -= 1
+            if tup[2] <= 0:
+                vs.tuplet = None
+        if vs.broken is not None:
+            bn, bd = vs.broken
+            n *= bn
+            d *= bd
+            vs.broken = None
+        return _ticks(n, d)
+
+    def multi_rest(self, vs: _VoiceState, info: tuple) -> None:
+        num = info[1]
         bars = int(num) if num else 1
         bar = vs.meter[0] * self.tpq * 4 // vs.meter[1]
-        vs.ties = {}
+        vs.ties = None
         vs.last = ([], vs.t, bar * bars, [])
         vs.t += bar * max(1, min(bars, 1000))
         vs.used = True
 
-    def broken(self, vs, text: str) -> None:
+    def broken(self, vs: _VoiceState, info: tuple) -> None:
+        text = info[1]
         k = len(text)
         if vs.last is None:
             return
         notes, start, dur, los = vs.last
-        if type(notes) is Note:
-            notes, los = (notes,), (los,)
         if text[0] == ">":
             new = dur * (2 ** (k + 1) - 1) // (2 ** k)
             vs.broken = (1, 2 ** k)
@@ -1153,36 +914,30 @@ class _TuneReader:
         vs.t += delta
         vs.last = (notes, start, new, los)
 
-    def bar(self, vs, text: str) -> None:
-        if vs.in_chord:
-            self.warn("chord not closed before a bar line", once="chord")
-            self.chord_close(vs, "")
-            vs.t = max(vs.t, vs.bar_max)
+    def bar(self, vs: _VoiceState, info: tuple, t: int) -> tuple[int, dict]:
+        """A bar line at time ``t`` (music() keeps the voice's time): (the time after it, the
+        bar's accidentals, none yet)."""
+        if vs.bar_max:  # (a time before 0, after a broken rhythm on a huge rest, stays)
+            if vs.bar_max > t:
+                t = vs.bar_max
             vs.bar_max = 0
-        elif vs.bar_max:  # (a time before 0, after a broken rhythm on a huge rest, stays)
-            if vs.bar_max > vs.t:
-                vs.t = vs.bar_max
-            vs.bar_max = 0
-        bt = _BAR_CACHE.get(text)
-        if bt is None:
-            bt = _bar_parts(text)
-        text, ending = bt
+        _, text, ending = info
         if vs.bar_count == 0 and vs.first_bar is None:
-            vs.first_bar = vs.t
+            vs.first_bar = t
         vs.bar_count += 1
-        vs.bar_start = vs.t
-        vs.bar_acc = {}
+        vs.bar_start = t
         vs.tuplet = None
         if text:
-            vs.markers.append((vs.t, text, None))
+            vs.markers.append((t, text, None))
             if ":" in text or text == "[":
                 vs.repeats = True
         if ending is not None:
-            vs.markers.append((vs.t, "[", ending))
+            vs.markers.append((t, "[", ending))
             vs.repeats = True
+        return t, {}
 
-    def ending(self, vs, nums: str) -> None:
-        vs.markers.append((vs.t, "[", _ending_numbers(nums)))
+    def ending(self, vs: _VoiceState, info: tuple) -> None:
+        vs.markers.append((vs.t, "[", _ending_numbers(info[1])))
         vs.repeats = True
 
     # -- finishing: repeats, anacrusis, the Piece
@@ -1243,6 +998,15 @@ class _TuneReader:
         return piece, self.warnings
 
 
+# what each kind of token that does not sound does (_TuneReader.music)
+_READERS = {
+    CHORD_OPEN: _TuneReader.chord_open, FIELD: _TuneReader.inline_field,
+    TUPLET: _TuneReader.tuplet, BROKEN: _TuneReader.broken, ENDING: _TuneReader.ending,
+    MULTI_REST: _TuneReader.multi_rest, OVERLAY: _TuneReader.overlay,
+    UNKNOWN: _TuneReader.unknown,
+}
+
+
 def _strip_comment(line: str) -> str:
     i = line.find("%")
     while i > 0 and line[i - 1] == "\\":
@@ -1255,21 +1019,15 @@ def _looks_like_music(s: str) -> bool:
 
 
 _BAR_ENDING = re.compile(r"(\d+(?:[,-]\d+)*)$")
-_BAR_CACHE: dict[str, tuple[str, tuple[int, ...] | None]] = {}
 
 
+@functools.lru_cache(maxsize=1024)
 def _bar_parts(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """A bar line's text split into the bar sign and the ending numbers after it (cached)."""
-    ending = None
+    """A bar line's text split into the bar sign and the ending numbers after it."""
     m = _BAR_ENDING.search(text)
-    key = text
     if m:
-        ending = _ending_numbers(m.group(1))
-        text = text[:m.start()]
-    if len(_BAR_CACHE) > 4096:
-        _BAR_CACHE.clear()
-    _BAR_CACHE[key] = (text, ending)
-    return text, ending
+        return text[:m.start()], _ending_numbers(m.group(1))
+    return text, None
 
 
 def _ending_numbers(text: str) -> tuple[int, ...]:

@@ -9,14 +9,12 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 from fractions import Fraction
-from operator import add
 
 from abcscribe.core.abc.keys import (
     _ACC_TEXT,
     _key_from_histogram,
     _note_text,
     _spelling,
-    estimate_key,
     key_text,
     parse_key,
     signature,
@@ -31,30 +29,22 @@ LAYOUTS = ("voices", "interleaved")
 
 # ---- writer --------------------------------------------------------------------------------
 _NO_TIES: frozenset = frozenset()
-_PITCH_TABLES: dict[tuple, list] = {}
-_TUPLET_LAYOUTS: dict[tuple, tuple] = {}  # _Writer.tuplets() per bar shape, shared by writers
 
 
-def _pitch_table(sig: list[int], fifths: int) -> list[tuple]:
+@functools.lru_cache(maxsize=256)
+def _pitch_table(sig: tuple[int, ...], fifths: int) -> tuple[tuple, ...]:
     """Per MIDI pitch under a key signature: (letter, accidental, octave, text without
     accidental, number of (letter, octave) (>= 7, so apart from letter numbers), text with
-    accidental, True when the key's own accidental, bit of the letter) (cached; the list is
-    shared, never changed)."""
-    k = (tuple(sig), fifths)
-    table = _PITCH_TABLES.get(k)
-    if table is None:
-        spell = _spelling(sig, fifths)
-        table = []
-        for p in range(128):
-            li, acc = spell[p % 12]
-            octave = (p - acc) // 12 - 1
-            txt = _note_text(li, octave)
-            table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
-                          acc == sig[li], 1 << li))
-        if len(_PITCH_TABLES) > 256:
-            _PITCH_TABLES.clear()
-        _PITCH_TABLES[k] = table
-    return table
+    accidental, True when the key's own accidental, bit of the letter)."""
+    spell = _spelling(sig, fifths)
+    table = []
+    for p in range(128):
+        li, acc = spell[p % 12]
+        octave = (p - acc) // 12 - 1
+        txt = _note_text(li, octave)
+        table.append((li, acc, octave, txt, 7 * octave + li + 21, _ACC_TEXT[acc] + txt,
+                      acc == sig[li], 1 << li))
+    return tuple(table)
 
 
 def _length_text(num: int, den: int, unit: int) -> str:
@@ -226,75 +216,10 @@ def _bar_starts(p: Piece, end: int) -> list[int]:
     return p.bar_starts(end)
 
 
-_NP_NOTES = 256  # voices given as columns with this many notes take _chord_segments_np
-_SINGLE = tuple((p,) for p in range(128))
-
-
-def _chord_segments_np(columns, cuts, total_end):
-    """``_Writer._chord_segments`` with numpy, straight from a voice's (starts, pitches,
-    durations, ...) columns: the same segments, or None when the notes overlap (or are not
-    sorted and valid, for the general path to deal with)."""
-    import numpy as np
-
-    st, pi, en, c = (np.array(x) for x in (columns[0], columns[1], columns[2], cuts))
-    if not len(c):
-        c = c.astype(np.int64)
-    if any(a.dtype.kind != "i" for a in (st, pi, en, c)) or not len(st):
-        return None  # ticks that are not whole numbers, or no notes
-    if en.min() <= 0 or pi.min() < 0 or pi.max() > 127 or st.min() < 0:
-        return None
-    en += st
-    new = np.empty(len(st), bool)  # first note of a chord (a run of notes starting together)
-    new[0] = True
-    np.not_equal(st[1:], st[:-1], out=new[1:])
-    if (st[1:] < st[:-1]).any():
-        return None
-    same = ~new[1:]
-    if same.any():
-        dp = pi[1:][same] - pi[:-1][same]
-        if (dp < 0).any():  # not sorted by pitch within a chord
-            return None
-        if (en[1:][same] != en[:-1][same]).any():  # a chord whose notes end apart
-            return None
-        dup = np.zeros(len(st), bool)
-        dup[1:][same] = dp == 0
-        if dup.any():  # the same pitch twice in a chord sounds once
-            keep = ~dup
-            st, pi, en, new = st[keep], pi[keep], en[keep], new[keep]
-    first = np.flatnonzero(new)
-    gs, ge = st[first], en[first]
-    if (gs[1:] < ge[:-1]).any():  # a chord starts before the previous one ends
-        return None
-    # pitches of each chord; index 0 stands for a rest
-    ps = [()]
-    ps.extend(map(_SINGLE.__getitem__, pi[first].tolist()))
-    size = np.diff(first, append=len(pi))
-    multi = np.flatnonzero(size > 1)
-    if len(multi):
-        pl = pi.tolist()
-        for g, a, k in zip(multi.tolist(), first[multi].tolist(), size[multi].tolist()):
-            ps[g + 1] = tuple(pl[a:a + k])
-    c = c[(c > 0) & (c < total_end)]
-    bounds = np.concatenate(([0, total_end], gs, ge, c))
-    bounds.sort()
-    bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
-    lo, hi = bounds[:-1], bounds[1:]
-    g = np.searchsorted(gs, lo, "right") - 1
-    gend = ge[np.maximum(g, 0)]
-    sounding = (g >= 0) & (lo < gend)
-    idx = np.where(sounding, g + 1, 0)
-    tidx = np.where(sounding & (hi < gend), idx, 0)  # cut before the chord ends: tied on
-    ts = [_NO_TIES] * len(ps)
-    for k in set(tidx[tidx > 0].tolist()):
-        ts[k] = frozenset(ps[k])
-    return list(zip(lo.tolist(), hi.tolist(), map(ps.__getitem__, idx.tolist()),
-                    map(ts.__getitem__, tidx.tolist())))
-
-
 class _Writer:
-    def __init__(self, piece: Piece, unit, key, layout, bars_per_line, columns=None):
+    def __init__(self, piece: Piece, voice_notes, unit, key, layout, bars_per_line):
         self.p = piece
-        self.columns = columns  # per voice (starts, pitches, durations, ...), or None
+        self.voice_notes = voice_notes  # per voice, _voice_notes
         self.tpq = piece.tpq or TPQ
         num, den = unit
         ut = self.tpq * 4 * num
@@ -321,7 +246,7 @@ class _Writer:
             self.sig = signature(key.fifths)
             self.ktext = key_text(key)
         fifths = self.key.fifths if self.key is not None else 0
-        self.pitch = _pitch_table(self.sig, fifths)
+        self.pitch = _pitch_table(tuple(self.sig), fifths)
         self.plain_len = _Lengths(self.unit)  # length() of whole ticks, keyed by ticks
         self.chord_info: dict[tuple, tuple] = {}  # _chord_at_start() per chord
         self.len_cache: dict[tuple[int, int], str] = {}
@@ -329,29 +254,13 @@ class _Writer:
         self.plain_ok = _NoteValues(4 * self.tpq)  # ticks -> whether one written note
 
     def _estimate_key(self) -> Key:
-        if self.columns is None:
-            return estimate_key(self.p)
+        """``keys.estimate_key`` of the notes the writer places."""
         hist = [0.0] * 12
-        for v, (_, pitches, durations, *_) in zip(self.p.voices, self.columns):
+        for v, notes in zip(self.p.voices, self.voice_notes):
             if not v.drum:
-                for p, d in zip(pitches, durations):
+                for _, p, d in notes:
                     hist[p % 12] += d
         return _key_from_histogram(hist)
-
-    def notes(self, vi: int) -> list[tuple[int, int, int]]:
-        """Voice ``vi``'s notes as sorted (start, pitch, duration), without the ones the
-        writer cannot place (no duration, pitch out of range, before the start)."""
-        if self.columns is None:
-            notes = [(n.start, n.pitch, n.duration) for n in self.p.voices[vi].notes
-                     if n.duration > 0 and 0 <= n.pitch <= 127 and n.start >= 0]
-            notes.sort()
-            return notes
-        starts, pitches, durations = self.columns[vi][:3]
-        notes = sorted(zip(starts, pitches, durations))
-        if notes and (notes[0][0] < 0 or min(durations) <= 0 or min(pitches) < 0
-                      or max(pitches) > 127):
-            notes = [n for n in notes if n[2] > 0 and 0 <= n[1] <= 127 and n[0] >= 0]
-        return notes
 
     # -- durations
     def length(self, num: int, den: int = 1) -> str:
@@ -365,13 +274,8 @@ class _Writer:
     # -- timeline
     def bars(self) -> list[tuple[int, int]]:
         p = self.p
-        # p.end_tick, without a generator and a property call per note
-        if self.columns is None:
-            end = max([max([n.start + n.duration for n in v.notes]) for v in p.voices
-                       if v.notes], default=0)
-        else:
-            end = max([max(map(add, c[0], c[2])) for c in self.columns if c[0]],
-                      default=0)
+        end = max([max([s + d for s, _, d in notes]) for notes in self.voice_notes if notes],
+                  default=0)
         if end <= 0:
             return []
         starts = [s for s in _bar_starts(p, end) if s < end] or [0]
@@ -396,12 +300,7 @@ class _Writer:
         (rests as ()) with its notes' pitches: one layer when its notes form
         chords (same start, same end) that follow one another, else as many layers as the
         overlaps need (a new onset of a sounding pitch ends the earlier note)."""
-        if self.columns is not None and len(self.columns[vi][0]) >= _NP_NOTES:
-            segs = _chord_segments_np(self.columns[vi], cuts, total_end)
-            if segs is not None:
-                c = self.columns[vi]
-                return [(segs, c[1])]
-        notes = self.notes(vi)
+        notes = self.voice_notes[vi]
         segs = self._chord_segments(notes, cuts, total_end)
         if segs is not None:
             return [(segs, [p for _, p, _ in notes])]
@@ -494,6 +393,22 @@ class _Writer:
         # ``first`` holds those notes until the bar's first segment is written
         first = {pitch[x][4]: x for x in carry} if carry else None
         prev_tied = carry
+
+        def spelled(x: int) -> str:
+            """Pitch ``x`` as written here: with its accidental unless the key and the bar
+            so far give it (and no note tied over the bar line on its letter and octave
+            spells another)."""
+            nonlocal touched
+            li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
+            if not inkey or touched & bit or first:
+                sl = sig[li]
+                if (written.get(li, sl) != acc or written.get(lo, sl) != acc
+                        or (first and first.get(lo, x) != x)):
+                    written[li] = written[lo] = acc
+                    touched |= bit
+                    return atxt
+            return txt
+
         for tup, gsegs in groups:
             plain = tup is None
             if not plain:
@@ -511,16 +426,7 @@ class _Writer:
                     prev_tied = _NO_TIES
                     continue
                 if len(ps) == 1:
-                    x = ps[0]
-                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
-                    # in the key and nothing written on its letter yet: plain
-                    if not inkey or touched & bit or first:
-                        sl = sig[li]
-                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
-                                or (first and first.get(lo, x) != x)):
-                            txt = atxt
-                            written[li] = written[lo] = acc
-                            touched |= bit
+                    txt = spelled(ps[0])
                     first = None
                     prev_tied = tied
                     append(txt + ln + "-" if tied else txt + ln)
@@ -544,21 +450,7 @@ class _Writer:
                     # shares its letter and octave
                     ps = tuple(sorted(ps, key=lambda x: x not in prev_tied))
                 prev_tied = tied
-                parts = []
-                for x in ps:
-                    li, acc, _, txt, lo, atxt, inkey, bit = pitch[x]
-                    if touched & bit or first:
-                        sl = sig[li]
-                        if (written.get(li, sl) != acc or written.get(lo, sl) != acc
-                                or (first and first.get(lo, x) != x)):
-                            txt = atxt
-                            written[li] = written[lo] = acc
-                            touched |= bit
-                    elif not inkey:  # nothing written on its letter: the key's accidental
-                        txt = atxt
-                        written[li] = written[lo] = acc
-                        touched |= bit
-                    parts.append(txt)
+                parts = [spelled(x) for x in ps]
                 first = None
                 if len(tied) == len(ps):
                     append("[" + "".join(parts) + "]" + ln + "-")
@@ -668,13 +560,7 @@ class _Writer:
         """Split a bar into plain runs and tuplet groups [(None|(p, q), segments)]."""
         # the layout depends only on the bar's shape: bars with the same rhythm share it
         shape = tuple([(s - b0, e - b0) for s, e, _, _ in segs])
-        key = (self.tpq, b1 - b0, bool(pickup), shape)
-        layout = _TUPLET_LAYOUTS.get(key)
-        if layout is None:
-            layout = self._tuplet_layout(shape, b1 - b0, pickup)
-            if len(_TUPLET_LAYOUTS) >= 20000:
-                _TUPLET_LAYOUTS.clear()
-            _TUPLET_LAYOUTS[key] = layout
+        layout = _Writer._tuplet_layout(self.tpq, shape, b1 - b0, bool(pickup))
         groups = []
         for tag, pieces in layout:
             out = []
@@ -684,12 +570,15 @@ class _Writer:
             groups.append((tag, out))
         return groups
 
-    def _tuplet_layout(self, shape, length, pickup):
+    @staticmethod
+    @functools.lru_cache(maxsize=20000)
+    def _tuplet_layout(tpq: int, shape, length: int, pickup: bool):
         """``tuplets`` for a bar from 0 to ``length`` whose segments span ``shape``:
-        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]."""
-        plan = self._tuplet_plan(shape, length, pickup)
+        [(None|(p, q), [(start, end, segment index, True when the piece ends the segment)])]
+        (the same for every bar of that shape, in any writer at ``tpq``)."""
+        plan = _Writer._tuplet_plan(tpq, shape, length, pickup)
         if plan is None:  # nothing fits (raw, unquantized ticks): snap to the plain grid
-            odd = self.odd
+            odd = _odd_part(tpq)
             snapped = []
             for i, (s, e) in enumerate(shape):
                 s2 = round(s / odd) * odd
@@ -716,10 +605,11 @@ class _Writer:
                     groups.append((tag, [(a, b, i, b == e)]))
         return tuple(((g[0][0], g[0][1]) if g[0] else None, tuple(g[1])) for g in groups)
 
-    def _tuplet_plan(self, shape, b1, pickup):
+    @staticmethod
+    def _tuplet_plan(tpq: int, shape, b1: int, pickup: bool):
         """[(chunk start, chunk end, tuplet p or None)] covering a bar from 0 to ``b1`` whose
         segments span ``shape`` [(start, end)], or None when no tuplet grid fits."""
-        odd, tpq = self.odd, self.tpq
+        odd = _odd_part(tpq)
         starts = [s for s, _ in shape]
         ends = [e for _, e in shape]  # ascending too: segments do not overlap
 
@@ -892,10 +782,10 @@ def write_abc(
         raise UserError(f"unit must be a positive fraction like 1/16, got {unit!r}")
     if notes is not None and len(notes) != len(piece.voices):
         raise ValueError(f"notes: {len(notes)} voices' columns for {len(piece.voices)} voices")
-    writer = _Writer(piece, unit, key, layout, bars_per_line, notes)
+    writer = _Writer(piece, _voice_notes(piece, notes), unit, key, layout, bars_per_line)
     # The writer makes hundreds of thousands of small tuples and lists for a long piece, none
-    # in a reference cycle: with the cycle collector paused it runs a third faster in a
-    # process that holds many objects (a CLI run's imports).
+    # in a reference cycle: with the cycle collector paused, `midi2abc` on
+    # examples/bench/midi2abc.py's folder converts about 8% more notes per CPU second.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -903,6 +793,23 @@ def write_abc(
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _voice_notes(piece: Piece, columns=None) -> list[list[tuple[int, int, int]]]:
+    """The one form the writer reads notes in: per voice, sorted (start, pitch, duration),
+    without the notes it cannot place (no duration, pitch out of range, before the start).
+    From ``columns`` (per voice: starts, pitches, durations, ...) when given, else from the
+    voices' notes."""
+    out = []
+    for i, v in enumerate(piece.voices):
+        if columns is None:
+            notes = [(n.start, n.pitch, n.duration) for n in v.notes]
+        else:
+            notes = list(zip(*columns[i][:3]))
+        notes = [n for n in notes if n[2] > 0 and 0 <= n[1] <= 127 and n[0] >= 0]
+        notes.sort()
+        out.append(notes)
+    return out
 
 
 def parse_unit(text: str) -> tuple[int, int]:
