@@ -16,7 +16,6 @@ to whole encoder frames).
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -64,28 +63,13 @@ def written_notes(text: str) -> Notes | None:
 def agreement(heard: Notes, written: Notes | None) -> float:
     """Onset F-measure of ``written`` against ``heard`` (one-to-one, equal pitch, onsets within
     :data:`TOLERANCE`); -1 for a text with no notes."""
+    from abcscribe.core.note_encoder import matched_onsets
+
     if not written:
         return -1.0
     if not heard:
         return 0.0
-    by_pitch: dict[int, list[float]] = {}
-    for t, p in sorted(heard):
-        by_pitch.setdefault(p, []).append(t)
-    used: dict[int, set[int]] = {}
-    hits = 0
-    for t, p in sorted(written):
-        times = by_pitch.get(p)
-        if not times:
-            continue
-        taken = used.setdefault(p, set())
-        i = bisect_left(times, t - TOLERANCE - 1e-9)
-        while i < len(times) and times[i] <= t + TOLERANCE + 1e-9:
-            if i not in taken:
-                taken.add(i)
-                hits += 1
-                break
-            i += 1
-    return 2.0 * hits / (len(heard) + len(written))
+    return 2.0 * matched_onsets(written, heard, TOLERANCE) / (len(heard) + len(written))
 
 
 def respellings(text: str) -> list[str]:
@@ -121,7 +105,7 @@ def pick_by_ear(texts: list[str], heard: Notes) -> str:
     """The text (maybe respelled) whose notes agree most with ``heard``; among equals the
     earliest text in its own spelling."""
     best, best_score = texts[0] if texts else "", -2.0
-    for text in texts:
+    for text in dict.fromkeys(texts):  # samples often repeat the greedy text: judged once
         for candidate in respellings(text):
             s = agreement(heard, written_notes(candidate))
             if s > best_score + 1e-12:

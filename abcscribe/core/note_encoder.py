@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import sys
 import time
+from bisect import bisect_left
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -232,17 +233,33 @@ def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = 0.5) ->
     return list(zip(t.tolist(), (p + LOWEST_PITCH).tolist()))
 
 
-def onset_f1(ref: list[tuple[int, int]], est: list[tuple[int, int]], tol: int = 2) -> tuple[int, int, int]:
-    """(matched, n_ref, n_est) with one-to-one matching of equal pitches within ``tol`` frames."""
-    used = set()
+def matched_onsets(ref: Iterable[tuple[float, int]], est: Iterable[tuple[float, int]], tol: float) -> int:
+    """How many (time, pitch) notes of ``ref`` match one of ``est`` each: same pitch, times
+    within ``tol``, one-to-one. In time order each takes the earliest free match, which for
+    windows of one width is a largest matching."""
+    times: dict[int, list[float]] = {}
+    for t, p in sorted(est):
+        times.setdefault(p, []).append(t)
+    taken: dict[int, set[int]] = {}
     hits = 0
-    for t, p in ref:
-        for j, (u, q) in enumerate(est):
-            if j not in used and q == p and abs(u - t) <= tol:
-                used.add(j)
+    for t, p in sorted(ref):
+        ts = times.get(p)
+        if not ts:
+            continue
+        used = taken.setdefault(p, set())
+        i = bisect_left(ts, t - tol - 1e-9)
+        while i < len(ts) and ts[i] <= t + tol + 1e-9:
+            if i not in used:
+                used.add(i)
                 hits += 1
                 break
-    return hits, len(ref), len(est)
+            i += 1
+    return hits
+
+
+def onset_f1(ref: list[tuple[int, int]], est: list[tuple[int, int]], tol: int = 2) -> tuple[int, int, int]:
+    """(matched, n_ref, n_est): :func:`matched_onsets` of notes in frames within ``tol`` frames."""
+    return matched_onsets(ref, est, tol), len(ref), len(est)
 
 
 # ---- pretraining ------------------------------------------------------------------------------
