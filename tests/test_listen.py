@@ -44,3 +44,75 @@ def test_pick_by_ear_prefers_the_notes_heard_then_the_earliest_text():
     assert pick_by_ear([wrong_rhythm, wrong_rhythm], written_notes(wrong_rhythm)) == wrong_rhythm
     # garbage never wins over a tune
     assert pick_by_ear(["no music here", wrong_key], heard).startswith("X:1")
+
+
+def _heard_from(text: str, sure: float = 0.95):
+    """What a perfect ear hears of ``text``: each note's onset, pitch and end, ``sure`` sure."""
+    from abcscribe.core.listen import Heard
+
+    piece, _ = read_abc(text)
+    return [Heard(piece.seconds(n.start), n.pitch, sure, piece.seconds(n.end))
+            for v in piece.voices for n in v.notes]  # fmt: skip
+
+
+def _sounding(text: str):
+    piece, _ = read_abc(text)
+    return sorted((round(piece.seconds(n.start), 3), n.pitch) for v in piece.voices for n in v.notes)
+
+
+def test_revise_keeps_the_texts_frame_and_writes_the_notes_heard():
+    from abcscribe.core.listen import Heard, revise
+
+    truth = TUNE.format(key="D", body="d2 fe dcBA | B2 AF D4")
+    heard = _heard_from(truth)
+    heard.append(Heard(0.0, 86, 0.5, 0.5))  # a faint octave ghost over the first note
+    # what a small LM writes: tempo 5 % fast, one pitch wrong (g for f), one note missing (the
+    # A before the bar line), one note nobody played (an extra E)
+    written = TUNE.format(key="D", body="d2 ge dcB2 | B2 AF DE D2").replace("Q:1/4=120", "Q:1/4=126")
+    written = written.replace("V:1", 'V:1 name="Violin"').replace("program 0", "program 40")
+    revised = revise(written, heard)
+    assert _sounding(revised) == _sounding(truth)
+    piece, warns = read_abc(revised)
+    assert not warns and piece.bpm == 120 and piece.key.fifths == 2
+    assert (piece.voices[0].program, piece.voices[0].name) == (40, "Violin")
+    assert (piece.meter.numerator, piece.meter.denominator) == (4, 4)
+    # one note at a time, as written: no chord from the ghost, no overlap
+    notes = piece.voices[0].notes
+    assert all(a.end <= b.start for a, b in zip(notes, notes[1:]))
+
+
+def test_revise_puts_added_notes_in_the_voice_nearest_in_pitch():
+    from abcscribe.core.listen import revise
+
+    two = ("X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1\n%%MIDI program 40\ne2 d2 c4 |]\n"
+           "V:2\n%%MIDI program 42\nC,2 D,2 E,4 |]\n")  # fmt: skip
+    heard = _heard_from(two)
+    without_bass_note = two.replace("C,2 D,2 E,4", "C,2 z2 E,4")
+    revised = revise(without_bass_note, heard)
+    piece, _ = read_abc(revised)
+    assert [n.pitch for n in piece.voices[1].notes] == [48, 50, 52]
+    assert [n.pitch for n in piece.voices[0].notes] == [76, 74, 72]
+    assert [v.program for v in piece.voices] == [40, 42]
+
+
+def test_revise_leaves_texts_without_notes_and_unsure_ears_alone():
+    from abcscribe.core.listen import revise
+
+    truth = TUNE.format(key="C", body="CDEF GABc")
+    assert revise("no music here", _heard_from(truth)) == "no music here"
+    rests = TUNE.format(key="C", body="z8")
+    assert revise(rests, _heard_from(truth)) == rests
+    # notes heard too faintly are not added; written notes the ear did not hear go
+    revised = revise(TUNE.format(key="C", body="CDEF z4"), _heard_from(truth, sure=0.5))
+    assert _sounding(revised) == _sounding(TUNE.format(key="C", body="CDEF z4"))
+    assert _sounding(revise(TUNE.format(key="C", body="CDEF GABc"), [])) == []  # nothing heard: nothing kept
+
+
+def test_fit_tempo_finds_the_grid_the_onsets_fall_on():
+    from abcscribe.core.listen import fit_tempo
+
+    onsets = [i * 60 / 132 / 2 for i in range(16)]  # eighth notes at 132
+    assert fit_tempo(126, onsets, 0.06) == 132
+    assert fit_tempo(132, onsets, 0.06) == 132
+    assert fit_tempo(100, onsets, 0.06) in range(94, 107)  # never outside the spread
+    assert fit_tempo(120, [], 0.06) == 120

@@ -62,6 +62,14 @@ def main(
         "greedy text is one candidate, the others sampled at 0.8); other models keep the one "
         "that reads cleanly and agrees most with the others.",
     ),
+    revise: bool = typer.Option(
+        True,
+        "--revise/--no-revise",
+        help="A model with a note encoder checks the kept text's notes against what the encoder "
+        "hears: notes it did not hear go, notes it surely heard come in on the text's beat grid, "
+        "the tempo is refitted to the heard onsets; metre, key, voices and instruments stay as "
+        "written. --no-revise writes the language model's notes only.",
+    ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed for sampling: the same seed, the same transcription."
     ),
@@ -164,6 +172,7 @@ def main(
             ),
             window_seconds=window_seconds,
             best_of=best_of,
+            revise=revise,
             prompt=prompt,
             batch_size=batch_size,
         ))

@@ -6,7 +6,10 @@ frame maps). The language model writes the music (metre, tempo, bars, voices, in
 among several texts it could write, :func:`pick_by_ear` keeps the one whose notes agree most
 with what the encoder heard, trying each text under other key signatures too (the letters a
 small LM writes are usually right where its ``K:`` is not, and the key decides every sharp and
-flat).
+flat). :func:`revise` then checks the chosen text's notes against the ear: notes nobody heard
+go, notes heard surely that nobody wrote come in on the text's own beat grid, and its tempo is
+refitted to the heard onsets; the text's metre, key, voices and instruments stay. The language
+model frames the music, the encoder decides which notes sound.
 
 Agreement is the onset F-measure between the notes a text sounds and the notes heard: same
 pitch, onsets within :data:`TOLERANCE` seconds (the 50 ms of the note-F1 metric, rounded down
@@ -16,7 +19,8 @@ to whole encoder frames).
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +31,22 @@ SIGNATURES = range(-6, 7)  # key signatures tried: six flats .. six sharps
 _TONIC_MODES = ("major", "minor", "mixolydian", "dorian")
 _KEY_LINE = re.compile(r"^K:[ \t]*(?P<key>[A-G][#b]?[ \t]*[A-Za-z]*)", re.MULTILINE)
 
+FAINTEST = 0.3  # onset probability down to which note starts are listened for
+# a heard note nobody wrote is added when the encoder is this sure of it (val clips of the
+# demo: 0.6-0.7 best; 0.9 cost 0.05-0.15 note F1)
+ADD_THRESHOLD = 0.7
+TEMPO_SPREAD = 0.06  # a written tempo is refitted to the heard onsets within +-6 %
 Notes = list[tuple[float, int]]  # (onset seconds, MIDI pitch)
+
+
+class Heard(NamedTuple):
+    """A note start the encoder heard: seconds, MIDI pitch, how sure (onset probability),
+    and where it ends (seconds)."""
+
+    onset: float
+    pitch: int
+    sure: float
+    end: float
 
 
 def hears(model: Any) -> bool:
@@ -36,16 +55,47 @@ def hears(model: Any) -> bool:
     return bool(features is not None and str(features.encoder_name).startswith("notes:"))
 
 
-def heard_notes(model: Any, record: dict[str, Any], threshold: float = HEARD_THRESHOLD) -> Notes | None:
-    """Note starts the model's note encoder hears in ``record``'s clip, or None for a model
-    without one."""
+def listen(model: Any, record: dict[str, Any]) -> list[Heard] | None:
+    """Every note start the model's note encoder may hear in ``record``'s clip (down to
+    :data:`FAINTEST`), or None for a model without one."""
     if not hears(model):
         return None
-    from abcscribe.core.note_encoder import FRAME_RATE, N_BINS, frame_notes
+    from abcscribe.core.note_encoder import N_BINS
 
     feats = np.asarray(model.features.get(record))
-    onset, frame = feats[:, :N_BINS], feats[:, N_BINS : 2 * N_BINS]
-    return [(t / FRAME_RATE, p) for t, p in frame_notes(onset, frame, threshold)]
+    return hearing(feats[:, :N_BINS], feats[:, N_BINS : 2 * N_BINS])
+
+
+def hearing(onset: np.ndarray, frame: np.ndarray, threshold: float = FAINTEST) -> list[Heard]:
+    """Note starts in a note encoder's onset and frame maps (50 frames a second) down to
+    ``threshold``, each with how sure the encoder is (the onset map's peak over the start) and
+    where the note ends (where the frame map falls below one half)."""
+    from abcscribe.core.note_encoder import FRAME_RATE, LOWEST_PITCH, frame_notes
+
+    out = []
+    n = len(frame)
+    for t, p in frame_notes(onset, frame, threshold):
+        b = p - LOWEST_PITCH
+        last = t
+        while last + 1 < n and onset[last + 1, b] >= threshold:  # the run of onset frames
+            last += 1
+        end = last + 1
+        while end < n and frame[end, b] >= 0.5:
+            end += 1
+        out.append(Heard(t / FRAME_RATE, p, float(onset[t : last + 1, b].max()), end / FRAME_RATE))
+    return out
+
+
+def heard_notes(model: Any, record: dict[str, Any], threshold: float = HEARD_THRESHOLD) -> Notes | None:
+    """(onset, pitch) of the notes the model's note encoder hears in ``record``'s clip at least
+    ``threshold`` sure, or None for a model without one."""
+    heard = listen(model, record)
+    return None if heard is None else sure(heard, threshold)
+
+
+def sure(heard: list[Heard], threshold: float = HEARD_THRESHOLD) -> Notes:
+    """(onset, pitch) of the heard notes at least ``threshold`` sure."""
+    return [(h.onset, h.pitch) for h in heard if h.sure >= threshold]
 
 
 def written_notes(text: str) -> Notes | None:
@@ -110,4 +160,92 @@ def pick_by_ear(texts: list[str], heard: Notes) -> str:
             s = agreement(heard, written_notes(candidate))
             if s > best_score + 1e-12:
                 best, best_score = candidate, s
+    return best
+
+
+
+# ---- writing what is heard --------------------------------------------------------------------
+
+
+def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
+           tempo_spread: float = TEMPO_SPREAD) -> str:  # fmt: skip
+    """``text`` with its notes checked against what the encoder heard.
+
+    The text keeps its metre, key, voices and instruments, and its tempo refitted to the heard
+    onsets (:func:`fit_tempo`). A written note the ear heard too (same pitch, onset within
+    :data:`TOLERANCE`) stays as written; a written note nothing was heard for goes; a heard note
+    at least ``add`` sure that nobody wrote comes in on the text's sixteenth-note grid, in the
+    voice nearest in pitch, lasting until it is heard to end. A voice written one note at a time
+    stays so (at a start the surest note, each note cut where the next begins). A text with no
+    K: line or no notes is returned as it is."""
+    from abcscribe.core.abc import extract_abc, read_abc, write_abc
+    from abcscribe.core.notes import Note
+
+    abc = extract_abc(text or "")
+    if not re.search(r"^K:", abc, re.MULTILINE):  # prose, or note-like garbage: no tune to revise
+        return text
+    try:
+        piece, _ = read_abc(abc)
+    except Exception:  # a model's text: anything may come
+        return text
+    voices = [v for v in piece.voices if not v.drum and v.notes]
+    if not voices:
+        return text
+    if tempo_spread and len(piece.tempos) == 1:
+        onsets = [h.onset for h in heard if h.sure >= HEARD_THRESHOLD]
+        piece.tempos[0] = replace(piece.tempos[0], bpm=fit_tempo(piece.bpm, onsets, tempo_spread))
+    grid = piece.tpq // 4
+    confirmed = _confirmed(piece, voices, heard)
+    # per voice (note, how sure): a written note the ear confirms is surest
+    kept = [[(n, 2.0) for n in v.notes if id(n) in confirmed] for v in voices]
+    centre = [float(np.median([n.pitch for n in v.notes])) for v in voices]
+    one_at_a_time = [all(a.start != b.start for a, b in zip(v.notes, v.notes[1:])) for v in voices]
+    for h in heard:
+        if h.sure < add or id(h) in confirmed:
+            continue
+        start = max(0, int(round(piece.tick_at(h.onset) / grid)) * grid)
+        stop = max(start + grid, int(round(piece.tick_at(h.end) / grid)) * grid)
+        nearest = min(range(len(voices)), key=lambda i: abs(h.pitch - centre[i]))
+        kept[nearest].append((Note(h.pitch, start, stop - start), h.sure))
+    for v, notes, single in zip(voices, kept, one_at_a_time):
+        notes.sort(key=lambda ns: (ns[0].start, -ns[1]))
+        if single:
+            notes[:] = [ns for i, ns in enumerate(notes) if i == 0 or ns[0].start != notes[i - 1][0].start]
+            for (n, _), (nxt, _) in zip(notes, notes[1:]):
+                n.duration = min(n.duration, nxt.start - n.start)
+        v.notes = sorted((n for n, _ in notes), key=lambda n: (n.start, n.pitch))
+    piece.voices = [v for v in piece.voices if v.drum or v.notes]
+    return write_abc(piece, key=piece.key)
+
+
+def _confirmed(piece, voices, heard: list[Heard]) -> set[int]:
+    """ids of the written notes and of the heard notes matched one-to-one: same pitch, onsets
+    within :data:`TOLERANCE`, written notes in time order taking the earliest free heard one."""
+    free: dict[int, list[Heard]] = {}
+    for h in sorted(heard, key=lambda h: h.onset):
+        free.setdefault(h.pitch, []).append(h)
+    written = sorted(((piece.seconds(n.start), n) for v in voices for n in v.notes), key=lambda tn: tn[0])
+    out: set[int] = set()
+    for t, n in written:
+        for h in free.get(n.pitch, ()):
+            if id(h) not in out and abs(h.onset - t) <= TOLERANCE + 1e-9:
+                out.update((id(h), id(n)))
+                break
+    return out
+
+
+def fit_tempo(bpm: float, onsets: list[float], spread: float, width: float = 0.035) -> float:
+    """The whole-number tempo within ``bpm`` * (1 +- ``spread``) whose sixteenth-note grid
+    (from time 0) the ``onsets`` fall nearest to: each onset counts 1 - its distance to the
+    grid over ``width`` seconds (nothing beyond); among equals the tempo nearest ``bpm``."""
+    if not onsets or bpm <= 0:
+        return bpm
+    t = np.asarray(onsets, dtype=float)
+    best, best_fit = bpm, -1.0
+    low, high = int(bpm * (1 - spread)), int(bpm * (1 + spread))
+    for cand in sorted(range(max(1, low), high + 1), key=lambda b: abs(b - bpm)):
+        step = 15.0 / cand  # a sixteenth note in seconds
+        fit = float(np.clip(1.0 - np.abs(t - np.round(t / step) * step) / width, 0.0, None).sum())
+        if fit > best_fit + 1e-9:
+            best, best_fit = float(cand), fit
     return best

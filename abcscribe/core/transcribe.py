@@ -46,11 +46,13 @@ _HEADER_FIELD = re.compile(r"^[A-Za-z]:", re.MULTILINE)
 @dataclass(frozen=True)
 class TranscribeOptions:
     """How to transcribe: decoding (``generation``), window length (None: the model's),
-    best-of N self-consistency, the question asked (None: the record's, else the default)."""
+    best-of N candidates, whether a model that hears revises the kept text by ear, the
+    question asked (None: the record's, else the default)."""
 
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     window_seconds: float | None = None
     best_of: int | None = None  # None: 16 for a model with a note encoder, else 1
+    revise: bool = True  # a model with a note encoder: the kept text's notes checked by ear
     prompt: str | None = None
     batch_size: int = 1
 
@@ -223,8 +225,10 @@ def generate_windows(
     """For each window record, ``num_samples`` texts, each the best of ``best_of`` samples;
     records go to the model ``batch_size`` at a time. A model with a note encoder chooses by
     ear (:func:`core.listen.pick_by_ear`: greedy text and samples, each under every key
-    signature, against the notes the encoder hears); others by consensus (:func:`pick_best`)."""
-    from abcscribe.core.listen import heard_notes, pick_by_ear
+    signature, against the notes the encoder hears) and, with ``options.revise``, checks the
+    kept text's notes against the ear (:func:`core.listen.revise`); others choose by consensus
+    (:func:`pick_best`)."""
+    from abcscribe.core.listen import listen, pick_by_ear, revise, sure
 
     k = max(1, options.generation.num_samples)
     n = best_of(model, options)
@@ -242,12 +246,13 @@ def generate_windows(
             greedy = model.generate(batch, replace(gen, temperature=0.0, num_samples=1))
             sampled = [g + s for g, s in zip(greedy, sampled)]
         for rec, texts in zip(batch, sampled):
-            heard = heard_notes(model, rec)
+            heard = listen(model, rec)
             groups = [texts[j * n : (j + 1) * n] for j in range(k)]
             if heard is None:
                 out.append([g[pick_best(g)] for g in groups])
-            else:
-                out.append([pick_by_ear(g, heard) for g in groups])
+                continue
+            kept = [pick_by_ear(g, sure(heard)) for g in groups]
+            out.append([revise(t, heard) for t in kept] if options.revise else kept)
     return out
 
 
