@@ -18,7 +18,7 @@ from pathlib import Path
 
 from abcscribe.core.reward import summarize
 
-SYSTEMS = ("baseline", "untrained", "sft", "ppo")
+SYSTEMS = ("baseline", "untrained", "sft", "ppo-lm", "ppo")
 METRICS = ("reward", "pitch", "metre", "tempo", "instrument", "note_f1")
 LOSSES = {"pitch", "metre", "tempo", "instrument"}  # seed components are losses (lower is better)
 
@@ -171,7 +171,10 @@ def main(argv=None) -> int:
           "Held-out test clips; mean with 95% bootstrap interval. `reward` is the seed's "
           "(higher is better); pitch, metre, tempo and instrument are its losses (lower is "
           "better); note_f1 is onset F1 (50 ms; basic-pitch: its raw note events, while its "
-          "reward and losses are those of its notes quantised to ABC at 120 BPM).", ""]
+          "reward and losses are those of its notes quantised to ABC at 120 BPM). untrained, sft "
+          "and ppo are revised by ear (`transcribe --revise`, the default: notes checked "
+          "against what the note encoder hears); ppo-lm is the ppo model's own notes "
+          "(`--no-revise`).", ""]
     for cond in conds:
         scores = condition_scores(run, cond)
         if not scores:

@@ -34,7 +34,7 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     # the tunes' conditions: the training renderers, and a soundfont no training clip used
     for cond in ("demo", "soundfont"):
         entry = report["conditions"][cond]
-        assert set(entry["systems"]) == {"baseline", "untrained", "sft", "ppo"}, cond
+        assert set(entry["systems"]) == {"baseline", "untrained", "sft", "ppo-lm", "ppo"}, cond
         for name, row in entry["systems"].items():
             assert row["n"] == 6, (cond, name)
             assert 0.0 <= row["reward"]["mean"] <= 1.0

@@ -177,12 +177,12 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
     at least ``add`` sure that nobody wrote comes in on the text's sixteenth-note grid, in the
     voice nearest in pitch, lasting until it is heard to end. A voice written one note at a time
     stays so (at a start the surest note, each note cut where the next begins). A text with no
-    K: line or no notes is returned as it is."""
+    header or no notes is returned as it is."""
     from abcscribe.core.abc import extract_abc, read_abc, write_abc
     from abcscribe.core.notes import Note
 
     abc = extract_abc(text or "")
-    if not re.search(r"^K:", abc, re.MULTILINE):  # prose, or note-like garbage: no tune to revise
+    if not re.search(r"^[A-Za-z]:", abc, re.MULTILINE):  # prose, or note-like garbage: no tune
         return text
     try:
         piece, _ = read_abc(abc)
