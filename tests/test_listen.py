@@ -116,3 +116,16 @@ def test_fit_tempo_finds_the_grid_the_onsets_fall_on():
     assert fit_tempo(132, onsets, 0.06) == 132
     assert fit_tempo(100, onsets, 0.06) in range(94, 107)  # never outside the spread
     assert fit_tempo(120, [], 0.06) == 120
+
+
+def test_revise_gives_simultaneous_added_notes_a_voice_each():
+    from abcscribe.core.listen import Heard, revise
+
+    truth = ("X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1\n%%MIDI program 40\ne2 f2 e4 |]\n"
+             "V:2\n%%MIDI program 41\nc2 e2 c4 |]\n")  # fmt: skip
+    heard = [h._replace(sure=0.95 if h.pitch == 77 else 0.9) for h in _heard_from(truth)]
+    # both voices' second notes missing; the alto's (e) is nearer the soprano's pitches
+    revised = revise(truth.replace("e2 f2 e4", "e2 z2 e4").replace("c2 e2 c4", "c2 z2 c4"), heard)
+    piece, _ = read_abc(revised)
+    assert [n.pitch for n in piece.voices[0].notes] == [76, 77, 76]
+    assert [n.pitch for n in piece.voices[1].notes] == [72, 76, 72]

@@ -175,8 +175,8 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
     onsets (:func:`fit_tempo`). A written note the ear heard too (same pitch, onset within
     :data:`TOLERANCE`) stays as written; a written note nothing was heard for goes; a heard note
     at least ``add`` sure that nobody wrote comes in on the text's sixteenth-note grid, in the
-    voice nearest in pitch, lasting until it is heard to end. A voice written one note at a time
-    stays so (at a start the surest note, each note cut where the next begins). A text with no
+    voice nearest in pitch that has no note starting there yet, lasting until it is heard to
+    end. A voice written one note at a time stays so (at a start the surest note, each note cut where the next begins). A text with no
     header or no notes is returned as it is."""
     from abcscribe.core.abc import extract_abc, read_abc, write_abc
     from abcscribe.core.notes import Note
@@ -200,13 +200,19 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
     kept = [[(n, 2.0) for n in v.notes if id(n) in confirmed] for v in voices]
     centre = [float(np.median([n.pitch for n in v.notes])) for v in voices]
     one_at_a_time = [all(a.start != b.start for a, b in zip(v.notes, v.notes[1:])) for v in voices]
-    for h in heard:
+    starts = [{n.start for n, _ in notes} for notes in kept]
+    for h in sorted(heard, key=lambda h: -h.sure):  # the surest first: they choose voices first
         if h.sure < add or id(h) in confirmed:
             continue
         start = max(0, int(round(piece.tick_at(h.onset) / grid)) * grid)
         stop = max(start + grid, int(round(piece.tick_at(h.end) / grid)) * grid)
-        nearest = min(range(len(voices)), key=lambda i: abs(h.pitch - centre[i]))
-        kept[nearest].append((Note(h.pitch, start, stop - start), h.sure))
+        # the voice nearest in pitch that is free at that start (one written a note at a time
+        # takes one note a start), else the nearest
+        order = sorted(range(len(voices)), key=lambda i: abs(h.pitch - centre[i]))
+        free = [i for i in order if not (one_at_a_time[i] and start in starts[i])]
+        i = (free or order)[0]
+        kept[i].append((Note(h.pitch, start, stop - start), h.sure))
+        starts[i].add(start)
     for v, notes, single in zip(voices, kept, one_at_a_time):
         notes.sort(key=lambda ns: (ns[0].start, -ns[1]))
         if single:

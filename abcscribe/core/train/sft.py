@@ -386,7 +386,9 @@ def run_sft(
         "train_loss": float(result.training_loss),
         "eval_loss": float(final_eval["eval_loss"]) if "eval_loss" in final_eval else None,
         "seconds": round(seconds, 2),
-        "samples_per_second": round(result.global_step * opts.batch_size * opts.grad_accum / max(seconds, 1e-9), 3),
+        # records of all processes (each takes batch_size a step)
+        "samples_per_second": round(result.global_step * opts.batch_size * opts.grad_accum
+                                    * trainer.args.world_size / max(seconds, 1e-9), 3),  # fmt: skip
         "lr": lr,
     }
     if trainer.is_world_process_zero():
