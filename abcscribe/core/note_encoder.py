@@ -235,13 +235,34 @@ def stored_cqt(record: dict[str, Any]) -> np.ndarray | None:
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
-    """(frame index, pitch) of note starts: onset peaks above ``threshold`` where the pitch
-    sounds, one per run of consecutive onset frames."""
-    hits = (onset >= threshold) & (frame >= threshold * 0.5)
-    starts = hits & ~np.vstack([np.zeros((1, hits.shape[1]), bool), hits[:-1]])
-    t, p = np.nonzero(starts)
-    return list(zip(t.tolist(), (p + LOWEST_PITCH).tolist()))
+#: the onset probability a heard note starts at (val's choice for encoders that hear both ways)
+ONSET_THRESHOLD = 0.6
+
+
+def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = ONSET_THRESHOLD,
+                frame_threshold: float | None = None,
+                release: float | None = None) -> list[tuple[int, int]]:
+    """(frame index, pitch) of note starts, in time order: one per run of frames where the
+    pitch sounds (frame >= ``frame_threshold``, default ``threshold``) and its onset
+    probability stays at or above ``release`` (default half of ``threshold``), at the run's
+    first frame whose onset reaches ``threshold``. A note's onset probability that dips and
+    rises again while it sounds starts no second note; a pitch the frame map does not hold
+    (a partial of a lower note, mostly) starts none."""
+    frame_threshold = threshold if frame_threshold is None else frame_threshold
+    release = threshold * 0.5 if release is None else min(release, threshold)
+    held = (onset >= release) & (frame >= frame_threshold)
+    hits = held & (onset >= threshold)
+    if not hits.any():
+        return []
+    # runs of held frames, numbered per pitch; the first hit of each run starts a note
+    first = held & ~np.vstack([np.zeros((1, held.shape[1]), bool), held[:-1]])
+    run = np.cumsum(first, 0)
+    p, t = np.nonzero(hits.T)  # pitch-major, time ascending within a pitch
+    key = p.astype(np.int64) * (len(onset) + 1) + run[t, p]
+    keep = np.ones(len(key), bool)
+    keep[1:] = key[1:] != key[:-1]
+    notes = sorted(zip(t[keep].tolist(), p[keep].tolist()))
+    return [(f, q + LOWEST_PITCH) for f, q in notes]
 
 
 def matched_onsets(ref: Iterable[tuple[float, int]], est: Iterable[tuple[float, int]], tol: float) -> int:
