@@ -6,7 +6,8 @@ onset and frame probabilities per semitone, family probabilities, a few timbre c
 the CQT frames it heard.
 
 The network is pitch-equivariant: the same small filters slide over time and frequency of a
-harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics), so a note
+harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics and the bins
+it would be the 2nd..5th harmonic of, so a partial of a lower note is told from a note), so a note
 learnt at one pitch is recognised at every other, which is what lets it learn on a CPU from a
 few thousand clips and hear instruments it was not trained on.
 
