@@ -63,6 +63,33 @@ def test_pretrained_encoder_hears_notes_of_melodies_it_never_saw(trained):
     assert (enc / "config.json").is_file() and (enc / "model.safetensors").is_file()
 
 
+def test_frame_notes_starts_one_note_per_sounding_onset_run():
+    from abcscribe.core.note_encoder import LOWEST_PITCH, N_BINS, ONSET_THRESHOLD, frame_notes
+
+    onset = np.zeros((40, N_BINS), np.float32)
+    frame = np.zeros((40, N_BINS), np.float32)
+    # a note at bin 24 from frame 5: its onset rises, dips below the threshold and rises again
+    # while it sounds -> one note, at the first frame over the threshold
+    onset[5:10, 24] = [0.4, 0.9, 0.5, 0.8, 0.35]
+    frame[5:20, 24] = 0.9
+    # the same pitch struck again after the onset fell away: a second note
+    onset[22, 24] = 0.95
+    frame[22:30, 24] = 0.9
+    # its octave partial: a confident onset where the frame map holds no note -> none
+    onset[6, 36] = 0.9
+    frame[6:20, 36] = 0.3
+    # a weak onset under the threshold -> none
+    onset[12, 10], frame[12:20, 10] = 0.5, 0.9
+    assert ONSET_THRESHOLD > 0.5
+    assert frame_notes(onset, frame) == [(6, 24 + LOWEST_PITCH), (22, 24 + LOWEST_PITCH)]
+    # a lower threshold hears the weak one; a looser frame threshold lets the partial in
+    assert (12, 10 + LOWEST_PITCH) in frame_notes(onset, frame, 0.5)
+    assert (6, 36 + LOWEST_PITCH) in frame_notes(onset, frame, frame_threshold=0.25)
+    # no release: every dip of the onset ends a run
+    assert len(frame_notes(onset, frame, release=ONSET_THRESHOLD)) == 3
+    assert frame_notes(np.zeros((0, N_BINS)), np.zeros((0, N_BINS))) == []
+
+
 def test_embed_with_the_note_encoder_marks_each_note_at_its_pitch_and_time(trained, cli, tmp_path):
     folder, _, val, enc, _ = trained
     p = cli("embed", val, "-o", tmp_path / "emb", "--encoder", f"notes:{enc}")

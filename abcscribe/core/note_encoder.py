@@ -6,7 +6,8 @@ onset and frame probabilities per semitone, family probabilities, a few timbre c
 the CQT frames it heard.
 
 The network is pitch-equivariant: the same small filters slide over time and frequency of a
-harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics), so a note
+harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics and the bins
+it would be the 2nd..5th harmonic of, so a partial of a lower note is told from a note), so a note
 learnt at one pitch is recognised at every other, which is what lets it learn on a CPU from a
 few thousand clips and hear instruments it was not trained on.
 
@@ -33,6 +34,9 @@ FRAME_RATE = 50.0
 N_FAMILIES = len(gm.FAMILIES) + 1  # the 16 GM families and drums
 #: bins above a bin at its 1st..5th harmonics (12 * log2(h), rounded)
 HARMONIC_SHIFTS = (0, 12, 19, 24, 28)
+#: the stack new encoders hear: also the bins a bin would be the 2nd..5th harmonic of, so a
+#: filter can tell a note from a partial of a lower note (octave and fifth ghosts)
+BOTH_WAYS_SHIFTS = (-28, -24, -19, -12, 0, 12, 19, 24, 28)
 
 
 def _torch_modules():
@@ -50,10 +54,14 @@ def _torch_modules():
 
         model_type = "abcscribe_notes"
 
-        def __init__(self, channels: int = 16, layers: int = 3, timbre: int = 16, **kwargs):
+        def __init__(self, channels: int = 16, layers: int = 3, timbre: int = 16,
+                     shifts: Iterable[int] = HARMONIC_SHIFTS, freq_kernel: int = 3, **kwargs):
             self.channels = channels
             self.layers = layers
             self.timbre = timbre
+            # (defaults: what encoders made before these fields existed)
+            self.shifts = [int(s) for s in shifts]
+            self.freq_kernel = int(freq_kernel)
             self.n_bins = N_BINS
             self.frame_rate = FRAME_RATE
             self.n_families = N_FAMILIES
@@ -78,14 +86,15 @@ def _torch_modules():
             # the first layer looks at 3 neighbouring frames and semitones of the harmonic
             # stack; the next ones only along time (dilated: 7, 15, ... frames of context), so
             # the cost stays small while onsets see what comes before and after
-            convs = [nn.Conv2d(len(HARMONIC_SHIFTS), c, (3, 3), padding=(1, 1))]
+            k, n_in = config.freq_kernel, len(config.shifts)
+            convs = [nn.Conv2d(n_in, c, (3, k), padding=(1, k // 2))]
             for i in range(1, config.layers):
                 dil = 2 ** i
                 convs.append(nn.Conv2d(c, c, (3, 1), padding=(dil, 0), dilation=(dil, 1)))
             self.convs = nn.ModuleList(convs)
             self.pitch_bias = nn.Parameter(torch.zeros(2, config.n_bins))
             self.notes = nn.Conv2d(c, 2, 1)  # onset, frame: the same filter at every pitch
-            self.timbre = nn.Linear(c + len(HARMONIC_SHIFTS), config.timbre)
+            self.timbre = nn.Linear(c + n_in, config.timbre)
             self.families = nn.Linear(config.timbre, config.n_families)
             self.post_init()
 
@@ -101,7 +110,7 @@ def _torch_modules():
             # each frame relative to its mean over pitch: what stands out of the spectrum, not
             # how loud the recording is (the CQT's fixed dB scale is 0..1 for -60..+30 dB)
             x = (cqt - cqt.mean(-1, keepdim=True)) * 3.0 + 0.5
-            h = harmonic_stack(x)  # [b, 5, t, f]
+            h = harmonic_stack(x, self.config.shifts)  # [b, shifts, t, f]
             x = h
             for conv in self.convs:
                 x = torch.relu(conv(x))
@@ -120,14 +129,17 @@ def _torch_modules():
                              torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
             return {"onset": onset, "frame": frame, "families": families, "output": out}
 
-    def harmonic_stack(cqt):
-        """[b, t, f] -> [b, 5, t, f]: channel k holds, at bin f, the magnitude at bin
-        f + HARMONIC_SHIFTS[k] (zero above the top bin)."""
-        b, t, f = cqt.shape
+    def harmonic_stack(cqt, shifts=HARMONIC_SHIFTS):
+        """[b, t, f] -> [b, len(shifts), t, f]: channel k holds, at bin f, the magnitude at bin
+        f + shifts[k] (zero beyond the bins)."""
         chans = []
-        for s in HARMONIC_SHIFTS:
-            shifted = cqt[..., s:]
-            chans.append(torch.nn.functional.pad(shifted, (0, s)) if s else cqt)
+        for s in shifts:
+            if s > 0:
+                chans.append(torch.nn.functional.pad(cqt[..., s:], (0, s)))
+            elif s < 0:
+                chans.append(torch.nn.functional.pad(cqt[..., :s], (-s, 0)))
+            else:
+                chans.append(cqt)
         return torch.stack(chans, 1)
 
     NoteEncoderConfig, NoteEncoderModel = _Config, _Model
@@ -224,13 +236,34 @@ def stored_cqt(record: dict[str, Any]) -> np.ndarray | None:
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
-    """(frame index, pitch) of note starts: onset peaks above ``threshold`` where the pitch
-    sounds, one per run of consecutive onset frames."""
-    hits = (onset >= threshold) & (frame >= threshold * 0.5)
-    starts = hits & ~np.vstack([np.zeros((1, hits.shape[1]), bool), hits[:-1]])
-    t, p = np.nonzero(starts)
-    return list(zip(t.tolist(), (p + LOWEST_PITCH).tolist()))
+#: the onset probability a heard note starts at (val's choice for encoders that hear both ways)
+ONSET_THRESHOLD = 0.6
+
+
+def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = ONSET_THRESHOLD,
+                frame_threshold: float | None = None,
+                release: float | None = None) -> list[tuple[int, int]]:
+    """(frame index, pitch) of note starts, in time order: one per run of frames where the
+    pitch sounds (frame >= ``frame_threshold``, default ``threshold``) and its onset
+    probability stays at or above ``release`` (default half of ``threshold``), at the run's
+    first frame whose onset reaches ``threshold``. A note's onset probability that dips and
+    rises again while it sounds starts no second note; a pitch the frame map does not hold
+    (a partial of a lower note, mostly) starts none."""
+    frame_threshold = threshold if frame_threshold is None else frame_threshold
+    release = threshold * 0.5 if release is None else min(release, threshold)
+    held = (onset >= release) & (frame >= frame_threshold)
+    hits = held & (onset >= threshold)
+    if not hits.any():
+        return []
+    # runs of held frames, numbered per pitch; the first hit of each run starts a note
+    first = held & ~np.vstack([np.zeros((1, held.shape[1]), bool), held[:-1]])
+    run = np.cumsum(first, 0)
+    p, t = np.nonzero(hits.T)  # pitch-major, time ascending within a pitch
+    key = p.astype(np.int64) * (len(onset) + 1) + run[t, p]
+    keep = np.ones(len(key), bool)
+    keep[1:] = key[1:] != key[:-1]
+    notes = sorted(zip(t[keep].tolist(), p[keep].tolist()))
+    return [(f, q + LOWEST_PITCH) for f, q in notes]
 
 
 def matched_onsets(ref: Iterable[tuple[float, int]], est: Iterable[tuple[float, int]], tol: float) -> int:
@@ -276,15 +309,22 @@ def pretrain_encoder(
     timbre: int = 16,
     seed: int = 0,
     log=None,
+    shifts: Iterable[int] = BOTH_WAYS_SHIFTS,
+    freq_kernel: int = 3,
+    onset_weight: float = 30.0,
+    frame_weight: float = 5.0,
+    tilt: float = 0.15,
 ) -> dict[str, Any]:
     """Train a note encoder on ``train`` records (audio clips with their ``abc``) and save it to
     ``out_dir``; returns the figures written to its ``pretrain.json`` (val onset F1 at 40 ms,
-    frame F1, family accuracy)."""
+    frame F1, family accuracy). ``shifts``: the harmonic stack (both ways by default);
+    ``tilt``: the largest random spectral slope and per-band gain added to training clips'
+    CQT, another soundfont's colour on the same notes (0: loudness jitter only)."""
     import torch
     import torch.nn.functional as F
 
     config_cls, model_cls = _torch_modules()
-    ONSET_WEIGHT, FRAME_WEIGHT = torch.tensor(30.0), torch.tensor(5.0)
+    ONSET_WEIGHT, FRAME_WEIGHT = torch.tensor(float(onset_weight)), torch.tensor(float(frame_weight))
     log = log or (lambda msg: print(msg, file=sys.stderr))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -296,14 +336,16 @@ def pretrain_encoder(
     val_examples = _examples(val or [], cqt, log, "val")
     log(f"pretrain: {len(examples)} train clips, {len(val_examples)} val clips "
         f"(features in {time.time() - t0:.0f} s)")  # fmt: skip
-    model = model_cls(config_cls(channels=channels, layers=layers, timbre=timbre))
+    model = model_cls(config_cls(channels=channels, layers=layers, timbre=timbre, shifts=shifts,
+                                 freq_kernel=freq_kernel))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
                                                 pct_start=0.1)  # fmt: skip
     model.train()
     t0 = time.time()
     for step in range(1, steps + 1):
-        batch = _batch([examples[i] for i in rng.integers(0, len(examples), batch_size)], rng)
+        batch = _batch([examples[i] for i in rng.integers(0, len(examples), batch_size)], rng,
+                       tilt=tilt)  # fmt: skip
         out = model(batch["cqt"])
         loss = (
             # positives are rare (a note starts in one of ~10,000 frame-pitch cells): weighted
@@ -375,8 +417,11 @@ def _examples(records, cqt, log, what: str) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _batch(examples: list[dict[str, np.ndarray]], rng, max_frames: int = 256) -> dict[str, Any]:
-    """Stack examples cut (at a random start) or zero-padded to one length, with gain jitter."""
+def _batch(examples: list[dict[str, np.ndarray]], rng, max_frames: int = 256,
+           tilt: float = 0.0) -> dict[str, Any]:
+    """Stack examples cut (at a random start) or zero-padded to one length, with gain jitter
+    and (``tilt`` > 0) a random spectral slope and smooth per-bin gain: another instrument's
+    or soundfont's colour on the same notes."""
     import torch
 
     n = min(max_frames, max(len(ex["cqt"]) for ex in examples))
@@ -387,7 +432,13 @@ def _batch(examples: list[dict[str, np.ndarray]], rng, max_frames: int = 256) ->
         for k, v in ex.items():
             piece = v[a : a + n]
             if k == "cqt":  # a louder or softer recording: the dB scale shifts
-                piece = np.clip(piece + rng.uniform(-0.12, 0.12), 0.0, 1.0)
+                gain = rng.uniform(-0.12, 0.12)
+                if tilt > 0:
+                    bins = np.linspace(-0.5, 0.5, v.shape[1], dtype=np.float32)
+                    knots = rng.uniform(-tilt, tilt, 7)
+                    eq = np.interp(np.linspace(0, 6, v.shape[1]), np.arange(7), knots)
+                    gain = gain + rng.uniform(-tilt, tilt) * bins + 0.5 * eq.astype(np.float32)
+                piece = np.clip(piece + gain, 0.0, 1.0)
             if len(piece) < n:
                 piece = np.concatenate([piece, np.zeros((n - len(piece), v.shape[1]), v.dtype)])
             out[k].append(piece)

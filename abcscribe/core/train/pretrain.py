@@ -24,6 +24,9 @@ class PretrainOptions:
     channels: int = option(16, "Convolution channels.", metavar="N", min=1)
     layers: int = option(3, "Convolution layers (time context 3, 7, 15, ... frames).", metavar="N", min=1)
     timbre: int = option(16, "Timbre channels in the output layer.", metavar="N", min=1)
+    tilt: float = option(0.15, "Spectral colour augmentation: largest random tilt and per-band gain "
+                         "added to the CQT (0..1 scale = -60..+30 dB); 0: gain jitter only.",
+                         metavar="X", min=0.0, max=1.0)  # fmt: skip
     seed: int = option(0, "Seed of initialisation and batches.")
     overwrite: bool = option(False, "Train again when DIR already holds an encoder.")
 
@@ -54,4 +57,5 @@ def run_pretrain(data: list[Path], output_dir: Path, opts: PretrainOptions,
     val = read_records(eval_data, warn, need_answer=False)[: opts.eval_clips] if eval_data else None
     return pretrain_encoder(train, output_dir, val=val, steps=opts.steps,
                             batch_size=opts.batch_size, lr=opts.lr, channels=opts.channels,
-                            layers=opts.layers, timbre=opts.timbre, seed=opts.seed)
+                            layers=opts.layers, timbre=opts.timbre, seed=opts.seed,
+                            tilt=opts.tilt)  # fmt: skip
