@@ -24,17 +24,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-HEARD_THRESHOLD = 0.5  # onset probability of a heard note start (what the encoder trained for)
+from abcscribe.core.note_encoder import ONSET_THRESHOLD
+
+# onset probability of a heard note start: the note encoder's own (val clips of the demo with
+# the encoder of 6a8b31d, revised sft/ppo texts: 0.6 best; 0.5 and 0.7 cost up to 0.05 note F1)
+HEARD_THRESHOLD = ONSET_THRESHOLD
 TOLERANCE = 0.04  # seconds between a written and a heard onset that still match
 SIGNATURES = range(-6, 7)  # key signatures tried: six flats .. six sharps
 # modes a respelled key keeps its tonic in, most familiar first
 _TONIC_MODES = ("major", "minor", "mixolydian", "dorian")
 _KEY_LINE = re.compile(r"^K:[ \t]*(?P<key>[A-G][#b]?[ \t]*[A-Za-z]*)", re.MULTILINE)
 
-FAINTEST = 0.3  # onset probability down to which note starts are listened for
-# a heard note nobody wrote is added when the encoder is this sure of it (val clips of the
-# demo: 0.6-0.7 best; 0.9 cost 0.05-0.15 note F1)
-ADD_THRESHOLD = 0.7
+# a heard note nobody wrote is added when the encoder is this sure of it: every note it hears
+# (with the encoder before 6a8b31d, which heard more ghosts, 0.6-0.7 of 0.5 was best)
+ADD_THRESHOLD = HEARD_THRESHOLD
 TEMPO_SPREAD = 0.06  # a written tempo is refitted to the heard onsets within +-6 %
 Notes = list[tuple[float, int]]  # (onset seconds, MIDI pitch)
 
@@ -56,8 +59,8 @@ def hears(model: Any) -> bool:
 
 
 def listen(model: Any, record: dict[str, Any]) -> list[Heard] | None:
-    """Every note start the model's note encoder may hear in ``record``'s clip (down to
-    :data:`FAINTEST`), or None for a model without one."""
+    """The note starts the model's note encoder hears in ``record``'s clip, or None for a
+    model without one."""
     if not hears(model):
         return None
     from abcscribe.core.note_encoder import N_BINS
@@ -66,10 +69,11 @@ def listen(model: Any, record: dict[str, Any]) -> list[Heard] | None:
     return hearing(feats[:, :N_BINS], feats[:, N_BINS : 2 * N_BINS])
 
 
-def hearing(onset: np.ndarray, frame: np.ndarray, threshold: float = FAINTEST) -> list[Heard]:
-    """Note starts in a note encoder's onset and frame maps (50 frames a second) down to
-    ``threshold``, each with how sure the encoder is (the onset map's peak over the start) and
-    where the note ends (where the frame map falls below one half)."""
+def hearing(onset: np.ndarray, frame: np.ndarray, threshold: float = HEARD_THRESHOLD) -> list[Heard]:
+    """Note starts in a note encoder's onset and frame maps (50 frames a second) at
+    ``threshold`` (:func:`core.note_encoder.frame_notes`), each with how sure the encoder is
+    (the onset map's peak over the start) and where the note ends (where the frame map falls
+    below one half)."""
     from abcscribe.core.note_encoder import FRAME_RATE, LOWEST_PITCH, frame_notes
 
     out = []
