@@ -182,16 +182,11 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
     voice nearest in pitch that has no note starting there yet, lasting until it is heard to
     end. A voice written one note at a time stays so (at a start the surest note, each note cut where the next begins). A text with no
     header or no notes is returned as it is."""
-    from abcscribe.core.abc import extract_abc, read_abc, write_abc
+    from abcscribe.core.abc import write_abc
     from abcscribe.core.notes import Note
+    from abcscribe.core.transcribe import read_window
 
-    abc = extract_abc(text or "")
-    if not re.search(r"^[A-Za-z]:", abc, re.MULTILINE):  # prose, or note-like garbage: no tune
-        return text
-    try:
-        piece, _ = read_abc(abc)
-    except Exception:  # a model's text: anything may come
-        return text
+    piece, _, _ = read_window(text)  # no tune (prose, garbage, unreadable): no voices
     voices = [v for v in piece.voices if not v.drum and v.notes]
     if not voices:
         return text
@@ -229,19 +224,14 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
 
 
 def _confirmed(piece, voices, heard: list[Heard]) -> set[int]:
-    """ids of the written notes and of the heard notes matched one-to-one: same pitch, onsets
-    within :data:`TOLERANCE`, written notes in time order taking the earliest free heard one."""
-    free: dict[int, list[Heard]] = {}
-    for h in sorted(heard, key=lambda h: h.onset):
-        free.setdefault(h.pitch, []).append(h)
-    written = sorted(((piece.seconds(n.start), n) for v in voices for n in v.notes), key=lambda tn: tn[0])
-    out: set[int] = set()
-    for t, n in written:
-        for h in free.get(n.pitch, ()):
-            if id(h) not in out and abs(h.onset - t) <= TOLERANCE + 1e-9:
-                out.update((id(h), id(n)))
-                break
-    return out
+    """ids of the written notes and of the heard notes matched one-to-one
+    (:func:`core.note_encoder.onset_pairs`: same pitch, onsets within :data:`TOLERANCE`)."""
+    from abcscribe.core.note_encoder import onset_pairs
+
+    written = [n for v in voices for n in v.notes]
+    pairs = onset_pairs([(piece.seconds(n.start), n.pitch) for n in written],
+                        [(h.onset, h.pitch) for h in heard], TOLERANCE)  # fmt: skip
+    return {id(x) for i, j in pairs for x in (written[i], heard[j])}
 
 
 def fit_tempo(bpm: float, onsets: list[float], spread: float, width: float = 0.035) -> float:

@@ -266,28 +266,34 @@ def frame_notes(onset: np.ndarray, frame: np.ndarray, threshold: float = ONSET_T
     return [(f, q + LOWEST_PITCH) for f, q in notes]
 
 
-def matched_onsets(ref: Iterable[tuple[float, int]], est: Iterable[tuple[float, int]], tol: float) -> int:
-    """How many (time, pitch) notes of ``ref`` match one of ``est`` each: same pitch, times
-    within ``tol``, one-to-one. In time order each takes the earliest free match, which for
-    windows of one width is a largest matching."""
-    times: dict[int, list[float]] = {}
-    for t, p in sorted(est):
-        times.setdefault(p, []).append(t)
+def onset_pairs(ref: list[tuple[float, int]], est: list[tuple[float, int]], tol: float) -> list[tuple[int, int]]:
+    """(index in ``ref``, index in ``est``) of the (time, pitch) notes matched one-to-one: same
+    pitch, times within ``tol``. In time order each ``ref`` note takes the earliest free match,
+    which for windows of one width is a largest matching."""
+    times: dict[int, list[tuple[float, int]]] = {}
+    for j in sorted(range(len(est)), key=lambda j: est[j]):
+        times.setdefault(est[j][1], []).append((est[j][0], j))
     taken: dict[int, set[int]] = {}
-    hits = 0
-    for t, p in sorted(ref):
+    pairs = []
+    for i in sorted(range(len(ref)), key=lambda i: ref[i]):
+        t, p = ref[i]
         ts = times.get(p)
         if not ts:
             continue
         used = taken.setdefault(p, set())
-        i = bisect_left(ts, t - tol - 1e-9)
-        while i < len(ts) and ts[i] <= t + tol + 1e-9:
-            if i not in used:
-                used.add(i)
-                hits += 1
+        k = bisect_left(ts, (t - tol - 1e-9,))
+        while k < len(ts) and ts[k][0] <= t + tol + 1e-9:
+            if k not in used:
+                used.add(k)
+                pairs.append((i, ts[k][1]))
                 break
-            i += 1
-    return hits
+            k += 1
+    return pairs
+
+
+def matched_onsets(ref: Iterable[tuple[float, int]], est: Iterable[tuple[float, int]], tol: float) -> int:
+    """How many (time, pitch) notes of ``ref`` match one of ``est`` each (:func:`onset_pairs`)."""
+    return len(onset_pairs(list(ref), list(est), tol))
 
 
 def onset_f1(ref: list[tuple[int, int]], est: list[tuple[int, int]], tol: int = 2) -> tuple[int, int, int]:
