@@ -1,21 +1,12 @@
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# `make test` runs the suite in two pytest-xdist workers. librosa compiles its numba kernels
-# into a cache on first use, and two processes compiling into one cache at once can hang
-# (numba#10128): each worker, and the commands it starts, get a cache of their own.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    _base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "abcscribe-numba")
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, os.environ["PYTEST_XDIST_WORKER"])
 
 
 def write_jsonl(path, records):
@@ -45,6 +36,8 @@ def cli():
 
 def need_tool(name: str):
     """Skip when a system tool is missing, but never in CI, where .ci/run installs it."""
+    import os
+
     if shutil.which(name) is None:
         if os.environ.get("CI"):
             pytest.fail(f"{name} is required in CI (.ci/run installs it)")
