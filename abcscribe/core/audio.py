@@ -100,10 +100,47 @@ def _read_soundfile(path, offset: float, duration: float | None) -> tuple[np.nda
     return data.mean(axis=1), rate
 
 
+# librosa's modules holding numba gufuncs, which numba compiles when they are imported and keeps
+# in an on-disk cache (librosa's __pycache__, or NUMBA_CACHE_DIR)
+_LIBROSA_NUMBA_MODULES = ("librosa.util.utils", "librosa.core.audio", "librosa.core.pitch",
+                          "librosa.beat")  # fmt: skip
+_LIBROSA = None
+
+
+def load_librosa():
+    """librosa, its numba-compiled modules imported once per process, one abcscribe process on
+    this machine at a time. Two processes filling numba's cache at once (the first run of
+    ``torchrun --nproc-per-node 2``, ``make -j``) can store a gufunc and its wrapper from two
+    different compilations; every later process that loads the pair crashes (numba issue 10128).
+    With the lock the second process finds the first one's complete cache."""
+    global _LIBROSA
+    if _LIBROSA is None:
+        import fcntl
+        import importlib
+
+        import librosa
+
+        lock = Path(tempfile.gettempdir()) / f"abcscribe-numba-{os.getuid()}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # no writable temporary folder: unlocked, as librosa itself would
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            for name in _LIBROSA_NUMBA_MODULES:
+                importlib.import_module(name)
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+        _LIBROSA = librosa
+    return _LIBROSA
+
+
 def _read_librosa(path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
     import warnings
 
-    import librosa
+    librosa = load_librosa()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -115,7 +152,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Band-limited resampling (soxr through librosa)."""
     if sr_in == sr_out:
         return audio.astype(np.float32, copy=False)
-    import librosa
+    librosa = load_librosa()
 
     return librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq").astype(
         np.float32

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from abcscribe.core.audio import load_librosa
 from abcscribe.core.models.base import AudioLM, GenerationOptions
 from abcscribe.core.notes import TPQ, Meter, Note, Piece, Tempo, Voice
 
@@ -72,7 +73,7 @@ class BeatInfo:
 
 
 def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
-    import librosa
+    librosa = load_librosa()
 
     return librosa.onset.onset_strength(y=audio, sr=sr, hop_length=HOP)
 
@@ -80,7 +81,7 @@ def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
 def track_beats(audio: np.ndarray, sr: int, envelope: np.ndarray | None = None) -> BeatInfo:
     """Beats, tempo, metre and first downbeat of ``audio``. With fewer than four beats found,
     ``times`` is empty and the tempo is 120."""
-    import librosa
+    librosa = load_librosa()
 
     env = onset_envelope(audio, sr) if envelope is None else envelope
     if len(env) < 8 or not np.any(env > 0):
@@ -141,7 +142,7 @@ def guess_meter(envelope: np.ndarray, beat_frames: np.ndarray) -> tuple[int, int
 
 
 def _cqt(audio: np.ndarray, sr: int, n_bins: int) -> np.ndarray:
-    import librosa
+    librosa = load_librosa()
 
     return librosa.cqt(
         audio,
@@ -155,7 +156,7 @@ def _cqt(audio: np.ndarray, sr: int, n_bins: int) -> np.ndarray:
 
 def _salience(audio: np.ndarray, sr: int) -> np.ndarray:
     """Pitch salience [semitones, frames] by harmonic summation over a CQT magnitude."""
-    import librosa
+    librosa = load_librosa()
 
     n_bins = (N_SEMITONES + 36) * BINS_PER_SEMITONE  # room for the 5th harmonic of the top
     fmax_bins = int(np.floor(BINS_PER_SEMITONE * 12 * np.log2(sr / 2 / librosa.midi_to_hz(FMIN_MIDI))))
@@ -179,7 +180,7 @@ def _salience(audio: np.ndarray, sr: int) -> np.ndarray:
 
 def detect_notes(audio: np.ndarray, sr: int, envelope: np.ndarray | None = None) -> list[tuple[float, float, int, float]]:
     """Notes as (onset s, offset s, MIDI pitch, strength 0-1), one at a time (monophonic)."""
-    import librosa
+    librosa = load_librosa()
 
     env = onset_envelope(audio, sr) if envelope is None else envelope
     if len(env) < 4 or not np.any(env > 0):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from abcscribe.core.audio import load_librosa
 from abcscribe.core.device import device_name, resolve_device
 from abcscribe.core.errors import UserError
 
@@ -73,7 +74,7 @@ class CQTEncoder(Encoder):
         self.hop = 320
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
-        import librosa
+        librosa = load_librosa()
 
         c = librosa.cqt(audio, sr=self.sample_rate, hop_length=self.hop, fmin=C2_HZ,
                         n_bins=72, bins_per_octave=12)  # fmt: skip
@@ -90,7 +91,7 @@ class MelEncoder(Encoder):
         self.hop = 320
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
-        import librosa
+        librosa = load_librosa()
 
         m = librosa.feature.melspectrogram(y=audio, sr=self.sample_rate, n_fft=1024,
                                            hop_length=self.hop, n_mels=128, fmin=30.0,
