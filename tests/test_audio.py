@@ -147,3 +147,37 @@ def test_crepe_embeddings_are_what_its_classifier_sees():
     hook.remove()
     assert fast.shape == (20, 256)
     torch.testing.assert_close(fast, seen[0], atol=1e-4, rtol=1e-4)
+
+
+BEAT_SCRIPT = """
+import numpy as np
+from abcscribe.core.baseline import track_beats
+clicks = np.zeros(22050 * 4, dtype=np.float32)
+clicks[::11025] = 1.0  # 120 BPM
+print(len(track_beats(clicks, 22050).times))
+"""
+
+
+@pytest.mark.slow
+def test_processes_started_together_share_librosas_numba_cache_safely(tmp_path):
+    """Two abcscribe processes on a cold numba cache (the first ``torchrun --nproc-per-node 2``,
+    ``make -j``): both beat-track, and so does a third that loads what they cached."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-c", BEAT_SCRIPT]
+    together = [subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]  # fmt: skip
+    results = []
+    for p in together:
+        out, err = p.communicate(timeout=600)
+        results.append((p.returncode, out, err))
+    later = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+    results.append((later.returncode, later.stdout, later.stderr))
+    for code, out, err in results:
+        assert code == 0, err[-2000:]
+        assert int(out) >= 6  # eight clicks, a beat on (nearly) each
