@@ -32,8 +32,10 @@ sysdeps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; \
 	else echo "note: install $(SYSPKGS) for the full test suite"; fi
 
+# two workers (pytest-xdist), each test file on one of them (module fixtures built once)
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
