@@ -101,24 +101,24 @@ def _read_soundfile(path, offset: float, duration: float | None) -> tuple[np.nda
 
 
 # librosa's modules holding numba gufuncs, which numba compiles when they are imported and keeps
-# in an on-disk cache (librosa's __pycache__, or NUMBA_CACHE_DIR)
-_LIBROSA_NUMBA_MODULES = ("librosa.util.utils", "librosa.core.audio", "librosa.core.pitch",
-                          "librosa.beat")  # fmt: skip
-_LIBROSA = None
+# in an on-disk cache (librosa's __pycache__, or NUMBA_CACHE_DIR): those every spectrogram needs
+LIBROSA_NUMBA_MODULES = ("librosa.util.utils", "librosa.core.audio", "librosa.core.pitch")
 
 
-def load_librosa():
-    """librosa, its numba-compiled modules imported once per process, one abcscribe process on
-    this machine at a time. Two processes filling numba's cache at once (the first run of
-    ``torchrun --nproc-per-node 2``, ``make -j``) can store a gufunc and its wrapper from two
-    different compilations; every later process that loads the pair crashes (numba issue 10128).
-    With the lock the second process finds the first one's complete cache."""
-    global _LIBROSA
-    if _LIBROSA is None:
+def load_librosa(*more: str):
+    """librosa, with its numba-compiled modules (and the named ``more``, e.g. ``librosa.beat``)
+    imported by one abcscribe process on this machine at a time. Two processes filling numba's
+    cache at once (the first run of ``torchrun --nproc-per-node 2``, ``make -j``) can store a
+    gufunc and its wrapper from two different compilations, and every later process that loads
+    the pair crashes (numba issue 10128); with the lock the second finds the first's cache."""
+    import sys
+
+    import librosa
+
+    wanted = [m for m in (*LIBROSA_NUMBA_MODULES, *more) if m not in sys.modules]
+    if wanted:
         import fcntl
         import importlib
-
-        import librosa
 
         lock = Path(tempfile.gettempdir()) / f"abcscribe-numba-{os.getuid()}.lock"
         try:
@@ -128,13 +128,12 @@ def load_librosa():
         try:
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            for name in _LIBROSA_NUMBA_MODULES:
+            for name in wanted:
                 importlib.import_module(name)
         finally:
             if fd is not None:
                 os.close(fd)  # releases the lock
-        _LIBROSA = librosa
-    return _LIBROSA
+    return librosa
 
 
 def _read_librosa(path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:

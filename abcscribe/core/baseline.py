@@ -81,7 +81,7 @@ def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
 def track_beats(audio: np.ndarray, sr: int, envelope: np.ndarray | None = None) -> BeatInfo:
     """Beats, tempo, metre and first downbeat of ``audio``. With fewer than four beats found,
     ``times`` is empty and the tempo is 120."""
-    librosa = load_librosa()
+    librosa = load_librosa("librosa.beat")
 
     env = onset_envelope(audio, sr) if envelope is None else envelope
     if len(env) < 8 or not np.any(env > 0):
