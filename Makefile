@@ -40,8 +40,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
+# two steps at a time (make -j): single-process steps (rendering, scoring, the baseline, most
+# transcriptions) overlap instead of leaving a core idle; sft, ppo and embed use both anyway
+DEMO_JOBS ?= 2
 demo: setup
-	$(MAKE) -C examples demo ABCSCRIBE=$(abspath $(BIN))/abcscribe PYTHON=$(abspath $(BIN))/python
+	$(MAKE) -C examples demo -j$(DEMO_JOBS) ABCSCRIBE=$(abspath $(BIN))/abcscribe PYTHON=$(abspath $(BIN))/python
 
 bench: setup
 	$(BIN)/python examples/bench/run_all.py

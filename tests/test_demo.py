@@ -20,8 +20,8 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     run = tmp_path / "run"
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    args = [
-        "make", "-C", str(ROOT / "examples"), "demo", f"RUN={run}", "PIECES=24", "CHORALES=3",
+    args = [  # two steps at a time, as `make demo` runs it
+        "make", "-C", str(ROOT / "examples"), "demo", "-j2", f"RUN={run}", "PIECES=24", "CHORALES=3",
         "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
         f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe", "BASIC_PITCH=",
         "PPO_ARGS=--batch-size 2 --samples-per-prompt 2 --max-new-tokens 48 --mini-batch-size 4",
