@@ -196,6 +196,32 @@ def test_revising_by_ear_mends_wrong_and_missing_notes(trained):
     assert after >= 0.85 and after >= before + 0.15, (before, after)  # measured: 0.71 -> 0.90
 
 
+def test_ppo_rewards_what_transcribe_writes(trained):
+    """For a model that hears, ppo scores a completion as transcribe writes it (revised by ear);
+    with revise=False, and for a model that does not hear, as sampled."""
+    from types import SimpleNamespace
+
+    from abcscribe.core.listen import listen, revise
+    from abcscribe.core.models.features import FeatureSource
+    from abcscribe.core.note_encoder import NoteEncoder
+    from abcscribe.core.train.ppo import by_ear, music_reward, safe_reward
+    from abcscribe.core.train.sft import read_records
+
+    _, _, val, enc, _ = trained
+    model = SimpleNamespace(features=FeatureSource(f"notes:{enc}", NoteEncoder(enc).dim, 50.0, 30.0))
+    rec = read_records(val, warn=print)[0]
+    header = [line for line in rec["abc"].splitlines() if line[:2] in ("X:", "M:", "L:", "Q:", "K:")]
+    silent = "\n".join(header + ["z16 |]"]) + "\n"  # the right frame, not one note
+    written = by_ear(model)
+    assert written(rec, silent) == revise(silent, listen(model, rec)) != silent
+    reward = music_reward()
+    as_sampled = safe_reward(reward, rec["abc"], silent, print)[0]
+    as_written = safe_reward(reward, rec["abc"], silent, print, lambda t: written(rec, t))[0]
+    assert as_written >= as_sampled + 0.2, (as_sampled, as_written)
+    assert by_ear(model, revise=False)(rec, silent) == silent
+    assert by_ear(SimpleNamespace(features=None))(rec, silent) == silent
+
+
 def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
     wav = tmp_path / "a.wav"
     write_audio(wav, np.zeros(16000, np.float32), 16000)

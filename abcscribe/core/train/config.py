@@ -26,6 +26,7 @@ class PPOConfig:
     # reward
     weights: dict[str, float] | None = option(None, "Reward weights as in score.", cli=False)
     format_bonus: float = option(0.0, "Added to the reward of a completion that parses as ABC without warnings.")
+    revise: bool = option(True, "A model with a note encoder: reward each completion as transcribe writes it, revised by ear (transcribe --revise); --no-revise rewards the language model's own notes.", flags=["--revise/--no-revise"])
     # KL to the reference policy
     kl_coef: float = option(0.1, "Weight of the per-token KL penalty against the reference policy.", min=0.0)
     kl_target: float | None = option(None, "Adapt --kl-coef so the KL per sample approaches this value.", above=0.0)

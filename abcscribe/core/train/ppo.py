@@ -4,7 +4,9 @@ advantages, for any ``AudioLM``.
 One step, top to bottom (``train``):
   1. rollouts   sample ``samples_per_prompt`` completions for ``batch_size`` prompts
   2. reward     ``core.reward.score(ref_abc, completion)`` (+ a format bonus); a reward that
-                raises or is NaN gives that sample the minimum reward and a warning
+                raises or is NaN gives that sample the minimum reward and a warning. A model
+                with a note encoder is rewarded for what transcribe writes: the completion
+                revised by ear (``core.listen.revise``; ``revise=False``: as sampled)
   3. log-probs  per token under the policy (before the update) and the reference policy
                 (``AudioLM.reference()``: LoRA adapter off, or a frozen copy)
   4. advantages ``gae``: per-token reward = -kl_coef * KL, + the score on the last token, a value
@@ -53,6 +55,7 @@ OPTIMIZER_NAME = "optimizer.safetensors"  # the optimiser's tensors and the torc
 VALUE_HEAD_NAME = "value_head.safetensors"
 
 RewardFn = Callable[[str, str], "tuple[float, dict[str, float]]"]
+Written = Callable[[dict[str, Any], str], str]  # (prompt record, completion) -> the text scored
 
 
 # ---- reward ------------------------------------------------------------------------------------
@@ -74,12 +77,13 @@ def music_reward(weights: dict[str, float] | None = None, format_bonus: float = 
     return reward
 
 
-def safe_reward(fn: RewardFn, ref_abc: str, completion: str,
-                warn: Callable[[str], None]) -> tuple[float, dict[str, float], bool]:
+def safe_reward(fn: RewardFn, ref_abc: str, completion: str, warn: Callable[[str], None],
+                written: Callable[[str], str] | None = None) -> tuple[float, dict[str, float], bool]:
     """``fn`` guarded: an exception or a non-finite value gives ``MIN_REWARD`` and a warning, so
-    one bad sample never stops training. Returns (reward, components, ok)."""
+    one bad sample never stops training. ``written`` turns the completion into the text scored
+    (inside the guard). Returns (reward, components, ok)."""
     try:
-        r, parts = fn(ref_abc, completion)
+        r, parts = fn(ref_abc, written(completion) if written else completion)
         r = float(r)
     except Exception as e:  # noqa: BLE001 - any failure of the scorer is the sample's problem
         warn(f"reward failed ({type(e).__name__}: {e}); sample gets the minimum reward {MIN_REWARD}")
@@ -88,6 +92,26 @@ def safe_reward(fn: RewardFn, ref_abc: str, completion: str,
         warn(f"reward was {r}; sample gets the minimum reward {MIN_REWARD}")
         return MIN_REWARD, {}, False
     return r, parts, True
+
+
+def by_ear(lm: AudioLM, revise: bool = True) -> Written:
+    """What ``transcribe`` writes for a completion of a prompt record: for a model that hears
+    (and ``revise``) the completion revised by what its note encoder hears in the record's clip
+    (``core.listen.revise``; each clip heard once), for any other model the completion."""
+    from abcscribe.core.listen import hears, listen
+    from abcscribe.core.listen import revise as revise_by_ear
+
+    if not (revise and hears(lm)):
+        return lambda rec, text: text
+    heard: dict[int, tuple[dict[str, Any], Any]] = {}  # id(record) -> (record, what was heard)
+
+    def written(rec: dict[str, Any], text: str) -> str:
+        if id(rec) not in heard:
+            with torch.no_grad():
+                heard[id(rec)] = (rec, listen(lm, rec))  # the record kept: its id stays its own
+        return revise_by_ear(text, heard[id(rec)][1])
+
+    return written
 
 
 # ---- the value head (gae only) -----------------------------------------------------------------
@@ -223,6 +247,7 @@ def train(
         raise UserError("ppo: no training records")
     warn = warn or (lambda m: warnings.warn(m, stacklevel=2))
     reward_fn = reward_fn or music_reward(cfg.weights, cfg.format_bonus)
+    written = by_ear(lm, cfg.revise)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator is None:
@@ -271,7 +296,7 @@ def train(
         log_path.unlink()  # a fresh run starts a fresh log
 
     if eval_records and "eval_before" not in summary:
-        summary["eval_before"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks)
+        summary["eval_before"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks, written)
         log({"eval": "before", "step": state.step, **summary["eval_before"]})
     state.eval_before = summary.get("eval_before")
 
@@ -298,7 +323,8 @@ def train(
         texts = lm.decode(ids)
         rewards, parts, failed = [], [], 0
         for i, text in enumerate(texts):
-            r, p, ok = safe_reward(reward_fn, batch[i // k].get("abc", ""), text, warn)
+            rec = batch[i // k]
+            r, p, ok = safe_reward(reward_fn, rec.get("abc", ""), text, warn, lambda t: written(rec, t))
             rewards.append(r), parts.append(p)
             failed += not ok
         rewards_t = torch.tensor(rewards, dtype=torch.float, device=device)
@@ -338,7 +364,7 @@ def train(
             save(lm, out / f"checkpoint-{state.step}", cfg, state, opt, value_head, rng, accelerator)
 
     if eval_records:
-        summary["eval_after"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks)
+        summary["eval_after"] = _evaluate_shared(lm, eval_records, reward_fn, cfg, warn, ranks, written)
         log({"eval": "after", "step": state.step, **summary["eval_after"]})
     summary["steps"] = state.step
     save(lm, out, cfg, state, opt, value_head, rng, accelerator, summary=summary)
@@ -408,12 +434,14 @@ def _step_row(step: int, figures: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _evaluate_shared(lm, records, reward_fn, cfg: PPOConfig, warn, ranks: Ranks) -> dict[str, Any]:
+def _evaluate_shared(lm, records, reward_fn, cfg: PPOConfig, warn, ranks: Ranks,
+                     written: Written | None = None) -> dict[str, Any]:
     """``evaluate`` with the records split over the processes; the same result on each."""
     if not ranks.several:
-        return evaluate(lm, records, reward_fn, cfg.max_new_tokens, warn)
+        return evaluate(lm, records, reward_fn, cfg.max_new_tokens, warn, written=written)
     idx = ranks.take(records)
-    part = evaluate(lm, [records[i] for i in idx], reward_fn, cfg.max_new_tokens, warn)
+    part = evaluate(lm, [records[i] for i in idx], reward_fn, cfg.max_new_tokens, warn,
+                    written=written)
     everyone = ranks.gather((idx, part))
     rewards: list[float] = [0.0] * len(records)
     for ids, res in everyone:
@@ -561,10 +589,12 @@ def _log(path: Path, row: dict[str, Any]) -> None:
 # ---- evaluation ----------------------------------------------------------------------------------
 def evaluate(lm: AudioLM, records: list[dict[str, Any]], reward_fn: RewardFn,
              max_new_tokens: int, warn: Callable[[str], None] | None = None,
-             batch_size: int = 8) -> dict[str, Any]:
+             batch_size: int = 8, written: Written | None = None) -> dict[str, Any]:
     """Mean reward (and mean of each reward component) of greedy transcriptions of
-    ``records`` (their reference is ``abc``), with the per-record rewards."""
+    ``records`` (their reference is ``abc``), with the per-record rewards; ``written`` turns
+    a completion into what is scored (default: as generated)."""
     warn = warn or (lambda m: warnings.warn(m, stacklevel=2))
+    written = written or (lambda rec, text: text)
     opts = GenerationOptions(temperature=0.0, max_new_tokens=max_new_tokens, num_samples=1)
     was_training = lm.model.training
     lm.model.eval()
@@ -573,7 +603,8 @@ def evaluate(lm: AudioLM, records: list[dict[str, Any]], reward_fn: RewardFn,
         for s in range(0, len(records), batch_size):
             batch = records[s: s + batch_size]
             for rec, outs in zip(batch, lm.generate(batch, opts)):
-                r, p, _ = safe_reward(reward_fn, rec.get("abc", ""), outs[0], warn)
+                r, p, _ = safe_reward(reward_fn, rec.get("abc", ""), outs[0], warn,
+                                      lambda t: written(rec, t))
                 rewards.append(r), parts.append(p)
     lm.model.train(was_training)
     n = len(rewards)
