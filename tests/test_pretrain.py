@@ -210,16 +210,18 @@ def test_ppo_rewards_what_transcribe_writes(trained):
     _, _, val, enc, _ = trained
     model = SimpleNamespace(features=FeatureSource(f"notes:{enc}", NoteEncoder(enc).dim, 50.0, 30.0))
     rec = read_records(val, warn=print)[0]
-    header = [line for line in rec["abc"].splitlines() if line[:2] in ("X:", "M:", "L:", "Q:", "K:")]
-    silent = "\n".join(header + ["z16 |]"]) + "\n"  # the right frame, not one note
+    lines = rec["abc"].splitlines()
+    # the right frame, every note a step too high
+    wrong = "\n".join(lines[:-1] + ["".join(chr(ord(c) + 1) if c in "CDEFGcdef" else c for c in lines[-1])]) + "\n"
     written = by_ear(model)
-    assert written(rec, silent) == revise(silent, listen(model, rec)) != silent
+    assert written(rec, wrong) == revise(wrong, listen(model, rec)) != wrong
     reward = music_reward()
-    as_sampled = safe_reward(reward, rec["abc"], silent, print)[0]
-    as_written = safe_reward(reward, rec["abc"], silent, print, lambda t: written(rec, t))[0]
-    assert as_written >= as_sampled + 0.2, (as_sampled, as_written)
-    assert by_ear(model, revise=False)(rec, silent) == silent
-    assert by_ear(SimpleNamespace(features=None))(rec, silent) == silent
+    as_sampled = safe_reward(reward, rec["abc"], wrong, print)[0]
+    as_written = safe_reward(reward, rec["abc"], wrong, print, lambda t: written(rec, t))[0]
+    assert as_written == reward(rec["abc"], written(rec, wrong))[0]
+    assert as_written >= as_sampled + 0.1, (as_sampled, as_written)  # measured: 0.82 -> 0.95
+    assert by_ear(model, revise=False)(rec, wrong) == wrong
+    assert by_ear(SimpleNamespace(features=None))(rec, wrong) == wrong
 
 
 def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
