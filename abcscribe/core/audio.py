@@ -117,13 +117,14 @@ def load_librosa(*more: str):
 
     wanted = [m for m in (*LIBROSA_NUMBA_MODULES, *more) if m not in sys.modules]
     if wanted:
-        import fcntl
         import importlib
 
-        lock = Path(tempfile.gettempdir()) / f"abcscribe-numba-{os.getuid()}.lock"
         try:
+            import fcntl
+
+            lock = Path(tempfile.gettempdir()) / f"abcscribe-numba-{os.getuid()}.lock"
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:  # no writable temporary folder: unlocked, as librosa itself would
+        except (ImportError, OSError):  # no flock, or no writable temporary folder: unlocked
             fd = None
         try:
             if fd is not None:
