@@ -37,6 +37,9 @@ HARMONIC_SHIFTS = (0, 12, 19, 24, 28)
 #: the stack new encoders hear: also the bins a bin would be the 2nd..5th harmonic of, so a
 #: filter can tell a note from a partial of a lower note (octave and fifth ghosts)
 BOTH_WAYS_SHIFTS = (-28, -24, -19, -12, 0, 12, 19, 24, 28)
+#: bins above the loudest one whose level the clip-level family head reads
+CLIP_SHIFTS = (12, 19, 24, 28, 31, 34, 36)
+N_CLIP_STATISTICS = 2 * len(CLIP_SHIFTS) + 8
 
 
 def _torch_modules():
@@ -55,13 +58,17 @@ def _torch_modules():
         model_type = "abcscribe_notes"
 
         def __init__(self, channels: int = 16, layers: int = 3, timbre: int = 16,
-                     shifts: Iterable[int] = HARMONIC_SHIFTS, freq_kernel: int = 3, **kwargs):
+                     shifts: Iterable[int] = HARMONIC_SHIFTS, freq_kernel: int = 3,
+                     clip_families: bool = False, **kwargs):
             self.channels = channels
             self.layers = layers
             self.timbre = timbre
             # (defaults: what encoders made before these fields existed)
             self.shifts = [int(s) for s in shifts]
             self.freq_kernel = int(freq_kernel)
+            # the families from statistics of the whole clip (see clip_statistics), the same
+            # for every frame, instead of from each frame's timbre
+            self.clip_families = bool(clip_families)
             self.n_bins = N_BINS
             self.frame_rate = FRAME_RATE
             self.n_families = N_FAMILIES
@@ -97,6 +104,11 @@ def _torch_modules():
             self.timbre = nn.Linear(c + n_in, config.timbre)
             self.families = nn.Linear(config.timbre, config.n_families)
             self.post_init()
+            if config.clip_families:  # (after post_init: the layers above start as without it)
+                n = N_CLIP_STATISTICS
+                self.register_buffer("clip_mean", torch.zeros(n))
+                self.register_buffer("clip_scale", torch.ones(n))
+                self.clip_head = nn.Sequential(nn.Linear(n, 32), nn.ReLU(), nn.Linear(32, config.n_families))
 
         def _init_weights(self, module):
             if isinstance(module, nn.Conv2d):
@@ -121,13 +133,65 @@ def _torch_modules():
             w = torch.softmax(notes[:, 1].detach(), -1).unsqueeze(1)  # [b, 1, t, f]
             pooled = torch.cat([(x * w).sum(-1), (h * w).sum(-1)], 1).transpose(1, 2)
             timbre = torch.tanh(self.timbre(pooled))
-            families = self.families(timbre)
+            frame_families = families = self.families(timbre)
+            if self.config.clip_families:
+                families = self.clip_logits(cqt)[:, None].expand(-1, cqt.shape[1], -1)
             onset, frame = notes[:, 0], notes[:, 1]
             # the layer a language model reads: what sounds where, and the spectrum itself
             # (instruments are told apart by their partials, which the note maps abstract away)
             out = torch.cat([torch.sigmoid(onset), torch.sigmoid(frame),
                              torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
-            return {"onset": onset, "frame": frame, "families": families, "output": out}
+            return {"onset": onset, "frame": frame, "families": families,
+                    "frame_families": frame_families, "output": out}
+
+        def clip_logits(self, cqt, stats=None):
+            """Family logits [b, 17] of each clip from its standardised statistics."""
+            stats = clip_statistics(cqt) if stats is None else stats
+            return self.clip_head((stats - self.clip_mean) / self.clip_scale)
+
+        @staticmethod
+        def clip_statistics(cqt):
+            return clip_statistics(cqt)
+
+    def clip_statistics(cqt):
+        """[b, t, 72] CQT frames -> [b, N_CLIP_STATISTICS]: what tells instruments apart over a
+        whole clip, read at each frame's loudest bin where it sounds (above the scale's middle):
+        the level of the bins 1, 1.5, 2, 2.5, 3, 3.5 and 4 octaves above it relative to it (mean
+        and spread: the partials), how that bin's level moves from frame to frame while it
+        stays the loudest (mean, share falling, share rising, spread: decay, attacks, vibrato),
+        the level's spread, the mean level below it (noise, lower voices), the share of bins
+        above a quarter of the scale and the share of frames that sound."""
+        b, t, f = cqt.shape
+        level, top = cqt.max(-1)  # [b, t]
+        act = (level > 0.5).float()
+        n_act = act.sum(1).clamp(min=1.0)
+
+        def mean(x, w):  # over time, weighted
+            return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+        profile = []
+        for s in CLIP_SHIFTS:
+            idx = (top + s).clamp(max=f - 1)
+            v = torch.gather(cqt, 2, idx[..., None])[..., 0] - level
+            profile.append(torch.where(top + s < f, v, torch.full_like(v, -1.0)))
+        profile = torch.stack(profile, -1)  # [b, t, 7]
+        w = act[..., None]
+        p_mean = (profile * w).sum(1) / n_act[:, None]
+        p_std = (((profile - p_mean[:, None]) ** 2 * w).sum(1) / n_act[:, None]).sqrt()
+        step = level[:, 1:] - level[:, :-1]
+        held = ((top[:, 1:] == top[:, :-1]).float() * act[:, 1:] * act[:, :-1])
+        s_mean = mean(step, held)
+        s_std = mean((step - s_mean[:, None]) ** 2, held).sqrt()
+        falling = mean((step < -0.004).float(), held)
+        rising = mean((step > 0.01).float(), held)
+        l_mean = mean(level, act)
+        l_std = mean((level - l_mean[:, None]) ** 2, act).sqrt()
+        below_sum = torch.cumsum(cqt, -1)
+        below = torch.gather(below_sum, 2, (top - 1).clamp(min=0)[..., None])[..., 0] / top.clamp(min=1)
+        bright = (cqt > 0.3).float().mean(-1)
+        return torch.cat([p_mean, p_std, torch.stack([
+            s_mean, falling, rising, s_std, l_std, mean(below, act), mean(bright, act),
+            act.mean(1)], -1)], -1)  # fmt: skip
 
     def harmonic_stack(cqt, shifts=HARMONIC_SHIFTS):
         """[b, t, f] -> [b, len(shifts), t, f]: channel k holds, at bin f, the magnitude at bin
@@ -317,6 +381,7 @@ def pretrain_encoder(
     log=None,
     shifts: Iterable[int] = BOTH_WAYS_SHIFTS,
     freq_kernel: int = 3,
+    clip_families: bool = True,
     onset_weight: float = 30.0,
     frame_weight: float = 5.0,
     tilt: float = 0.15,
@@ -343,7 +408,7 @@ def pretrain_encoder(
     log(f"pretrain: {len(examples)} train clips, {len(val_examples)} val clips "
         f"(features in {time.time() - t0:.0f} s)")  # fmt: skip
     model = model_cls(config_cls(channels=channels, layers=layers, timbre=timbre, shifts=shifts,
-                                 freq_kernel=freq_kernel))  # fmt: skip
+                                 freq_kernel=freq_kernel, clip_families=clip_families))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
                                                 pct_start=0.1)  # fmt: skip
@@ -358,7 +423,7 @@ def pretrain_encoder(
             # up, or the network learns to say "silence" everywhere first and stays there long
             F.binary_cross_entropy_with_logits(out["onset"], batch["onset"], pos_weight=ONSET_WEIGHT)
             + F.binary_cross_entropy_with_logits(out["frame"], batch["frame"], pos_weight=FRAME_WEIGHT)
-            + 0.5 * F.binary_cross_entropy_with_logits(out["families"], batch["families"])
+            + 0.5 * F.binary_cross_entropy_with_logits(out["frame_families"], batch["families"])
         )
         opt.zero_grad()
         loss.backward()
@@ -369,6 +434,8 @@ def pretrain_encoder(
             log(f"pretrain: step {step}/{steps} loss {loss.item():.4f} "
                 f"({(time.time() - t0) / step:.2f} s/step)")  # fmt: skip
     model.eval()
+    if model.config.clip_families:
+        _fit_clip_families(model, examples, seed, log)
     figures = {"steps": steps, "train_clips": len(examples), "val_clips": len(val_examples),
                "seconds": round(time.time() - t0, 1)}  # fmt: skip
     if val_examples:
@@ -380,6 +447,30 @@ def pretrain_encoder(
 
     (out_dir / "pretrain.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures
+
+
+def _fit_clip_families(model, examples, seed: int, log, iterations: int = 500) -> None:
+    """Fit the clip-level family head on every training clip at once (its statistics standardised
+    by theirs): which families play in the clip, from the clip's statistics."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        stats = torch.cat([model.clip_statistics(torch.from_numpy(ex["cqt"])[None]) for ex in examples])
+    target = torch.from_numpy(np.stack([ex["families"].max(0) for ex in examples]))
+    model.clip_mean.copy_(stats.mean(0))
+    model.clip_scale.copy_(stats.std(0) + 1e-3)
+    torch.manual_seed(seed)
+    params = list(model.clip_head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3)
+    model.clip_head.train()
+    for _ in range(iterations):
+        loss = F.binary_cross_entropy_with_logits(model.clip_logits(None, stats), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.clip_head.eval()
+    log(f"pretrain: clip family head fitted on {len(examples)} clips (loss {loss.item():.4f})")
 
 
 def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, float]:
