@@ -234,3 +234,22 @@ def test_note_encoder_mistakes_are_one_line_errors(cli, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x", "audio": str(tmp_path / "x.wav")}])
     p = cli("pretrain", "--data", bad, "-o", tmp_path / "enc", "--steps", "1")
     assert p.returncode == 2 and "no usable training records" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_encoder_tells_the_instrument_family_from_the_whole_clip(trained):
+    """The family outputs come from statistics of the whole clip (partials, how the level moves):
+    one answer in every frame, the instrument's family on melodies the encoder never heard."""
+    from abcscribe.core import gm
+    from abcscribe.core.models.records import load_clip
+    from abcscribe.core.note_encoder import N_BINS, N_FAMILIES, NoteEncoder
+
+    _, _, val, enc, summary = trained
+    assert summary["val_family_accuracy"] >= 0.9, summary
+    ear = NoteEncoder(enc)
+    records = [json.loads(line) for line in val.read_text().splitlines()]
+    right = 0
+    for rec in records:
+        fams = ear.encode(load_clip(rec, 16000))[:, 2 * N_BINS:2 * N_BINS + N_FAMILIES]
+        assert np.allclose(fams, fams[0])
+        right += int(fams[0].argmax()) == gm.family(read_abc(rec["abc"])[0].voices[0].program)
+    assert right >= len(records) - 1, (right, len(records))
