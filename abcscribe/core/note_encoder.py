@@ -2,8 +2,9 @@
 pretrained with dense frame-level targets read from the training clips' scores (which pitches
 start in each 20 ms frame, which sound, which instrument families play), as Onsets-and-Frames
 and basic-pitch learn. Its last layer is what a composed model reads (``--encoder notes:DIR``):
-onset and frame probabilities per semitone, family probabilities, a few timbre channels, and
-the CQT frames it heard.
+onset and frame probabilities per semitone, family probabilities (the whole clip's, told from
+statistics of its CQT by a head fitted after the network), a few timbre channels, and the CQT
+frames it heard.
 
 The network is pitch-equivariant: the same small filters slide over time and frequency of a
 harmonic stack of the spectrum (each bin beside the bins of its 2nd..5th harmonics and the bins
