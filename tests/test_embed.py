@@ -156,3 +156,34 @@ def test_embed_option_mistakes_are_one_line_errors(tmp_path, cli):
                   ["--device", "tpu"], ["--dtype", "int3"]):
         p = cli("embed", tmp_path / "a.wav", "-o", tmp_path / "e", *extra)
         assert p.returncode == 2 and "Traceback" not in p.stderr, (extra, p.stderr)
+
+
+def test_cqt_filter_bank_is_kept_in_the_user_cache_and_features_are_unchanged(tmp_path):
+    """librosa keeps the CQT filter bank it builds in ~/.cache/abcscribe/librosa (XDG_CACHE_HOME
+    respected); the frames are exactly those of librosa building it every call, and a cache
+    folder that cannot be made only means no cache."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    write_audio(tmp_path / "a.wav", chirp(2.5), SR)
+    (tmp_path / "file").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIBROSA_CACHE")}
+    frames = {}
+    for name, extra in (("kept", {"XDG_CACHE_HOME": str(tmp_path / "cache")}),
+                        ("built", {"LIBROSA_CACHE_LEVEL": "0"}),
+                        ("no cache folder", {"XDG_CACHE_HOME": str(tmp_path / "file")})):
+        p = subprocess.run([sys.executable, "-m", "abcscribe", "embed", tmp_path / "a.wav",
+                            "-o", tmp_path / name, "--encoder", "cqt", "--pool-ms", "0"],
+                           env={**env, **extra}, capture_output=True, text=True)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["frames"] == 125
+        frames[name] = load_file(tmp_path / name / "a.safetensors")
+    kept = list((tmp_path / "cache" / "abcscribe" / "librosa").rglob("output.pkl"))
+    assert kept, "no filter bank kept"
+    for name in ("built", "no cache folder"):
+        assert frames[name].keys() == frames["kept"].keys()
+        for k in frames["kept"]:
+            np.testing.assert_array_equal(frames[name][k], frames["kept"][k])
