@@ -83,7 +83,37 @@ def test_render_a_folder_mirrors_it_and_survives_a_bad_file(tmp_path, cli):
 
 def test_render_option_mistakes_are_one_line_errors(tmp_path, cli):
     melody_midi(tmp_path / "t.mid")
-    for args in (["--engine", "timidity"], ["--soundfont", tmp_path / "none.sf2"]):
+    for args in (["--engine", "timidity"], ["--soundfont", tmp_path / "none.sf2"],
+                 ["--timbre-spread", "3"], ["--engine", "fluidsynth", "--timbre-spread", "1"]):
         p = cli("render", tmp_path / "t.mid", "-o", tmp_path / "x.wav", *args)
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_timbre_spread_renders_the_same_notes_in_another_colour_per_file(tmp_path, cli):
+    """--timbre-spread: the notes stay where they were (pitch, onset, rests), the partials and
+    envelope differ from the fixed timbre and from file to file, and a re-render is the same."""
+    for name in ("one", "two"):
+        melody_midi(tmp_path / f"{name}.mid", program=40)
+    audio = {}
+    for label, extra in (("plain", []), ("varied", ["--timbre-spread", "1"]),
+                         ("again", ["--timbre-spread", "1"])):
+        p = cli("render", tmp_path / "one.mid", tmp_path / "two.mid", "-o", tmp_path / label,
+                "--engine", "builtin", "--sample-rate", "16000", *extra)
+        assert p.returncode == 0, p.stderr
+        audio[label] = {n: sf.read(tmp_path / label / f"{n}.wav")[0] for n in ("one", "two")}
+    for y in audio["varied"].values():
+        assert abs(peak_freq(y, 16000, 0.1, 0.9) - 440.0) < 4
+        assert abs(peak_freq(y, 16000, 2.1, 2.9) - 659.26) < 4
+        assert rms(y, 16000, 1.4, 1.9) < 0.02 * rms(y, 16000, 0.1, 0.9)
+
+    def spectrum(y):  # partial levels of the first note
+        s = np.abs(np.fft.rfft(y[1600:14400] * np.hanning(12800)))
+        return s / s.max()
+
+    plain, one, two = (spectrum(y) for y in (audio["plain"]["one"], audio["varied"]["one"],
+                                             audio["varied"]["two"]))  # fmt: skip
+    assert np.abs(one - plain).max() > 0.05 and np.abs(one - two).max() > 0.05
+    assert np.array_equal(audio["plain"]["one"], audio["plain"]["two"])
+    for n in ("one", "two"):
+        assert np.array_equal(audio["varied"][n], audio["again"][n])

@@ -201,13 +201,14 @@ def write_audio(path: str | Path, audio: np.ndarray, sr: int) -> None:
 # ---- rendering --------------------------------------------------------------------------------
 def render(
     piece: Piece, sr: int = 22050, engine: str = "auto", soundfont: str | None = None,
-    max_seconds: float | None = MAX_RENDER_SECONDS,
+    max_seconds: float | None = MAX_RENDER_SECONDS, spread: float = 0.0, seed: int = 0,
 ) -> np.ndarray:
     """Render ``piece`` to mono float32 audio at ``sr``. ``engine``: ``fluidsynth`` (a GM
     soundfont via the fluidsynth program), ``builtin`` (core.synth), or ``auto`` (fluidsynth
     when the program and a soundfont are present, else builtin). The result lasts the piece
     plus TAIL_SECONDS, whatever the engine; a piece longer than ``max_seconds`` (None: no
-    limit) is a UserError."""
+    limit) is a UserError. ``spread``, ``seed``: the built-in synthesiser's timbres varied
+    (core.synth.synthesize)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     check_sample_rate(sr)
@@ -220,7 +221,7 @@ def render(
     if engine == "builtin":
         from abcscribe.core.synth import synthesize
 
-        return synthesize(piece, sr, tail=TAIL_SECONDS)
+        return synthesize(piece, sr, tail=TAIL_SECONDS, spread=spread, seed=seed)
     return render_fluidsynth(piece, sr, soundfont)
 
 

@@ -5,6 +5,7 @@ file; existing ones skipped; one error record per bad input). The sound is ``cor
 from __future__ import annotations
 
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +26,7 @@ class RenderOptions:
     soundfont: str | None = option(None, "General MIDI soundfont for fluidsynth (default: TimGM6mb, FluidR3_GM or default-GM in /usr/share/sounds/sf2).", metavar="SF2")
     format: str = option("wav", "Audio format when writing into a folder or beside the inputs.", choices=AUDIO_FORMATS)
     overwrite: bool = option(False, "Replace outputs that already exist (default: skip them).")
+    timbre_spread: float = option(0.0, "builtin: vary each instrument's colour (partial levels, envelope, vibrato) by up to this much (0-2; 0: the fixed timbres), drawn per file from its name: training audio that does not all sound like one synthesiser.", metavar="X", min=0.0, max=2.0)
     max_seconds: float = option(3600.0, "Refuse a piece that would render longer than S seconds (default 3600: an hour; a corrupt file can ask for days; 0: no limit).", metavar="S", min=0.0)
 
     def check(self) -> str:
@@ -37,9 +39,12 @@ class RenderOptions:
             audio.find_soundfont(self.soundfont)  # a missing or garbage --soundfont, named
         if self.engine == "fluidsynth" and not audio.fluidsynth_available(self.soundfont):
             raise UserError("--engine fluidsynth: fluidsynth or a GM soundfont is not installed")
-        if self.engine == "auto":
-            return "fluidsynth" if audio.fluidsynth_available(self.soundfont) else "builtin"
-        return self.engine
+        engine = self.engine
+        if engine == "auto":
+            engine = "fluidsynth" if audio.fluidsynth_available(self.soundfont) else "builtin"
+        if self.timbre_spread > 0 and engine != "builtin":
+            raise UserError("--timbre-spread varies the built-in synthesiser: use it with --engine builtin")
+        return engine
 
 
 def render_files(inputs: list[str], output: str | None, opts: RenderOptions, out: TextIO) -> int:
@@ -82,7 +87,8 @@ def render_files(inputs: list[str], output: str | None, opts: RenderOptions, out
                 if piece.note_count == 0:
                     raise UserError(f"{name}: no notes to render")
                 samples = audio.render(piece, opts.sample_rate, engine, opts.soundfont,
-                                       max_seconds=opts.max_seconds or None)
+                                       max_seconds=opts.max_seconds or None,
+                                       spread=opts.timbre_spread, seed=zlib.crc32(path.stem.encode()))  # fmt: skip
                 audio.write_audio(path, samples, opts.sample_rate)
                 record.update(duration=round(samples.size / opts.sample_rate, 6),
                               sample_rate=opts.sample_rate, engine=engine)  # fmt: skip

@@ -8,7 +8,7 @@ to name instruments has something to hear, with no system packages needed."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -96,29 +96,54 @@ def timbre_for(program: int) -> Timbre:
     return TIMBRES[family(program)]
 
 
-def synthesize(piece: Piece, sr: int = 22050, tail: float = 0.5) -> np.ndarray:
+def varied(tb: Timbre, rng: np.random.Generator, spread: float) -> Timbre:
+    """Another instrument of ``tb``'s kind: each partial's level scaled by up to a factor of
+    e^(spread/2) either way and the spectrum tilted, attack, decay, sustain, damping and breath
+    scaled by up to e^spread, vibrato anywhere from none to twice as deep (``spread`` > 0);
+    what is left is what makes the family (harmonic or not, struck or bowed)."""
+
+    def scale() -> float:
+        return float(np.exp(rng.uniform(-spread, spread)))
+
+    ratios = np.asarray(tb.ratios)
+    amps = np.asarray(tb.amps) * np.exp(rng.normal(0.0, 0.5 * spread, ratios.size))
+    amps = amps * ratios ** (-rng.uniform(-0.5, 0.8) * spread)
+    return replace(tb, amps=tuple(float(a) for a in amps), attack=tb.attack * scale(),
+                   decay=tb.decay * scale(), sustain=min(1.0, tb.sustain * scale()),
+                   damping=tb.damping * scale(), vibrato=tb.vibrato * float(rng.uniform(0.0, 2.0)),
+                   noise=tb.noise * scale())  # fmt: skip
+
+
+def synthesize(piece: Piece, sr: int = 22050, tail: float = 0.5, spread: float = 0.0,
+               seed: int = 0) -> np.ndarray:
     """Mono float32 audio of ``piece`` lasting its duration plus ``tail`` seconds, normalised so
-    the loudest sample is PEAK (silence stays zeros)."""
+    the loudest sample is PEAK (silence stays zeros). ``spread`` > 0: every family's timbre is
+    :func:`varied` (drawn from ``seed``, the same for every voice of a family), so that
+    pieces rendered with different seeds sound like different instruments of each kind."""
     from abcscribe.core.progress import meter
 
+    timbres = TIMBRES
+    if spread > 0:
+        rng = np.random.default_rng(seed)
+        timbres = tuple(varied(tb, rng, spread) for tb in TIMBRES)
     n_total = int(math.ceil((piece.duration_seconds + tail) * sr))
     out = np.zeros(n_total, np.float64)
     to_sec = _tick_to_seconds(piece)
     with meter(sum(len(v.notes) for v in piece.voices), "synth", unit="note") as bar:
         for voice in piece.voices:
             if voice.notes:
-                _add_voice(voice, to_sec, sr, out, bar)
+                _add_voice(voice, to_sec, sr, out, bar, timbres)
     peak = float(np.max(np.abs(out))) if out.size else 0.0
     if peak > 0:
         out *= PEAK / peak
     return out.astype(np.float32)
 
 
-def _add_voice(voice, to_sec, sr: int, out: np.ndarray, bar) -> None:
+def _add_voice(voice, to_sec, sr: int, out: np.ndarray, bar, timbres=TIMBRES) -> None:
     """Add ``voice``'s notes, synthesised, into ``out``; ``bar`` counts them."""
     starts = to_sec(np.array([n.start for n in voice.notes], np.float64))
     ends = to_sec(np.array([n.end for n in voice.notes], np.float64))
-    timbre = None if voice.drum else timbre_for(voice.program)
+    timbre = None if voice.drum else timbres[family(voice.program)]
     for i, (note, t0, t1) in enumerate(zip(voice.notes, starts, ends), 1):
         if i % 256 == 0:
             bar.update(256)
