@@ -43,6 +43,49 @@ CLIP_SHIFTS = (12, 19, 24, 28, 31, 34, 36)
 N_CLIP_STATISTICS = 2 * len(CLIP_SHIFTS) + 8
 
 
+def clip_statistics(cqt):
+    """[b, t, 72] CQT frames -> [b, N_CLIP_STATISTICS]: what tells instruments apart over a
+    whole clip, read at each frame's loudest bin where it sounds (above the scale's middle):
+    the level of the bins 1, 1.5, 2, 2.5, 3, 3.5 and 4 octaves above it relative to it (mean
+    and spread: the partials), how that bin's level moves from frame to frame while it
+    stays the loudest (mean, share falling, share rising, spread: decay, attacks, vibrato),
+    the level's spread, the mean level below it (noise, lower voices), the share of bins
+    above a quarter of the scale and the share of frames that sound."""
+    import torch
+
+    b, t, f = cqt.shape
+    level, top = cqt.max(-1)  # [b, t]
+    act = (level > 0.5).float()
+    n_act = act.sum(1).clamp(min=1.0)
+
+    def mean(x, w):  # over time, weighted
+        return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+    profile = []
+    for s in CLIP_SHIFTS:
+        idx = (top + s).clamp(max=f - 1)
+        v = torch.gather(cqt, 2, idx[..., None])[..., 0] - level
+        profile.append(torch.where(top + s < f, v, torch.full_like(v, -1.0)))
+    profile = torch.stack(profile, -1)  # [b, t, 7]
+    w = act[..., None]
+    p_mean = (profile * w).sum(1) / n_act[:, None]
+    p_std = (((profile - p_mean[:, None]) ** 2 * w).sum(1) / n_act[:, None]).sqrt()
+    step = level[:, 1:] - level[:, :-1]
+    held = ((top[:, 1:] == top[:, :-1]).float() * act[:, 1:] * act[:, :-1])
+    s_mean = mean(step, held)
+    s_std = mean((step - s_mean[:, None]) ** 2, held).sqrt()
+    falling = mean((step < -0.004).float(), held)
+    rising = mean((step > 0.01).float(), held)
+    l_mean = mean(level, act)
+    l_std = mean((level - l_mean[:, None]) ** 2, act).sqrt()
+    below_sum = torch.cumsum(cqt, -1)
+    below = torch.gather(below_sum, 2, (top - 1).clamp(min=0)[..., None])[..., 0] / top.clamp(min=1)
+    bright = (cqt > 0.3).float().mean(-1)
+    return torch.cat([p_mean, p_std, torch.stack([
+        s_mean, falling, rising, s_std, l_std, mean(below, act), mean(bright, act),
+        act.mean(1)], -1)], -1)  # fmt: skip
+
+
 def _torch_modules():
     """The model classes, built on first use so that importing this module stays light."""
     global NoteEncoderConfig, NoteEncoderModel
@@ -136,7 +179,8 @@ def _torch_modules():
             timbre = torch.tanh(self.timbre(pooled))
             frame_families = families = self.families(timbre)
             if self.config.clip_families:
-                families = self.clip_logits(cqt)[:, None].expand(-1, cqt.shape[1], -1)
+                clip = self.clip_logits(clip_statistics(cqt))
+                families = clip[:, None].expand(-1, cqt.shape[1], -1)
             onset, frame = notes[:, 0], notes[:, 1]
             # the layer a language model reads: what sounds where, and the spectrum itself
             # (instruments are told apart by their partials, which the note maps abstract away)
@@ -145,54 +189,9 @@ def _torch_modules():
             return {"onset": onset, "frame": frame, "families": families,
                     "frame_families": frame_families, "output": out}
 
-        def clip_logits(self, cqt, stats=None):
-            """Family logits [b, 17] of each clip from its standardised statistics."""
-            stats = clip_statistics(cqt) if stats is None else stats
+        def clip_logits(self, stats):
+            """Family logits [b, 17] of each clip from its :func:`clip_statistics`."""
             return self.clip_head((stats - self.clip_mean) / self.clip_scale)
-
-        @staticmethod
-        def clip_statistics(cqt):
-            return clip_statistics(cqt)
-
-    def clip_statistics(cqt):
-        """[b, t, 72] CQT frames -> [b, N_CLIP_STATISTICS]: what tells instruments apart over a
-        whole clip, read at each frame's loudest bin where it sounds (above the scale's middle):
-        the level of the bins 1, 1.5, 2, 2.5, 3, 3.5 and 4 octaves above it relative to it (mean
-        and spread: the partials), how that bin's level moves from frame to frame while it
-        stays the loudest (mean, share falling, share rising, spread: decay, attacks, vibrato),
-        the level's spread, the mean level below it (noise, lower voices), the share of bins
-        above a quarter of the scale and the share of frames that sound."""
-        b, t, f = cqt.shape
-        level, top = cqt.max(-1)  # [b, t]
-        act = (level > 0.5).float()
-        n_act = act.sum(1).clamp(min=1.0)
-
-        def mean(x, w):  # over time, weighted
-            return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
-
-        profile = []
-        for s in CLIP_SHIFTS:
-            idx = (top + s).clamp(max=f - 1)
-            v = torch.gather(cqt, 2, idx[..., None])[..., 0] - level
-            profile.append(torch.where(top + s < f, v, torch.full_like(v, -1.0)))
-        profile = torch.stack(profile, -1)  # [b, t, 7]
-        w = act[..., None]
-        p_mean = (profile * w).sum(1) / n_act[:, None]
-        p_std = (((profile - p_mean[:, None]) ** 2 * w).sum(1) / n_act[:, None]).sqrt()
-        step = level[:, 1:] - level[:, :-1]
-        held = ((top[:, 1:] == top[:, :-1]).float() * act[:, 1:] * act[:, :-1])
-        s_mean = mean(step, held)
-        s_std = mean((step - s_mean[:, None]) ** 2, held).sqrt()
-        falling = mean((step < -0.004).float(), held)
-        rising = mean((step > 0.01).float(), held)
-        l_mean = mean(level, act)
-        l_std = mean((level - l_mean[:, None]) ** 2, act).sqrt()
-        below_sum = torch.cumsum(cqt, -1)
-        below = torch.gather(below_sum, 2, (top - 1).clamp(min=0)[..., None])[..., 0] / top.clamp(min=1)
-        bright = (cqt > 0.3).float().mean(-1)
-        return torch.cat([p_mean, p_std, torch.stack([
-            s_mean, falling, rising, s_std, l_std, mean(below, act), mean(bright, act),
-            act.mean(1)], -1)], -1)  # fmt: skip
 
     def harmonic_stack(cqt, shifts=HARMONIC_SHIFTS):
         """[b, t, f] -> [b, len(shifts), t, f]: channel k holds, at bin f, the magnitude at bin
@@ -457,7 +456,7 @@ def _fit_clip_families(model, examples, seed: int, log, iterations: int = 500) -
     import torch.nn.functional as F
 
     with torch.no_grad():
-        stats = torch.cat([model.clip_statistics(torch.from_numpy(ex["cqt"])[None]) for ex in examples])
+        stats = torch.cat([clip_statistics(torch.from_numpy(ex["cqt"])[None]) for ex in examples])
     target = torch.from_numpy(np.stack([ex["families"].max(0) for ex in examples]))
     model.clip_mean.copy_(stats.mean(0))
     model.clip_scale.copy_(stats.std(0) + 1e-3)
@@ -466,7 +465,7 @@ def _fit_clip_families(model, examples, seed: int, log, iterations: int = 500) -
     opt = torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3)
     model.clip_head.train()
     for _ in range(iterations):
-        loss = F.binary_cross_entropy_with_logits(model.clip_logits(None, stats), target)
+        loss = F.binary_cross_entropy_with_logits(model.clip_logits(stats), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
