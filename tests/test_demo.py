@@ -46,14 +46,8 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
     assert all("test-sf" in r["audio"] and r["split"] == "test" for r in test_sf)
     assert not {Path(r["audio"]).name for r in test_sf} & {Path(a).name for a in train_sf}
-    # the note encoder was pretrained, on the training clips and on the training pieces (only)
-    # once more through the built-in synthesiser with varied timbres, and the models read it
+    # the note encoder was pretrained, and the models read it
     assert report["encoder"]["steps"] == 20 and "val_onset_f1" in report["encoder"]
-    lines = lambda f: [json.loads(x) for x in (run / f).read_text().splitlines()]  # noqa: E731
-    vary = lines("qa-train-vary/train.jsonl")
-    assert vary and not lines("qa-train-vary/val.jsonl") and not lines("qa-train-vary/test.jsonl")
-    assert {r["piece"] for r in vary} <= {r["piece"] for r in lines("qa/train.jsonl")}
-    assert report["encoder"]["train_clips"] == len(lines("qa/train.all.jsonl")) + len(vary)
     assert (run / "ppo" / "note_encoder" / "model.safetensors").is_file()
     assert "sft_loss.png" in report["plots"] and (run / "sft_loss.png").stat().st_size > 1000
     md = (run / "report.md").read_text()
