@@ -97,3 +97,23 @@ def test_sft_rejects_unusable_input_in_one_line(cli, data, tmp_path):
     p = cli("sft", "--data", bad, "-o", tmp_path / "out")
     assert p.returncode == 2 and "no usable training records" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_features_handed_over_by_another_process_are_used_as_they_are(data, tmp_path):
+    """Under a launcher each clip is encoded by one process and its features handed to the
+    others (sft's prepare): features adopted for a record are what the model reads, and its
+    audio is not read again."""
+    import numpy as np
+
+    from abcscribe.core.models import build_model
+
+    folder, _, records = data
+    lm = build_model("tiny", records)
+    gone = dict(records[0], audio=str(folder / "moved-away.wav"))
+    with pytest.raises(Exception):
+        lm.collate([gone])
+    feats = lm.features.get(records[0])
+    assert lm.features.cached([lm.features.key(records[0])]).keys() == {lm.features.key(records[0])}
+    lm.features.adopt({lm.features.key(gone): feats + 1.0})
+    batch = lm.collate([gone])
+    assert np.allclose(batch["audio_features"][0, : len(feats)].numpy(), feats + 1.0)

@@ -9,6 +9,7 @@ machines) is applied first, by the command; the launcher's ranks then split that
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
@@ -85,6 +86,34 @@ class Ranks:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj, group=_object_group())
         return out
+
+    def share(self, mine: dict[Hashable, Any], chunk: int = 256) -> dict[Hashable, Any]:
+        """Every process's ``mine`` merged, on every process: what each computed for its share,
+        handed to all. Sent ``chunk`` entries at a time, so no process ever holds more than a
+        few chunks of pickled bytes beside the values themselves."""
+        if not self.several:
+            return dict(mine)
+        items = list(mine.items())
+        rounds = max(self.gather(math.ceil(len(items) / chunk)))
+        out: dict[Hashable, Any] = {}
+        for i in range(rounds):
+            for part in self.gather(items[i * chunk:(i + 1) * chunk]):
+                out.update(part)
+        return out
+
+    def start(self, cpu: bool) -> None:
+        """Start the default process group the way a Trainer would (gloo on the CPU, nccl on
+        GPUs), so collectives before the Trainer's own (sharing prepared inputs) do not leave
+        it a group of the wrong kind."""
+        if not self.several:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            gpu = not cpu and torch.cuda.is_available()
+            dist.init_process_group(backend="nccl" if gpu else "gloo")
+            atexit.register(_close_group)
 
     def total(self, n: int | float) -> int | float:
         """``n`` summed over the processes."""

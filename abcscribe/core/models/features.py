@@ -51,6 +51,14 @@ class FeatureSource:
             self._cache[k] = feats
         return feats
 
+    def cached(self, keys) -> dict[tuple, np.ndarray]:
+        """The features computed so far of these keys (see :meth:`key`)."""
+        return {k: self._cache[k] for k in keys if k in self._cache}
+
+    def adopt(self, features: dict[tuple, np.ndarray]) -> None:
+        """Take features computed elsewhere (another process of the same run) into the cache."""
+        self._cache.update(features)
+
     def _compute(self, record: dict[str, Any]) -> np.ndarray:
         if record.get("embedding"):
             emb, meta = load_embedding(record, max_seconds=self.window_seconds)

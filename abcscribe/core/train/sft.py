@@ -110,19 +110,34 @@ def read_records(
 
 def prepare(lm, records: list[dict[str, Any]], warn, desc: str = "features") -> list[dict[str, Any]]:
     """Compute (and cache) each record's model inputs once; records that fail are reported and
-    skipped, so a bad file never stops training halfway."""
+    skipped, so a bad file never stops training halfway. Under a launcher the processes split
+    the records of a composed model (those of one clip together), then hand each other the
+    features they computed: each clip is encoded once in the run, not once per process."""
+    from abcscribe.core.distributed import Ranks
+    from abcscribe.core.models.features import FeatureSource
     from abcscribe.core.progress import progress
 
-    good = []
-    for rec in progress(records, total=len(records), desc=desc):
+    ranks = Ranks.from_env()
+    source = getattr(lm, "features", None)
+    split = ranks.several and isinstance(source, FeatureSource)
+    if split:
+        keys = [source.key(rec) for rec in records]
+        todo = ranks.take(records, keys=keys)
+    else:
+        todo = list(range(len(records)))
+    failed: dict[int, str] = {}
+    for i in progress(todo, total=len(todo), desc=desc):
         try:
-            lm.collate([rec], answers=True)
+            lm.collate([records[i]], answers=True)
         except Exception as e:  # unreadable audio, wrong embedding size, ...
-            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            warn(f"skipping {rec.get('id', 'record')}: {msg}")
-            continue
-        good.append(rec)
-    return good
+            failed[i] = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    if split:
+        source.adopt(ranks.share(source.cached({keys[i] for i in todo})))
+        failed = {i: msg for part in ranks.gather(failed) for i, msg in part.items()}
+    if ranks.is_main or not split:
+        for i in sorted(failed):
+            warn(f"skipping {records[i].get('id', 'record')}: {failed[i]}")
+    return [rec for i, rec in enumerate(records) if i not in failed]
 
 
 def _index_dataset(start: int, n: int):
@@ -304,6 +319,12 @@ def run_sft(
                    "train_loss": None, "eval_loss": None, "seconds": 0.0}  # fmt: skip
         lm.save(out, extra={"sft": {**summary, "options": asdict(opts), "data": str(train_path)}})
         return summary
+    from abcscribe.core.distributed import Ranks
+    from abcscribe.core.device import resolve_device
+
+    # the processes share the inputs they prepare: their group starts as the Trainer's would
+    use_cpu = resolve_device(opts.device) == "cpu"
+    Ranks.from_env().start(cpu=use_cpu)
     train = prepare(lm, train, warn, desc="sft: preparing")
     if not train:
         raise UserError(f"{train_path}: no usable training records")
@@ -313,11 +334,8 @@ def run_sft(
     steps_per_epoch = math.ceil(len(train) / (opts.batch_size * opts.grad_accum))
     total = opts.max_steps if opts.max_steps > 0 else math.ceil(steps_per_epoch * opts.epochs)
     eval_steps = opts.eval_steps or opts.save_steps or max(1, steps_per_epoch)
-    from abcscribe.core.device import resolve_device
-
     # the Trainer places the model: on the CPU when asked to, else on the accelerator it finds
     # (cuda, or mps where there is no cuda), which check() has made sure is there
-    use_cpu = resolve_device(opts.device) == "cpu"
     args = SFTConfig(
         output_dir=str(out),
         per_device_train_batch_size=opts.batch_size,
