@@ -178,38 +178,27 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_sft_under_torchrun_prepares_each_clip_in_one_process_and_reports_a_bad_one_once(tiny_sft, tmp_path):
-    """The processes split the records to prepare and hand each other the features: a record
-    that cannot be read is skipped by both and reported once; both train on the same rest."""
+def test_sft_under_accelerate_launch_on_cpu_runs_two_processes(tiny_sft, tmp_path):
+    """The README's CPU line: `accelerate launch --multi_gpu --num_processes 2` on a machine
+    without CUDA starts two gloo processes (`--cpu` would start one). The processes split the
+    records to prepare and hand each other the features: a record that cannot be read is
+    skipped by both and reported once; both train on the same rest."""
     data, _ = tiny_sft
     records = [json.loads(line) for line in open(data)]
     lost = dict(records[0], id="lost-embedding", embedding=str(tmp_path / "nowhere.safetensors"))
     mixed = write_jsonl(tmp_path / "mixed.jsonl", [records[0], lost, *records[1:]])
     out = tmp_path / "sft"
-    proc = torchrun("sft", "--data", mixed, "--model", "tiny", "-o", out, "--max-steps", "2",
-                    "--batch-size", "2", "--eval-data", data)
-    recs = records_of(proc)
-    assert len(recs) == 1 and recs[0]["train_records"] == 8 and recs[0]["eval_records"] == 8
-    assert proc.stderr.count("skipping lost-embedding") == 1, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert rows[0]["epoch"] == pytest.approx(0.5)  # 8 records, 2 per process and step
-    assert (out / "model.safetensors").is_file()
-
-
-def test_sft_under_accelerate_launch_on_cpu_runs_two_processes(tiny_sft, tmp_path):
-    """The README's CPU line: `accelerate launch --multi_gpu --num_processes 2` on a machine
-    without CUDA starts two gloo processes (`--cpu` would start one)."""
-    data, _ = tiny_sft
-    out = tmp_path / "sft"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", str(free_port()), "-m", "abcscribe", "sft", "--data", data,
-         "--model", "tiny", "-o", out, "--max-steps", "2", "--batch-size", "2"],
+         "--main_process_port", str(free_port()), "-m", "abcscribe", "sft", "--data", mixed,
+         "--model", "tiny", "-o", out, "--max-steps", "2", "--batch-size", "2", "--eval-data", data],
         capture_output=True, text=True, env=env, timeout=900)
     recs = records_of(proc)
     assert len(recs) == 1 and recs[0]["steps"] == 2  # one summary
+    assert recs[0]["train_records"] == 8 and recs[0]["eval_records"] == 8
+    assert proc.stderr.count("skipping lost-embedding") == 1, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     # 8 records, 2 per process: two processes see half the epoch per step, one would see a quarter
     assert rows[0]["step"] == 1 and rows[0]["epoch"] == pytest.approx(0.5)
