@@ -105,12 +105,13 @@ def test_features_handed_over_by_another_process_are_used_as_they_are(data, tmp_
     audio is not read again."""
     import numpy as np
 
+    from abcscribe.core.errors import UserError
     from abcscribe.core.models import build_model
 
     folder, _, records = data
     lm = build_model("tiny", records)
     gone = dict(records[0], audio=str(folder / "moved-away.wav"))
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="no such audio file"):
         lm.collate([gone])
     feats = lm.features.get(records[0])
     assert lm.features.cached([lm.features.key(records[0])]).keys() == {lm.features.key(records[0])}

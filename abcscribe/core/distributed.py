@@ -108,12 +108,8 @@ class Ranks:
         if not self.several:
             return
         import torch
-        import torch.distributed as dist
 
-        if not dist.is_initialized():
-            gpu = not cpu and torch.cuda.is_available()
-            dist.init_process_group(backend="nccl" if gpu else "gloo")
-            atexit.register(_close_group)
+        _start_default_group("nccl" if not cpu and torch.cuda.is_available() else "gloo")
 
     def total(self, n: int | float) -> int | float:
         """``n`` summed over the processes."""
@@ -136,15 +132,22 @@ def _object_group():
     global _GROUP
     import torch.distributed as dist
 
+    _start_default_group("gloo")
+    if _GROUP is None:
+        _GROUP = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _GROUP
+
+
+def _start_default_group(backend: str) -> None:
+    """Start the default group from the launcher's environment unless someone has started it."""
+    import torch.distributed as dist
+
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend=backend)
         # Shut down before the interpreter does: a gloo group left to the process's exit
         # can abort it ("terminate called without an active exception", about 1 run in 30
         # of a short transcribe under torchrun), failing a run whose work was all done.
         atexit.register(_close_group)
-    if _GROUP is None:
-        _GROUP = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-    return _GROUP
 
 
 def _close_group() -> None:
