@@ -51,11 +51,25 @@ def key(r: dict) -> str:
     return str(r.get("id") or r.get("path") or r.get("pred_path"))
 
 
+def keyed(records: list[dict]) -> dict[str, dict]:
+    """{key: record} with one key per record: its id, and ``id@n`` for the n-th record of an id
+    seen before. A condition's set can hold one clip in several renderings, all with the clip's
+    mkqa id, and every system writes the set's records in its order, so the n-th record of an id
+    is the same audio in each system's file."""
+    seen: dict[str, int] = {}
+    out = {}
+    for r in records:
+        k = key(r)
+        seen[k] = seen.get(k, 0) + 1
+        out[k if seen[k] == 1 else f"{k}@{seen[k]}"] = r
+    return out
+
+
 def paired(a: list[dict], b: list[dict], metric: str = "reward") -> dict:
     """Mean of (a - b) over items both scored, with a paired bootstrap interval."""
-    bmap = {key(r): r for r in b if isinstance(r.get(metric), (int, float))}
-    diffs = [{"d": float(r[metric]) - float(bmap[key(r)][metric])} for r in a
-             if isinstance(r.get(metric), (int, float)) and key(r) in bmap]
+    bmap = {k: r for k, r in keyed(b).items() if isinstance(r.get(metric), (int, float))}
+    diffs = [{"d": float(r[metric]) - float(bmap[k][metric])} for k, r in keyed(a).items()
+             if isinstance(r.get(metric), (int, float)) and k in bmap]
     return {"n": len(diffs), **interval(summarize(diffs, metrics=("d",), resamples=RESAMPLES), "d")}
 
 
@@ -133,8 +147,8 @@ def condition_scores(run: Path, cond: str | None) -> dict[str, list[dict]]:
     folder = run / "scores" / cond if cond else run / "scores"
     out = {s: read_jsonl(folder / f"{s}.jsonl") for s in (*SYSTEMS, PEER)}
     if out.get(PEER):
-        raw = {key(p): p.get("note_f1_raw") for p in read_jsonl(run / "pred" / cond / f"{PEER}.jsonl")}
-        out[PEER] = [{**r, "note_f1": raw.get(key(r), r.get("note_f1"))} for r in out[PEER]]
+        raw = {k: p.get("note_f1_raw") for k, p in keyed(read_jsonl(run / "pred" / cond / f"{PEER}.jsonl")).items()}
+        out[PEER] = [{**r, "note_f1": raw.get(k, r.get("note_f1"))} for k, r in keyed(out[PEER]).items()]
     return {s: r for s, r in out.items() if r}
 
 
@@ -147,14 +161,14 @@ def table_md(table: dict) -> str:
 
 def examples_md(run: Path, cond: str | None, scores: list[dict], n: int) -> list[str]:
     pred = run / "pred" / cond / "ppo.jsonl" if cond else run / "pred" / "ppo.jsonl"
-    texts = {key(p): p for p in read_jsonl(pred)}
+    texts = keyed(read_jsonl(pred))
     md = []
-    for r in scores[:n]:
-        r = {**texts.get(key(r), {}), **r}
-        md += [f"### {key(r)} (reward {r.get('reward', float('nan')):.3f})", "",
+    for k, r in list(keyed(scores).items())[:n]:
+        r = {**texts.get(k, {}), **r}
+        md += [f"### {k} (reward {r.get('reward', float('nan')):.3f})", "",
                "Reference:", "```", str(r.get("ref", "")).strip(), "```",
                "Transcription:", "```", str(r.get("pred", "")).strip(), "```", "",
-               engraved_pair(run, f"{cond or 'demo'}/{key(r)}", r.get("ref", ""), r.get("pred", "")), ""]
+               engraved_pair(run, f"{cond or 'demo'}/{k}", r.get("ref", ""), r.get("pred", "")), ""]
     return md
 
 
