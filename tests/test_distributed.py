@@ -156,6 +156,10 @@ def test_ppo_under_torchrun_draws_distinct_prompts_logs_once_and_resumes(tiny_sf
         assert not set(procs[0]["prompts"]) & set(procs[1]["prompts"])  # each its own prompts
         seen += procs[0]["prompts"] + procs[1]["prompts"]
         assert row["reward_mean"] == pytest.approx(sum(p["reward_mean"] for p in procs) / 2)
+        for p in procs:  # where each process's step went: the phases add up to the step
+            assert set(p["phases"]) == {"generate", "reward", "experience", "update"}
+            assert all(v >= 0 for v in p["phases"].values())
+            assert sum(p["phases"].values()) <= row["seconds"] + 0.01
     assert len(seen) == len(set(seen)) == 8  # two steps of 2 x 2 prompts: the whole epoch once
     assert json.loads((out / "abcscribe.json").read_text())["ppo"]["steps"] == 2
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]

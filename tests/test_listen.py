@@ -129,3 +129,19 @@ def test_revise_gives_simultaneous_added_notes_a_voice_each():
     piece, _ = read_abc(revised)
     assert [n.pitch for n in piece.voices[0].notes] == [76, 77, 76]
     assert [n.pitch for n in piece.voices[1].notes] == [72, 76, 72]
+
+
+def test_revise_deals_notes_starting_together_to_the_voices_in_order_of_pitch():
+    from abcscribe.core.listen import revise
+
+    truth = ("X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1\n%%MIDI program 40\nc2 B2 A2 G2 | A2 B2 c4 |]\n"
+             "V:2\n%%MIDI program 42\nE2 F2 E2 D2 | C2 D2 E4 |]\n")  # fmt: skip
+    heard = _heard_from(truth)
+    # the LM heard both lines but swapped them on the third beat, and wrote the soprano's
+    # second bar an octave low: the ear hears the notes, the voices take them in pitch order
+    written = truth.replace("c2 B2 A2 G2", "c2 B2 E2 G2").replace("E2 F2 E2 D2", "E2 F2 A2 D2")
+    written = written.replace("A2 B2 c4", "A,2 B,2 C4")
+    piece, _ = read_abc(revise(written, heard))
+    assert [n.pitch for n in piece.voices[0].notes] == [72, 71, 69, 67, 69, 71, 72]
+    assert [n.pitch for n in piece.voices[1].notes] == [64, 65, 64, 62, 60, 62, 64]
+    assert [v.program for v in piece.voices] == [40, 42]

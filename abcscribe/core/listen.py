@@ -7,8 +7,9 @@ among several texts it could write, :func:`pick_by_ear` keeps the one whose note
 with what the encoder heard, trying each text under other key signatures too (the letters a
 small LM writes are usually right where its ``K:`` is not, and the key decides every sharp and
 flat). :func:`revise` then checks the chosen text's notes against the ear: notes nobody heard
-go, notes heard surely that nobody wrote come in on the text's own beat grid, and its tempo is
-refitted to the heard onsets; the text's metre, key, voices and instruments stay. The language
+go, notes heard surely that nobody wrote come in on the text's own beat grid, the notes are dealt
+to the voices by pitch order, and its tempo is refitted to the heard onsets; the text's metre,
+key, voices and instruments stay. The language
 model frames the music, the encoder decides which notes sound.
 
 Agreement is the onset F-measure between the notes a text sounds and the notes heard: same
@@ -177,11 +178,13 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
 
     The text keeps its metre, key, voices and instruments, and its tempo refitted to the heard
     onsets (:func:`fit_tempo`). A written note the ear heard too (same pitch, onset within
-    :data:`TOLERANCE`) stays as written; a written note nothing was heard for goes; a heard note
-    at least ``add`` sure that nobody wrote comes in on the text's sixteenth-note grid, in the
-    voice nearest in pitch that has no note starting there yet, lasting until it is heard to
-    end. A voice written one note at a time stays so (at a start the surest note, each note cut where the next begins). A text with no
-    header or no notes is returned as it is."""
+    :data:`TOLERANCE`) stays; a written note nothing was heard for goes; a heard note at least
+    ``add`` sure that nobody wrote comes in on the text's sixteenth-note grid, lasting until it
+    is heard to end. Then the notes are dealt to the voices start by start (:func:`deal`): the
+    notes starting together, highest first, go to the voices in their order of pitch, each voice
+    taking the note nearest the last one it took (its written notes' median at first). A voice
+    written one note at a time stays so (at a start the surest note, each note cut where the
+    next begins). A text with no header or no notes is returned as it is."""
     from abcscribe.core.abc import write_abc
     from abcscribe.core.notes import Note
     from abcscribe.core.transcribe import read_window
@@ -195,32 +198,71 @@ def revise(text: str, heard: list[Heard], *, add: float = ADD_THRESHOLD,
         piece.tempos[0] = replace(piece.tempos[0], bpm=fit_tempo(piece.bpm, onsets, tempo_spread))
     grid = piece.tpq // 4
     confirmed = _confirmed(piece, voices, heard)
-    # per voice (note, how sure): a written note the ear confirms is surest
-    kept = [[(n, 2.0) for n in v.notes if id(n) in confirmed] for v in voices]
-    centre = [float(np.median([n.pitch for n in v.notes])) for v in voices]
-    one_at_a_time = [all(a.start != b.start for a, b in zip(v.notes, v.notes[1:])) for v in voices]
-    starts = [{n.start for n, _ in notes} for notes in kept]
-    for h in sorted(heard, key=lambda h: -h.sure):  # the surest first: they choose voices first
+    # (note, how sure) of every note to write: a written note the ear confirms is surest
+    notes = [(n, 2.0) for v in voices for n in v.notes if id(n) in confirmed]
+    for h in heard:
         if h.sure < add or id(h) in confirmed:
             continue
         start = max(0, int(round(piece.tick_at(h.onset) / grid)) * grid)
         stop = max(start + grid, int(round(piece.tick_at(h.end) / grid)) * grid)
-        # the voice nearest in pitch that is free at that start (one written a note at a time
-        # takes one note a start), else the nearest
-        order = sorted(range(len(voices)), key=lambda i: abs(h.pitch - centre[i]))
-        free = [i for i in order if not (one_at_a_time[i] and start in starts[i])]
-        i = (free or order)[0]
-        kept[i].append((Note(h.pitch, start, stop - start), h.sure))
-        starts[i].add(start)
-    for v, notes, single in zip(voices, kept, one_at_a_time):
-        notes.sort(key=lambda ns: (ns[0].start, -ns[1]))
-        if single:
-            notes[:] = [ns for i, ns in enumerate(notes) if i == 0 or ns[0].start != notes[i - 1][0].start]
-            for (n, _), (nxt, _) in zip(notes, notes[1:]):
+        notes.append((Note(h.pitch, start, stop - start), h.sure))
+    centre = [float(np.median([n.pitch for n in v.notes])) for v in voices]
+    kept = deal(notes, centre)
+    for v, mine in zip(voices, kept):
+        mine.sort(key=lambda ns: (ns[0].start, -ns[1]))
+        if all(a.start != b.start for a, b in zip(v.notes, v.notes[1:])):  # one at a time
+            mine[:] = [ns for i, ns in enumerate(mine) if i == 0 or ns[0].start != mine[i - 1][0].start]
+            for (n, _), (nxt, _) in zip(mine, mine[1:]):
                 n.duration = min(n.duration, nxt.start - n.start)
-        v.notes = sorted((n for n, _ in notes), key=lambda n: (n.start, n.pitch))
+        v.notes = sorted((n for n, _ in mine), key=lambda n: (n.start, n.pitch))
     piece.voices = [v for v in piece.voices if v.drum or v.notes]
     return write_abc(piece, key=piece.key)
+
+
+def deal(notes: list[tuple[Any, float]], centre: list[float]) -> list[list[tuple[Any, float]]]:
+    """(note, how sure) pairs dealt to voices whose pitch is at first ``centre``: start by start,
+    the notes starting together, highest first, go to the voices in order of pitch (highest
+    first, no two crossing) so that the notes are as near as can be to the last pitch of their
+    voice; then each voice's pitch is that of its new note. When more notes start than there
+    are voices, the surest are dealt so and the others join the voice nearest in pitch (a
+    chord). Returns each voice's pairs. Voices rarely cross; measured on the demo's val
+    chorales (sft, 34 clips): voice-matched pitch loss 0.442 -> 0.311 against nearest-centre
+    placement of the added notes with the confirmed ones left where they were written."""
+    current = list(centre)
+    out: list[list[tuple[Any, float]]] = [[] for _ in centre]
+    at: dict[int, list[tuple[Any, float]]] = {}
+    for ns in notes:
+        at.setdefault(ns[0].start, []).append(ns)
+    for start in sorted(at):
+        by_sureness = sorted(at[start], key=lambda ns: -ns[1])
+        dealt = sorted(by_sureness[: len(current)], key=lambda ns: -ns[0].pitch)
+        order = sorted(range(len(current)), key=lambda i: -current[i])
+        for ns, j in zip(dealt, _in_order([ns[0].pitch for ns in dealt], [current[i] for i in order])):
+            out[order[j]].append(ns)
+            current[order[j]] = ns[0].pitch
+        for ns in by_sureness[len(current):]:
+            out[min(range(len(current)), key=lambda i: abs(ns[0].pitch - current[i]))].append(ns)
+    return out
+
+
+def _in_order(pitches: list[int], voices: list[float]) -> list[int]:
+    """For ``pitches`` and voice pitches, both highest first (``len(pitches) <= len(voices)``),
+    the voice index of each pitch, increasing, with the least total distance."""
+    n, m = len(pitches), len(voices)
+    inf = float("inf")
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]  # cost[a][b]: first a pitches in first b voices
+    cost[0] = [0.0] * (m + 1)
+    for a in range(1, n + 1):
+        for b in range(a, m + 1):
+            cost[a][b] = min(cost[a][b - 1], cost[a - 1][b - 1] + abs(pitches[a - 1] - voices[b - 1]))
+    picked, a, b = [], n, m
+    while a:
+        if b > a and cost[a][b] == cost[a][b - 1]:
+            b -= 1
+        else:
+            picked.append(b - 1)
+            a, b = a - 1, b - 1
+    return picked[::-1]
 
 
 def _confirmed(piece, voices, heard: list[Heard]) -> set[int]:

@@ -320,6 +320,7 @@ def train(
             prompt = _to(lm.collate(batch, answers=False), device)
             ids = lm.generate_ids(prompt, GenerationOptions(**{**asdict(gen), "seed": _sampling_seed(cfg.seed, step, ranks)}))
             ids = ids.to(device)
+        phases = {"generate": time.monotonic() - t0}
         texts = lm.decode(ids)
         rewards, parts, failed = [], [], 0
         for i, text in enumerate(texts):
@@ -328,7 +329,9 @@ def train(
             rewards.append(r), parts.append(p)
             failed += not ok
         rewards_t = torch.tensor(rewards, dtype=torch.float, device=device)
+        phases["reward"] = time.monotonic() - t0 - sum(phases.values())
         chunks = _experience(lm, batch, ids, eos, cfg, value_head, device)
+        phases["experience"] = time.monotonic() - t0 - sum(phases.values())
 
         # 4: advantages
         kl_seq = torch.cat([((c.old_logp - c.ref_logp) * c.mask).sum(1) for c in chunks])
@@ -345,11 +348,12 @@ def train(
 
         # 5: the update
         stats = _update(lm, chunks, opt, params, value_head, cfg, state.kl_coef, accelerator)
+        phases["update"] = time.monotonic() - t0 - sum(phases.values())  # advantages too
         figures = ranks.gather({
             "prompts": [records[i].get("id", i) for i in mine], "rewards": rewards,
             "parts": parts, "failed": failed, "kl": kl_seq.tolist(),
             "lengths": torch.cat([c.mask.sum(1) for c in chunks]).tolist(), "stats": stats,
-            "seconds": time.monotonic() - t0,
+            "seconds": time.monotonic() - t0, "phases": phases,
         })
         row = _step_row(step + 1, figures)
         if cfg.kl_target is not None:  # proportional controller, at most +-10% per step
@@ -430,7 +434,8 @@ def _step_row(step: int, figures: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if len(figures) > 1:  # what each process drew and how it fared
         row["processes"] = [{"prompts": f["prompts"], "reward_mean": sum(f["rewards"]) / len(f["rewards"]),
-                             "samples_per_s": len(f["rewards"]) / f["seconds"]} for f in figures]
+                             "samples_per_s": len(f["rewards"]) / f["seconds"],
+                             "phases": {k: round(v, 3) for k, v in f["phases"].items()}} for f in figures]
     return row
 
 
