@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from abcscribe.core.reward import summarize
+from abcscribe.core.errors import UserError
+from abcscribe.core.reward import family_matches, read_prediction, read_reference, summarize
 
 SYSTEMS = ("baseline", "untrained", "sft", "ppo-lm", "ppo")
 METRICS = ("reward", "pitch", "metre", "tempo", "instrument", "note_f1")
@@ -152,6 +153,21 @@ def condition_scores(run: Path, cond: str | None) -> dict[str, list[dict]]:
     return {s: r for s, r in out.items() if r}
 
 
+def family_right(preds: list[dict]) -> dict:
+    """{"right", "voices"}: over a system's predictions ("ref" and "pred" ABC), the reference
+    voices whose matched predicted voice (as the reward matches voices) is of the same GM family.
+    A clip whose reference cannot be read is left out."""
+    right = voices = 0
+    for r in preds:
+        try:
+            ref = read_reference(r["ref"])
+        except (KeyError, UserError):
+            continue
+        a, b = family_matches(ref, read_prediction(r.get("pred"))[0])
+        right, voices = right + a, voices + b
+    return {"right": right, "voices": voices}
+
+
 def table_md(table: dict) -> str:
     lines = ["| system | n | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
     for s, t in table.items():
@@ -201,6 +217,15 @@ def main(argv=None) -> int:
         tab = table_md(table)
         md += [f"## {cond or 'demo'}: {CONDITIONS.get(cond or 'demo')}", "", tab, ""]
         print(f"{cond or 'demo'}:\n{tab}")
+        fams = {s: family_right(read_jsonl(run / "pred" / cond / f"{s}.jsonl" if cond else run / "pred" / f"{s}.jsonl"))
+                for s in scores}
+        entry["family_right"] = {s: f for s, f in fams.items() if f["voices"]}
+        if entry["family_right"]:
+            line = ("Instrument in the right GM family (each reference voice against the predicted "
+                    "voice the reward matches it with): " + ", ".join(
+                        f"{s} {f['right']}/{f['voices']}" for s, f in entry["family_right"].items()) + ".")
+            md += [line, ""]
+            print(line)
         if "ppo_minus_sft" in entry:
             d = entry["ppo_minus_sft"]["reward"]
             line = (f"Paired difference ppo - sft in reward: {d['mean']:+.4f} "

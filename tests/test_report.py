@@ -58,3 +58,36 @@ def test_basic_pitch_raw_note_f1_is_that_of_the_same_rendering(report, tmp_path)
         path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     got = report.condition_scores(run, "demo")["basic-pitch"]
     assert [r["note_f1"] for r in got] == [0.9, 0.8, 0.1, 0.2]
+
+
+def _tune(voices: list[tuple[str, str]]) -> str:
+    """A two-bar tune with one V: per (GM name, notes)."""
+    body = "".join(f'V:{i} name="{name}"\n{notes}\n' for i, (name, notes) in enumerate(voices, 1))
+    return "X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\n" + body
+
+
+def test_family_right_compares_each_reference_voice_with_the_voice_matched_by_pitch(report):
+    ref = _tune([("Flute", "c2 d2 e2 f2 | g2 a2 b2 c'2 |"), ("Bassoon", "C,2 D,2 E,2 F,2 | G,2 A,2 B,2 C2 |")])
+    # the predicted voices in the other order: matched by their notes, not by their place; the
+    # low voice is right in family (Oboe is a reed like Bassoon), the high one is not (Violin)
+    pred = _tune([("Oboe", "C,2 D,2 E,2 F,2 | G,2 A,2 B,2 C2 |"), ("Violin", "c2 d2 e2 f2 | g2 a2 b2 c'2 |")])
+    same = _tune([("Piccolo", "c2 d2 e2 f2 | g2 a2 b2 c'2 |"), ("Bassoon", "C,2 D,2 E,2 F,2 | G,2 A,2 B,2 C2 |")])
+    got = report.family_right([{"ref": ref, "pred": pred}, {"ref": ref, "pred": same},
+                               {"ref": ref, "pred": "not a tune"}, {"ref": "", "pred": same}])
+    # 1 + 2 + 0 of 3 x 2 voices; the unreadable reference is left out
+    assert got == {"right": 3, "voices": 6}
+
+
+def test_the_report_counts_the_family_right_per_system(report, tmp_path):
+    run = tmp_path / "run"
+    ref = _tune([("Violin", "c2 d2 e2 f2 | g2 a2 b2 c'2 |")])
+    for system, name in (("sft", "Viola"), ("ppo", "Trumpet")):
+        for d in ("scores", "pred"):
+            (run / d / "demo").mkdir(parents=True, exist_ok=True)
+        rec = {"id": "tune-0:000:transcribe", "ref": ref, "pred": _tune([(name, "c2 d2 e2 f2 | g2 a2 b2 c'2 |")])}
+        (run / "pred" / "demo" / f"{system}.jsonl").write_text(json.dumps(rec) + "\n")
+        (run / "scores" / "demo" / f"{system}.jsonl").write_text(json.dumps({"id": rec["id"], "reward": 0.5}) + "\n")
+    assert report.main([str(run), "--examples", "0"]) == 0
+    fams = json.loads((run / "report.json").read_text())["conditions"]["demo"]["family_right"]
+    assert fams == {"sft": {"right": 1, "voices": 1}, "ppo": {"right": 0, "voices": 1}}
+    assert "sft 1/1, ppo 0/1" in (run / "report.md").read_text()

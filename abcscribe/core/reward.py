@@ -464,6 +464,22 @@ def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float,
         return 0.0, 0.0, 0.0
     if not ref or not pred:
         return 1.0, 1.0, 1.0
+    pairs, pitch, instr, rhythm = _match_voices(ref, pred)
+    tol = RHYTHM_TOLERANCE_BEATS * TPQ
+    unmatched = float(n - len(pairs))
+    sp = si = sr = unmatched
+    for i, j in pairs:
+        sp += pitch[i][j]
+        si += instr[i][j]
+        rl = rhythm.get((i, j))
+        sr += voice_rhythm_loss(ref[i].onsets, pred[j].onsets, tol) if rl is None else rl
+    return sp / n, si / n, sr / n
+
+
+def _match_voices(ref: list[_VoiceView], pred: list[_VoiceView]):
+    """The (ref, pred) voice index pairs the losses compare (minimal pitch distance, instrument
+    and rhythm breaking ties), with the pitch and instrument loss matrices and the rhythm losses
+    computed on the way."""
     # each distinct chord/pitch of this pair becomes one character, so the C Levenshtein runs
     # on plain strings; each voice is encoded once
     table: dict = {}
@@ -489,14 +505,22 @@ def _voice_losses(ref: list[_VoiceView], pred: list[_VoiceView]) -> tuple[float,
         cost = [[pitch[i][j] + _TIE_BREAK * (instr[i][j] + rhythm.get((i, j), 0.0))
                  for j in range(len(pred))] for i in range(len(ref))]
         pairs = assign(cost)
-    unmatched = float(n - len(pairs))
-    sp = si = sr = unmatched
-    for i, j in pairs:
-        sp += pitch[i][j]
-        si += instr[i][j]
-        rl = rhythm.get((i, j))
-        sr += voice_rhythm_loss(ref[i].onsets, pred[j].onsets, tol) if rl is None else rl
-    return sp / n, si / n, sr / n
+    return pairs, pitch, instr, rhythm
+
+
+def family_matches(ref: Piece, pred: Piece | None) -> tuple[int, int]:
+    """(right, voices): of the reference's voices, how many are matched (as the pitch and
+    instrument losses match them) with a predicted voice of the same GM family (drums with
+    drums). An unreadable prediction gets none right."""
+    rv = _views(ref)
+    pv = _views(pred) if pred is not None else []
+    if not rv or not pv:
+        return 0, len(rv)
+    pairs = _match_voices(rv, pv)[0]
+    right = sum(1 for i, j in pairs
+                if (rv[i].drum, rv[i].drum or gm.family(rv[i].program))
+                == (pv[j].drum, pv[j].drum or gm.family(pv[j].program)))
+    return right, len(rv)
 
 
 def pitch_loss(ref: Piece, pred: Piece) -> float:
