@@ -516,6 +516,7 @@ def family_matches(ref: Piece, pred: Piece | None) -> tuple[int, int]:
     pv = _views(pred) if pred is not None else []
     if not rv or not pv:
         return 0, len(rv)
+
     def family(v: _VoiceView) -> int:  # drums: one family of their own, after the GM ones
         return len(gm.FAMILIES) if v.drum else gm.family(v.program)
 
