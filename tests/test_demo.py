@@ -46,6 +46,11 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
     assert all("test-sf" in r["audio"] and r["split"] == "test" for r in test_sf)
     assert not {Path(r["audio"]).name for r in test_sf} & {Path(a).name for a in train_sf}
+    # the third training renderer holds the training and val pieces only, and its clips train
+    sf2 = [json.loads(x) for x in (run / "qa" / "train.all.jsonl").read_text().splitlines()]
+    sf2 = [r for r in sf2 if "train-sf2" in r["audio"]]
+    assert sf2 and all(r["split"] == "train" for r in sf2)
+    assert not list((run / "qa-train-sf2").glob("test.jsonl")) or not (run / "qa-train-sf2" / "test.jsonl").read_text().strip()
     # the note encoder was pretrained, and the models read it
     assert report["encoder"]["steps"] == 20 and "val_onset_f1" in report["encoder"]
     assert (run / "ppo" / "note_encoder" / "model.safetensors").is_file()
