@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-SYSPKGS = abcmidi abcm2ps musescore3 fluidsynth timgm6mb-soundfont fluid-soundfont-gm opl3-soundfont
+SYSPKGS = abcmidi abcm2ps musescore3 fluidsynth timgm6mb-soundfont fluid-soundfont-gm csound-soundfont
 
 .PHONY: setup sysdeps test test-fast demo bench clean
 
@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # abcmidi (round-trip tests), fluidsynth + GM soundfonts (render; the demo trains with TimGM6mb and
-# OPL-3 and tests with FluidR3_GM); installed when we are root
+# sf_GMbank and tests with FluidR3_GM); installed when we are root
 # and apt is there, otherwise left to the user (the tests that need them say so).
 sysdeps:
 	@if command -v abc2midi >/dev/null && command -v fluidsynth >/dev/null && command -v abcm2ps >/dev/null && command -v mscore3 >/dev/null \
-	    && [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && [ -e /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ]; then :; \
+	    && [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && [ -e /usr/share/sounds/sf2/sf_GMbank.sf2 ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing $(SYSPKGS)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
