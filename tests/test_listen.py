@@ -108,6 +108,26 @@ def test_revise_leaves_texts_without_notes_and_unsure_ears_alone():
     assert _sounding(revise(TUNE.format(key="C", body="CDEF GABc"), [])) == []  # nothing heard: nothing kept
 
 
+def test_best_revision_keeps_the_candidate_whose_grid_the_heard_notes_fit():
+    from abcscribe.core.listen import best_revision, revise, sure
+
+    truth = TUNE.format(key="C", body="CDEF GABc")
+    heard = _heard_from(truth)
+    # the right notes at a tempo 17 % slow (beyond the refit): as written only the first onset
+    # is within 40 ms of the heard ones
+    slow = truth.replace("Q:1/4=120", "Q:1/4=100")
+    # the right tempo and rhythm, every pitch wrong: as written nothing agrees
+    wrong_notes = TUNE.format(key="C", body="EFGA Bcde")
+    assert pick_by_ear([wrong_notes, slow], sure(heard)) == slow
+    assert _sounding(revise(slow, heard)) != _sounding(truth)  # its grid misplaces the notes
+    chosen = best_revision([wrong_notes, slow], heard)
+    assert _sounding(chosen) == _sounding(truth)
+    assert read_abc(chosen)[0].bpm == 120
+    # garbage never wins; a single text is its own revision
+    assert best_revision(["no music here", slow], heard) == revise(slow, heard)
+    assert best_revision([truth], heard) == revise(truth, heard)
+
+
 def test_fit_tempo_finds_the_grid_the_onsets_fall_on():
     from abcscribe.core.listen import fit_tempo
 

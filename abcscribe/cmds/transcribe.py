@@ -58,17 +58,18 @@ def main(
         min=1,
         help="Candidates per window, one kept (default: 16 for a model with a note encoder, "
         "else 1). A model with a note encoder keeps the candidate, under any key signature, "
-        "whose notes agree most with the notes its encoder hears (with --temperature 0 the "
-        "greedy text is one candidate, the others sampled at 0.8); other models keep the one "
-        "that reads cleanly and agrees most with the others.",
+        "whose notes (revised by ear, see --revise) agree most with the notes its encoder "
+        "hears (with --temperature 0 the greedy text is one candidate, the others sampled at "
+        "0.8); other models keep the one that reads cleanly and agrees most with the others.",
     ),
     revise: bool = typer.Option(
         True,
         "--revise/--no-revise",
-        help="A model with a note encoder checks the kept text's notes against what the encoder "
-        "hears: notes it did not hear go, notes it surely heard come in on the text's beat grid, "
-        "the tempo is refitted to the heard onsets; metre, key, voices and instruments stay as "
-        "written. --no-revise writes the language model's notes only.",
+        help="A model with a note encoder checks each candidate's notes against what the encoder "
+        "hears and keeps the revision that agrees most: notes it did not hear go, notes it "
+        "surely heard come in on the text's beat grid, the tempo is refitted to the heard "
+        "onsets; metre, key, voices and instruments stay as written. --no-revise writes the "
+        "language model's notes only.",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed for sampling: the same seed, the same transcription."

@@ -6,11 +6,12 @@ frame maps). The language model writes the music (metre, tempo, bars, voices, in
 among several texts it could write, :func:`pick_by_ear` keeps the one whose notes agree most
 with what the encoder heard, trying each text under other key signatures too (the letters a
 small LM writes are usually right where its ``K:`` is not, and the key decides every sharp and
-flat). :func:`revise` then checks the chosen text's notes against the ear: notes nobody heard
-go, notes heard surely that nobody wrote come in on the text's own beat grid, the notes are dealt
-to the voices by pitch order, and its tempo is refitted to the heard onsets; the text's metre,
-key, voices and instruments stay. The language
-model frames the music, the encoder decides which notes sound.
+flat). :func:`revise` checks a text's notes against the ear: notes nobody heard go, notes heard
+surely that nobody wrote come in on the text's own beat grid, the notes are dealt to the voices
+by pitch order, and its tempo is refitted to the heard onsets; the text's metre, key, voices and
+instruments stay. :func:`best_revision` revises every candidate and keeps the revision that
+agrees most with the ear. The language model frames the music, the encoder decides which notes
+sound.
 
 Agreement is the onset F-measure between the notes a text sounds and the notes heard: same
 pitch, onsets within :data:`TOLERANCE` seconds (the 50 ms of the note-F1 metric, rounded down
@@ -167,6 +168,24 @@ def pick_by_ear(texts: list[str], heard: Notes) -> str:
                 best, best_score = candidate, s
     return best
 
+
+def best_revision(texts: list[str], heard: list[Heard]) -> str:
+    """Each distinct text in its spelling that agrees most with what was heard
+    (:func:`pick_by_ear`), revised by ear (:func:`revise`); the revision whose notes agree most
+    with the notes heard surely, among equals the earliest. Judging the revisions rather than
+    the texts as written keeps the candidate whose frame (tempo, metre, voices) the heard notes
+    fit: a text with the right notes at a tempo 14% off agrees well as written, but its
+    revision misplaces every note on its grid. Measured on the demo's val clips (sft, best of
+    8): note F1 0.845 -> 0.900 on tunes, 0.819 -> 0.858 on chorales against revising the text
+    picked as written."""
+    surely = sure(heard)
+    best, best_score = texts[0] if texts else "", -2.0
+    for text in dict.fromkeys(texts):
+        revised = revise(pick_by_ear([text], surely), heard)
+        s = agreement(surely, written_notes(revised))
+        if s > best_score + 1e-12:
+            best, best_score = revised, s
+    return best
 
 
 # ---- writing what is heard --------------------------------------------------------------------

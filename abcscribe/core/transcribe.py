@@ -224,11 +224,11 @@ def generate_windows(
 ) -> list[list[str]]:
     """For each window record, ``num_samples`` texts, each the best of ``best_of`` samples;
     records go to the model ``batch_size`` at a time. A model with a note encoder chooses by
-    ear (:func:`core.listen.pick_by_ear`: greedy text and samples, each under every key
-    signature, against the notes the encoder hears) and, with ``options.revise``, checks the
-    kept text's notes against the ear (:func:`core.listen.revise`); others choose by consensus
-    (:func:`pick_best`)."""
-    from abcscribe.core.listen import listen, pick_by_ear, revise, sure
+    ear: with ``options.revise`` every candidate is revised by ear and the revision that agrees
+    most with the notes the encoder hears is kept (:func:`core.listen.best_revision`), without
+    it the candidate whose own notes agree most, each under every key signature
+    (:func:`core.listen.pick_by_ear`); others choose by consensus (:func:`pick_best`)."""
+    from abcscribe.core.listen import best_revision, listen, pick_by_ear, sure
 
     k = max(1, options.generation.num_samples)
     n = best_of(model, options)
@@ -251,8 +251,10 @@ def generate_windows(
             if heard is None:
                 out.append([g[pick_best(g)] for g in groups])
                 continue
-            kept = [pick_by_ear(g, sure(heard)) for g in groups]
-            out.append([revise(t, heard) for t in kept] if options.revise else kept)
+            if options.revise:
+                out.append([best_revision(g, heard) for g in groups])
+            else:
+                out.append([pick_by_ear(g, sure(heard)) for g in groups])
     return out
 
 
