@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # abcmidi (round-trip tests), fluidsynth + GM soundfonts (render; the demo trains with TimGM6mb and
-# optionally sf_GMbank, and tests with FluidR3_GM); installed when we are root
+# sf_GMbank, and tests with FluidR3_GM); installed when we are root
 # and apt is there, otherwise left to the user (the tests that need them say so).
 sysdeps:
 	@if command -v abc2midi >/dev/null && command -v fluidsynth >/dev/null && command -v abcm2ps >/dev/null && command -v mscore3 >/dev/null \
