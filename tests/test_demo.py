@@ -22,7 +22,7 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     args = [  # two steps at a time, as `make demo` runs it
         "make", "-C", str(ROOT / "examples"), "demo", "-j2", f"RUN={run}", "PIECES=24", "CHORALES=3",
-        "PRETRAIN_STEPS=20", "TRAIN_SF2=/usr/share/sounds/sf2/sf_GMbank.sf2", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
+        "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
         f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe", "BASIC_PITCH=",
         "PPO_ARGS=--batch-size 2 --samples-per-prompt 2 --max-new-tokens 48 --mini-batch-size 4",
         "DECODE=--temperature 0 --max-new-tokens 96 --batch-size 8", "BEST_OF=2",
@@ -46,7 +46,7 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
     assert all("test-sf" in r["audio"] and r["split"] == "test" for r in test_sf)
     assert not {Path(r["audio"]).name for r in test_sf} & {Path(a).name for a in train_sf}
-    # the optional third training renderer holds the training and val pieces only, and its clips train
+    # the third training renderer holds the training and val pieces only, and its clips train
     sf2 = [json.loads(x) for x in (run / "qa" / "train.all.jsonl").read_text().splitlines()]
     sf2 = [r for r in sf2 if "train-sf2" in r["audio"]]
     assert sf2 and all(r["split"] == "train" for r in sf2)
