@@ -63,6 +63,12 @@ def family(program: int) -> int:
     return max(0, min(127, int(program))) // 8
 
 
+def voice_family(program: int, drum: bool = False) -> int:
+    """Family index of a voice: its GM family (0-15), or 16 for drums (a family of their own,
+    after the GM ones)."""
+    return len(FAMILIES) if drum else family(program)
+
+
 def family_name(program: int) -> str:
     return FAMILIES[family(program)]
 

@@ -257,7 +257,7 @@ def clip_targets(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = np.zeros((n, N_BINS), np.float32)
     fams = np.zeros((n, N_FAMILIES), np.float32)
     for v in piece.voices:
-        fam = len(gm.FAMILIES) if v.drum else gm.family(v.program)
+        fam = gm.voice_family(v.program, v.drum)
         for note in v.notes:
             a = int(round(piece.seconds(note.start) * FRAME_RATE))
             b = max(a + 1, int(round(piece.seconds(note.end) * FRAME_RATE)))

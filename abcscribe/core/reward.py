@@ -516,12 +516,10 @@ def family_matches(ref: Piece, pred: Piece | None) -> tuple[int, int]:
     pv = _views(pred) if pred is not None else []
     if not rv or not pv:
         return 0, len(rv)
-
-    def family(v: _VoiceView) -> int:  # drums: one family of their own, after the GM ones
-        return len(gm.FAMILIES) if v.drum else gm.family(v.program)
-
     pairs = _match_voices(rv, pv)[0]
-    return sum(1 for i, j in pairs if family(rv[i]) == family(pv[j])), len(rv)
+    right = sum(1 for i, j in pairs
+                if gm.voice_family(rv[i].program, rv[i].drum) == gm.voice_family(pv[j].program, pv[j].drum))
+    return right, len(rv)
 
 
 def pitch_loss(ref: Piece, pred: Piece) -> float:
