@@ -128,6 +128,26 @@ def test_best_revision_keeps_the_candidate_whose_grid_the_heard_notes_fit():
     assert best_revision([truth], heard) == revise(truth, heard)
 
 
+def test_best_revision_gives_each_voice_the_instrument_most_candidates_write():
+    from abcscribe.core.listen import best_revision, instruments
+
+    truth = ("X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1 name=\"Violin\"\n%%MIDI program 40\n"
+             "e2 f2 e4 |]\nV:2 name=\"Flute\"\n%%MIDI program 73\nc2 d2 c4 |]\n")  # fmt: skip
+    heard = _heard_from(truth)
+    # the text the ear picks (every note right) names the upper voice's instrument wrongly; the
+    # two others, a note off each, agree on the violin and the flute
+    piano = truth.replace('"Violin"\n%%MIDI program 40', '"Piano"\n%%MIDI program 0')
+    off = [truth.replace("e2 f2 e4", "e2 g2 e4"), truth.replace("c2 d2 c4", "c2 B,2 c4")]
+    assert instruments([piano, *off]) == {2: [(40, "Violin"), (73, "Flute")]}
+    chosen, _ = read_abc(best_revision([piano, *off], heard))
+    assert [(v.program, v.name) for v in chosen.voices] == [(40, "Violin"), (73, "Flute")]
+    assert [n.pitch for n in chosen.voices[0].notes] == [76, 77, 76]
+    # a vote among texts of another voice count leaves the texts' own instruments
+    solo = "X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1 name=\"Oboe\"\n%%MIDI program 68\nc8 |]\n"
+    assert instruments([piano, solo, solo]) == {2: [(0, "Piano"), (73, "Flute")], 1: [(68, "Oboe")]}
+    assert [v.program for v in read_abc(best_revision([piano], heard))[0].voices] == [0, 73]
+
+
 def test_fit_tempo_finds_the_grid_the_onsets_fall_on():
     from abcscribe.core.listen import fit_tempo
 
