@@ -1,9 +1,11 @@
 """Make the demo's record sets: concatenate JSONL record files into one, optionally keeping
 only some pieces, every k-th record, or the first n, with each record's file paths kept valid
 ('audio' and 'embedding' paths relative to their own file are rewritten relative to the output).
+``--repeat bach-=8`` writes each kept record of a piece starting with bach- 8 times (a set of
+prompts weighted towards those pieces).
 
     python examples/sets.py OUT.jsonl A.jsonl B.jsonl [--pieces bach-] [--not-pieces bach-]
-                            [--every 2] [--limit 150]"""
+                            [--every 2] [--limit 150] [--repeat bach-=8]"""
 
 from __future__ import annotations
 
@@ -35,7 +37,15 @@ def main(argv=None) -> int:
     ap.add_argument("--not-pieces", default=None, help="drop records whose piece starts with this")
     ap.add_argument("--every", type=int, default=1, help="keep every k-th record of each input")
     ap.add_argument("--limit", type=int, default=0, help="at most this many records of each input")
+    ap.add_argument("--repeat", default=None, metavar="PREFIX=N",
+                    help="write each kept record of a piece starting with PREFIX N times")
     args = ap.parse_args(argv)
+    prefix, times = None, 1
+    if args.repeat:
+        prefix, _, count = args.repeat.rpartition("=")
+        if not prefix or not count.isdigit() or int(count) < 1:
+            ap.error(f"--repeat wants PREFIX=N with N a whole number >= 1, not {args.repeat!r}")
+        times = int(count)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(f"{args.out}.tmp", "w", encoding="utf-8") as f:
@@ -52,9 +62,10 @@ def main(argv=None) -> int:
                     continue
                 if args.limit and kept >= args.limit:
                     break
-                f.write(json.dumps(rec) + "\n")
+                copies = times if prefix is not None and piece.startswith(prefix) else 1
+                f.write((json.dumps(rec) + "\n") * copies)
                 kept += 1
-            n += kept
+                n += copies
     os.replace(f"{args.out}.tmp", args.out)
     print(f"sets: {n} records -> {args.out}", file=sys.stderr)
     return 0
