@@ -4,7 +4,9 @@ corpus, each given a tempo and a General MIDI instrument, written as MIDI files.
     python examples/corpus.py --pieces 200 --out runs/demo/midi
 
 Tunes come from O'Neill's 1850 collection (ABC, read with abcscribe's own reader), then Ryan's
-Mammoth Collection; chorales from music21's Bach, each voice given its own instrument. Choices are seeded, so the same arguments give the same files."""
+Mammoth Collection; chorales from music21's Bach, each voice given its own instrument. Choices are
+seeded (each piece's tempo and instruments by its name), so the same arguments give the same
+files, and ``--skip-pieces``/``--skip-chorales`` give the pieces after another run's."""
 
 from __future__ import annotations
 
@@ -72,6 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--programs", default=DEFAULT_PROGRAMS, help="GM programs to draw from")
     ap.add_argument("--tempo", default="70-160", help="BPM range, e.g. 70-160")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-pieces", type=int, default=0,
+                    help="leave out the first N tunes (another run's: pieces it never saw)")
+    ap.add_argument("--skip-chorales", type=int, default=0, help="leave out the first N chorales")
     args = ap.parse_args(argv)
 
     lo, hi = (float(x) for x in args.tempo.split("-"))
@@ -79,7 +84,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
-    for name, piece in list(tunes(args.pieces)) + list(chorales(args.chorales)):
+    chosen = (list(tunes(args.skip_pieces + args.pieces))[args.skip_pieces:] if args.pieces else []) \
+        + (list(chorales(args.skip_chorales + args.chorales))[args.skip_chorales:] if args.chorales else [])
+    for name, piece in chosen:
         rng = random.Random(f"{args.seed}:{name}")
         bpm = float(round(rng.uniform(lo, hi)))
         piece.tempos = [Tempo(0, bpm)]

@@ -65,3 +65,20 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     assert "abcscribe sft" not in again.stdout and "abcscribe render" not in again.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert "| ppo |" in again.stdout or "ppo " in again.stdout  # the table is printed again
+    # ppo's prompts are the val clips, each chorale clip PPO_CHORALES (8) times
+    ids = lambda path: [json.loads(x)["id"] for x in path.read_text().splitlines()]
+    val = ids(run / "qa" / "val.all.jsonl")
+    assert sorted(ids(run / "qa" / "ppo.jsonl")) == sorted(
+        i for i in val for _ in range(8 if i.startswith("bach-") else 1))
+    # settings are chosen on pieces no model of the run trained on: `make unseen` prints sft and
+    # ppo side by side on clips of the tunes and chorales after the run's own
+    unseen = subprocess.run([*args[:3], "unseen", *args[4:], "UNSEEN_TUNES=3", "UNSEEN_CHORALES=1",
+                             "UNSEEN_CLIPS=4"], capture_output=True, text=True, env=env, timeout=600)
+    assert unseen.returncode == 0, unseen.stdout[-3000:] + unseen.stderr[-3000:]
+    lines = (run / "unseen" / "report.txt").read_text().splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        [kind, metric, "n=4"] for kind in ("tunes", "chorales") for metric in ("reward", "note_f1")]
+    assert all("ppo - sft" in line for line in lines) and lines[0] in unseen.stdout
+    mine = {p.name for p in (run / "data").glob("*.mid")}
+    theirs = {p.name for p in (run / "unseen" / "data").glob("*.mid")}
+    assert len(theirs) == 4 and not mine & theirs
