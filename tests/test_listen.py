@@ -148,6 +148,28 @@ def test_best_revision_gives_each_voice_the_instrument_most_candidates_write():
     assert [v.program for v in read_abc(best_revision([piano], heard))[0].voices] == [0, 73]
 
 
+def test_revise_gives_each_voice_of_an_ensemble_the_family_its_notes_are_heard_in():
+    from abcscribe.core.listen import revise
+
+    text = ("X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1 name=\"Piano\"\n%%MIDI program 0\ne2 f2 e4 |]\n"
+            "V:2 name=\"Piano\"\n%%MIDI program 0\nc2 d2 c4 |]\n")  # fmt: skip
+    # the upper voice's notes heard as strings (family 5), the lower one's as pipes (family 9)
+    heard = [h._replace(family=5 if h.pitch >= 76 else 9) for h in _heard_from(text)]
+    votes = {2: [(0, "Piano"), (0, "Piano")], 1: [(73, "Flute")]}
+    piece, _ = read_abc(revise(text, heard, instruments=votes))
+    # a family a candidate wrote gets that candidate's instrument; another, its first GM program
+    assert [(v.program, v.name) for v in piece.voices] == [(40, "Violin"), (73, "Flute")]
+    assert [n.pitch for n in piece.voices[0].notes] == [76, 77, 76]
+    # a voice heard in its own family keeps its instrument; a solo always does (its instrument
+    # is the whole clip's, which the language model hears); nothing told: as written
+    same = [h._replace(family=0) for h in _heard_from(text)]
+    assert [v.program for v in read_abc(revise(text, same))[0].voices] == [0, 0]
+    solo = "X:1\nM:4/4\nL:1/8\nQ:1/4=100\nK:C\nV:1\n%%MIDI program 0\ne2 f2 e4 |]\n"
+    strings = [h._replace(family=5) for h in _heard_from(solo)]
+    assert read_abc(revise(solo, strings))[0].voices[0].program == 0
+    assert [v.program for v in read_abc(revise(text, _heard_from(text)))[0].voices] == [0, 0]
+
+
 def test_fit_tempo_finds_the_grid_the_onsets_fall_on():
     from abcscribe.core.listen import fit_tempo
 

@@ -253,3 +253,27 @@ def test_encoder_tells_the_instrument_family_from_the_whole_clip(trained):
         assert np.allclose(fams, fams[0])
         right += int(fams[0].argmax()) == gm.family(read_abc(rec["abc"])[0].voices[0].program)
     assert right >= len(records) - 1, (right, len(records))
+
+
+def test_encoder_tells_the_family_of_each_note_it_hears(trained):
+    """The per-note family map (fitted after the network, outside the layer a model reads):
+    each heard note of a melody the encoder never heard gets the family its instrument is in,
+    which is what lets transcribe give each voice of an ensemble its instrument."""
+    from abcscribe.core import gm
+    from abcscribe.core.listen import hearing, with_families
+    from abcscribe.core.models.records import load_clip
+    from abcscribe.core.note_encoder import N_BINS, NoteEncoder
+
+    _, _, val, enc, summary = trained
+    assert summary["val_note_family_accuracy"] >= 0.6, summary
+    ear = NoteEncoder(enc)
+    assert ear.model.config.note_families and ear.dim == 3 * N_BINS + 17 + ear.model.config.timbre
+    right = total = 0
+    for rec in (json.loads(line) for line in val.read_text().splitlines()):
+        feats = ear.encode(load_clip(rec, 16000))
+        heard = with_families(hearing(feats[:, :N_BINS], feats[:, N_BINS:2 * N_BINS]), ear.model,
+                              feats[:, -N_BINS:])
+        family = gm.family(read_abc(rec["abc"])[0].voices[0].program)
+        right += sum(h.family == family for h in heard)
+        total += len(heard)
+    assert total and right >= 0.6 * total, (right, total)

@@ -69,7 +69,8 @@ def main(
         "hears and keeps the revision that agrees most: notes it did not hear go, notes it "
         "surely heard come in on the text's beat grid, the tempo is refitted to the heard "
         "onsets; metre, key and voices stay as written, and each voice gets the instrument most "
-        "candidates give it. --no-revise writes the language model's notes only.",
+        "candidates give it (in an ensemble, of the family its notes are heard in, when the "
+        "note encoder tells). --no-revise writes the language model's notes only.",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed for sampling: the same seed, the same transcription."

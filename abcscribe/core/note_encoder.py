@@ -103,7 +103,7 @@ def _torch_modules():
 
         def __init__(self, channels: int = 16, layers: int = 3, timbre: int = 16,
                      shifts: Iterable[int] = HARMONIC_SHIFTS, freq_kernel: int = 3,
-                     clip_families: bool = False, **kwargs):
+                     clip_families: bool = False, note_families: bool = False, **kwargs):
             self.channels = channels
             self.layers = layers
             self.timbre = timbre
@@ -113,6 +113,10 @@ def _torch_modules():
             # the families from statistics of the whole clip (see clip_statistics), the same
             # for every frame, instead of from each frame's timbre
             self.clip_families = bool(clip_families)
+            # a family per sounding pitch and frame (which instrument plays this note: what
+            # tells the voices of an ensemble apart), fitted after the network; not in the
+            # output layer, so a model reading the encoder sees the same with or without it
+            self.note_families = bool(note_families)
             self.n_bins = N_BINS
             self.frame_rate = FRAME_RATE
             self.n_families = N_FAMILIES
@@ -153,6 +157,10 @@ def _torch_modules():
                 self.register_buffer("clip_mean", torch.zeros(n))
                 self.register_buffer("clip_scale", torch.ones(n))
                 self.clip_head = nn.Sequential(nn.Linear(n, 32), nn.ReLU(), nn.Linear(32, config.n_families))
+            if config.note_families:  # over the features and the harmonic stack at each pitch
+                self.note_family_head = nn.Sequential(
+                    nn.Conv2d(c + n_in, 32, (5, 1), padding=(2, 0)), nn.ReLU(),
+                    nn.Conv2d(32, config.n_families, 1))
 
         def _init_weights(self, module):
             if isinstance(module, nn.Conv2d):
@@ -186,8 +194,11 @@ def _torch_modules():
             # (instruments are told apart by their partials, which the note maps abstract away)
             out = torch.cat([torch.sigmoid(onset), torch.sigmoid(frame),
                              torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
-            return {"onset": onset, "frame": frame, "families": families,
-                    "frame_families": frame_families, "output": out}
+            result = {"onset": onset, "frame": frame, "families": families,
+                      "frame_families": frame_families, "output": out}
+            if self.config.note_families:  # [b, 17, t, f]
+                result["note_families"] = self.note_family_head(torch.cat([x, h], 1).detach())
+            return result
 
         def clip_logits(self, stats):
             """Family logits [b, 17] of each clip from its :func:`clip_statistics`."""
@@ -272,6 +283,26 @@ def clip_targets(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return onset, frame, fams
 
 
+def note_family_targets(abc: str, n: int) -> np.ndarray:
+    """[n, 72] float32: at each frame and pitch a note of the clip's ABC sounds, 1 + its voice's
+    family (:func:`gm.voice_family`); 0 where none does (nor out of C2..B7, nor drums)."""
+    from abcscribe.core.abc import read_abc
+
+    piece, _ = read_abc(abc)
+    out = np.zeros((n, N_BINS), np.float32)
+    for v in piece.voices:
+        if v.drum:
+            continue
+        fam = gm.voice_family(v.program)
+        for note in v.notes:
+            a = int(round(piece.seconds(note.start) * FRAME_RATE))
+            b = max(a + 1, int(round(piece.seconds(note.end) * FRAME_RATE)))
+            p = note.pitch - LOWEST_PITCH
+            if a < n and 0 <= p < N_BINS:
+                out[a:b, p] = 1 + fam
+    return out
+
+
 def record_example(record: dict[str, Any], cqt_encoder: CQTEncoder) -> dict[str, np.ndarray]:
     """CQT frames and target rolls of one record (its audio clip and its ``abc``)."""
     from abcscribe.core.models.records import load_clip
@@ -283,7 +314,8 @@ def record_example(record: dict[str, Any], cqt_encoder: CQTEncoder) -> dict[str,
     if cqt is None:
         cqt = cqt_encoder.encode(load_clip(record, cqt_encoder.sample_rate))
     onset, frame, fams = clip_targets(abc, len(cqt))
-    return {"cqt": cqt, "onset": onset, "frame": frame, "families": fams}
+    return {"cqt": cqt, "onset": onset, "frame": frame, "families": fams,
+            "note_families": note_family_targets(abc, len(cqt))}
 
 
 def stored_cqt(record: dict[str, Any]) -> np.ndarray | None:
@@ -382,6 +414,7 @@ def pretrain_encoder(
     shifts: Iterable[int] = BOTH_WAYS_SHIFTS,
     freq_kernel: int = 3,
     clip_families: bool = True,
+    note_families: bool = True,
     onset_weight: float = 30.0,
     frame_weight: float = 5.0,
     tilt: float = 0.15,
@@ -408,7 +441,8 @@ def pretrain_encoder(
     log(f"pretrain: {len(examples)} train clips, {len(val_examples)} val clips "
         f"(features in {time.time() - t0:.0f} s)")  # fmt: skip
     model = model_cls(config_cls(channels=channels, layers=layers, timbre=timbre, shifts=shifts,
-                                 freq_kernel=freq_kernel, clip_families=clip_families))  # fmt: skip
+                                 freq_kernel=freq_kernel, clip_families=clip_families,
+                                 note_families=note_families))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps),
                                                 pct_start=0.1)  # fmt: skip
@@ -436,6 +470,8 @@ def pretrain_encoder(
     model.eval()
     if model.config.clip_families:
         _fit_clip_families(model, examples, seed, log)
+    if model.config.note_families:
+        _fit_note_families(model, examples, seed, log)
     figures = {"steps": steps, "train_clips": len(examples), "val_clips": len(val_examples),
                "seconds": round(time.time() - t0, 1)}  # fmt: skip
     if val_examples:
@@ -473,6 +509,45 @@ def _fit_clip_families(model, examples, seed: int, log, iterations: int = 500) -
     log(f"pretrain: clip family head fitted on {len(examples)} clips (loss {loss.item():.4f})")
 
 
+def _fit_note_families(model, examples, seed: int, log, iterations: int = 600,
+                       batch_size: int = 8, max_frames: int = 256) -> None:
+    """Fit the per-note family head on the trained network (its weights kept): at each frame and
+    pitch where a note sounds, its voice's family, from the features and the harmonic stack
+    there and in the two frames either side."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    # half of each batch from clips of several families when there are any (ensembles, where
+    # telling the voices' instruments apart matters; a solo clip's family the clip tells)
+    ensembles = [ex for ex in examples if len(np.unique(ex["note_families"])) > 2]
+    head = model.note_family_head
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    head.train()
+    for _ in range(iterations):
+        cqts, targets = [], []
+        chosen = [examples[i] for i in rng.integers(0, len(examples), batch_size)]
+        if ensembles:
+            chosen[: batch_size // 2] = [ensembles[i] for i in rng.integers(0, len(ensembles), batch_size // 2)]
+        n = min(max_frames, max(len(ex["cqt"]) for ex in chosen))
+        for ex in chosen:
+            t = len(ex["cqt"])
+            a = int(rng.integers(0, t - n + 1)) if t > n else 0
+            c, y = ex["cqt"][a : a + n], ex["note_families"][a : a + n]
+            pad = ((0, n - len(c)), (0, 0))
+            cqts.append(np.pad(c, pad)), targets.append(np.pad(y, pad))
+        out = model(torch.from_numpy(np.stack(cqts)))["note_families"]
+        target = torch.from_numpy(np.stack(targets)).long() - 1  # -1: no note there
+        loss = F.cross_entropy(out, target, ignore_index=-1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head.eval()
+    model.zero_grad(set_to_none=True)
+    log(f"pretrain: note family head fitted ({iterations} batches, loss {loss.item():.4f})")
+
+
 def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Val figures: note onset F1 (same pitch, within 2 frames = 40 ms), frame F1 and the share
     of sounding frames whose most likely family is one that plays."""
@@ -481,6 +556,7 @@ def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, 
     hits = n_ref = n_est = 0
     tp = fp = fn = 0
     fam_ok = fam_n = 0
+    note_ok = note_n = 0
     with torch.inference_mode():
         for ex in examples:
             out = model(torch.from_numpy(ex["cqt"])[None])
@@ -496,12 +572,20 @@ def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, 
             best = out["families"][0].argmax(-1).numpy()
             fam_ok += int(ex["families"][np.arange(len(best)), best][sounding].sum())
             fam_n += int(sounding.sum())
+            if "note_families" in out and "note_families" in ex:
+                playing = ex["note_families"] > 0
+                guess = out["note_families"][0].argmax(0).numpy() + 1  # [t, f]
+                note_ok += int((guess == ex["note_families"])[playing].sum())
+                note_n += int(playing.sum())
     f1 = 2 * hits / max(1, n_ref + n_est)
-    return {
+    figures = {
         "val_onset_f1": round(f1, 4),
         "val_frame_f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4),
         "val_family_accuracy": round(fam_ok / max(1, fam_n), 4),
     }
+    if note_n:  # of the frames and pitches where a note sounds, the share given its family
+        figures["val_note_family_accuracy"] = round(note_ok / note_n, 4)
+    return figures
 
 
 def _examples(records, cqt, log, what: str) -> list[dict[str, np.ndarray]]:
