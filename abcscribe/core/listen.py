@@ -199,15 +199,16 @@ def best_revision(texts: list[str], heard: list[Heard]) -> str:
     """Each distinct text in its spelling that agrees most with what was heard
     (:func:`pick_by_ear`), revised by ear (:func:`revise`); the revision whose notes agree most
     with the notes heard surely, among equals the earliest, with each voice's instrument the one
-    most of the texts write for it (:func:`instruments`; in an ensemble :func:`revise` then gives
-    each voice the family its notes are heard in, when the ear tells). Judging the revisions rather than
-    the texts as written keeps the candidate whose frame (tempo, metre, voices) the heard notes
-    fit: a text with the right notes at a tempo 14% off agrees well as written, but its
-    revision misplaces every note on its grid. Measured on the demo's val clips (sft, best of
-    8): note F1 0.845 -> 0.900 on tunes, 0.819 -> 0.858 on chorales against revising the text
-    picked as written. The texts' vote is steadier than the one text the notes chose: on 150 clips of tunes and 150 of chorales no model trained on
-    (built-in synthesiser and TimGM6mb; best of 8), instrument loss 0.064 -> 0.034 and 0.651 ->
-    0.640 (sft), 0.067 -> 0.046 and 0.658 -> 0.644 (ppo); reward +0.002 to +0.006."""
+    most of the texts write for it (:func:`instruments`; in an ensemble :func:`revise` then
+    gives each voice the family its notes are heard in, when the ear tells). Judging the
+    revisions rather than the texts as written keeps the candidate whose frame (tempo, metre,
+    voices) the heard notes fit: a text with the right notes at a tempo 14% off agrees well as
+    written, but its revision misplaces every note on its grid. Measured on the demo's val clips
+    (sft, best of 8): note F1 0.845 -> 0.900 on tunes, 0.819 -> 0.858 on chorales against
+    revising the text picked as written. The texts' vote is steadier than the one text the
+    notes chose: on 150 clips of tunes and 150 of chorales no model trained on (built-in
+    synthesiser and TimGM6mb; best of 8), instrument loss 0.064 -> 0.034 and 0.651 -> 0.640
+    (sft), 0.067 -> 0.046 and 0.658 -> 0.644 (ppo); reward +0.002 to +0.006."""
     surely = sure(heard)
     best, best_score = texts[0] if texts else "", -2.0
     vote = instruments(texts)
