@@ -170,7 +170,9 @@ def _torch_modules():
                 nn.init.normal_(module.weight, std=0.05)
                 nn.init.zeros_(module.bias)
 
-        def forward(self, cqt):
+        def features(self, cqt):
+            """The network's features [b, channels, t, f] and the harmonic stack it read
+            [b, shifts, t, f]."""
             # each frame relative to its mean over pitch: what stands out of the spectrum, not
             # how loud the recording is (the CQT's fixed dB scale is 0..1 for -60..+30 dB)
             x = (cqt - cqt.mean(-1, keepdim=True)) * 3.0 + 0.5
@@ -178,6 +180,10 @@ def _torch_modules():
             x = h
             for conv in self.convs:
                 x = torch.relu(conv(x))
+            return x, h
+
+        def forward(self, cqt):
+            x, h = self.features(cqt)
             notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
             # timbre: the features and partials of the pitches that sound, whatever they are
             # (weights over pitch from the frame map), so an instrument sounds alike at any pitch
@@ -261,12 +267,20 @@ class NoteEncoder(Encoder):
 def clip_targets(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Onset [n, 72], frame [n, 72] and family [n, 17] rolls (0/1 float32) of a clip's ABC, at
     50 frames per second from the clip's start. Notes outside C2..B7 are left out."""
+    return _target_rolls(abc, n)[:3]
+
+
+def _target_rolls(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rolls of :func:`clip_targets` and the note family roll: [n, 72] float32, at each
+    frame and pitch a note sounds 1 + its voice's family (:func:`gm.voice_family`), 0 where
+    none does."""
     from abcscribe.core.abc import read_abc
 
     piece, _ = read_abc(abc)
     onset = np.zeros((n, N_BINS), np.float32)
     frame = np.zeros((n, N_BINS), np.float32)
     fams = np.zeros((n, N_FAMILIES), np.float32)
+    note_fams = np.zeros((n, N_BINS), np.float32)
     for v in piece.voices:
         fam = gm.voice_family(v.program, v.drum)
         for note in v.notes:
@@ -280,27 +294,8 @@ def clip_targets(abc: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 continue
             onset[a, p] = 1.0
             frame[a:b, p] = 1.0
-    return onset, frame, fams
-
-
-def note_family_targets(abc: str, n: int) -> np.ndarray:
-    """[n, 72] float32: at each frame and pitch a note of the clip's ABC sounds, 1 + its voice's
-    family (:func:`gm.voice_family`); 0 where none does (nor out of C2..B7, nor drums)."""
-    from abcscribe.core.abc import read_abc
-
-    piece, _ = read_abc(abc)
-    out = np.zeros((n, N_BINS), np.float32)
-    for v in piece.voices:
-        if v.drum:
-            continue
-        fam = gm.voice_family(v.program)
-        for note in v.notes:
-            a = int(round(piece.seconds(note.start) * FRAME_RATE))
-            b = max(a + 1, int(round(piece.seconds(note.end) * FRAME_RATE)))
-            p = note.pitch - LOWEST_PITCH
-            if a < n and 0 <= p < N_BINS:
-                out[a:b, p] = 1 + fam
-    return out
+            note_fams[a:b, p] = 1 + fam
+    return onset, frame, fams, note_fams
 
 
 def record_example(record: dict[str, Any], cqt_encoder: CQTEncoder) -> dict[str, np.ndarray]:
@@ -313,9 +308,9 @@ def record_example(record: dict[str, Any], cqt_encoder: CQTEncoder) -> dict[str,
     cqt = stored_cqt(record)
     if cqt is None:
         cqt = cqt_encoder.encode(load_clip(record, cqt_encoder.sample_rate))
-    onset, frame, fams = clip_targets(abc, len(cqt))
+    onset, frame, fams, note_fams = _target_rolls(abc, len(cqt))
     return {"cqt": cqt, "onset": onset, "frame": frame, "families": fams,
-            "note_families": note_family_targets(abc, len(cqt))}
+            "note_families": note_fams}
 
 
 def stored_cqt(record: dict[str, Any]) -> np.ndarray | None:
@@ -537,14 +532,15 @@ def _fit_note_families(model, examples, seed: int, log, iterations: int = 600,
             c, y = ex["cqt"][a : a + n], ex["note_families"][a : a + n]
             pad = ((0, n - len(c)), (0, 0))
             cqts.append(np.pad(c, pad)), targets.append(np.pad(y, pad))
-        out = model(torch.from_numpy(np.stack(cqts)))["note_families"]
+        with torch.no_grad():  # the network stays as trained: only the head learns
+            x, h = model.features(torch.from_numpy(np.stack(cqts)))
+        out = head(torch.cat([x, h], 1))
         target = torch.from_numpy(np.stack(targets)).long() - 1  # -1: no note there
         loss = F.cross_entropy(out, target, ignore_index=-1)
         opt.zero_grad()
         loss.backward()
         opt.step()
     head.eval()
-    model.zero_grad(set_to_none=True)
     log(f"pretrain: note family head fitted ({iterations} batches, loss {loss.item():.4f})")
 
 
