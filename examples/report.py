@@ -205,10 +205,13 @@ def main(argv=None) -> int:
           "and ppo are revised by ear (`transcribe --revise`, the default: notes checked "
           "against what the note encoder hears); ppo-lm is the ppo model's own notes "
           "(`--no-revise`).", ""]
+    pooled: dict[str, list[dict]] = {"ppo": [], "sft": []}  # every condition's clips, for ppo - sft
     for cond in conds:
         scores = condition_scores(run, cond)
         if not scores:
             continue
+        for s in pooled:
+            pooled[s] += [{**r, "id": f"{cond}/{key(r)}"} for r in scores.get(s, [])]
         table = {s: summarise(r) for s, r in scores.items()}
         entry: dict = {"systems": table}
         if "ppo" in scores and "sft" in scores:
@@ -238,6 +241,12 @@ def main(argv=None) -> int:
     if not report["conditions"]:
         print(f"report: no scores under {run}/scores", file=sys.stderr)
         return 1
+    if len(report["conditions"]) > 1 and pooled["ppo"] and pooled["sft"]:
+        d = report["ppo_minus_sft"] = paired(pooled["ppo"], pooled["sft"])
+        line = (f"Paired difference ppo - sft in reward over every condition's clips: "
+                f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.")
+        md += ["## All conditions", "", line, ""]
+        print(line)
     timing = run / "timing.json"
     if timing.exists():
         report["timing"] = json.loads(timing.read_text())

@@ -22,7 +22,8 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     args = [  # two steps at a time, as `make demo` runs it
         "make", "-C", str(ROOT / "examples"), "demo", "-j2", f"RUN={run}", "PIECES=24", "CHORALES=3",
-        "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6",
+        "PRETRAIN_STEPS=20", "SFT_STEPS=30", "PPO_STEPS=1", "EVAL_CLIPS=6", "VOICES_CHORALES=1",
+        "UNSEEN_CHORALES=1",
         f"PYTHON={sys.executable}", "ABCSCRIBE=abcscribe", "BASIC_PITCH=",
         "PPO_ARGS=--batch-size 2 --samples-per-prompt 2 --max-new-tokens 48 --mini-batch-size 4",
         "DECODE=--temperature 0 --max-new-tokens 96 --batch-size 8", "BEST_OF=2",
@@ -41,6 +42,15 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
             lo, hi = row["reward"]["ci"]
             assert lo <= row["reward"]["mean"] <= hi
         assert entry["ppo_minus_sft"]["reward"]["n"] == 6
+    # the voices condition: the run's test chorales and VOICES_CHORALES more that nothing of the
+    # run (nor `make unseen`) uses, through both training renderers, every other clip
+    voices = [json.loads(x) for x in (run / "eval" / "voices.jsonl").read_text().splitlines()]
+    more = [r for r in voices if "voices-test" in r["audio"]]
+    assert more and all(r["split"] == "test" and r["piece"].startswith("bach-") for r in more)
+    assert {Path(r["audio"]).parent.name for r in more} == {"data", "sf"}
+    assert not {r["piece"] for r in more} & {p.stem for p in (run / "data").glob("*.mid")}
+    assert report["conditions"]["voices"]["ppo_minus_sft"]["reward"]["n"] == len(voices)
+    assert report["ppo_minus_sft"]["n"] == 12 + len(voices)  # every condition's clips together
     # the soundfont clips are rendered by another soundfont than the training ones, of test pieces only
     train_sf = {json.loads(x)["audio"] for x in (run / "qa-train-sf" / "train.jsonl").read_text().splitlines()}
     test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
@@ -81,4 +91,4 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     assert all("ppo - sft" in line for line in lines) and lines[0] in unseen.stdout
     mine = {p.name for p in (run / "data").glob("*.mid")}
     theirs = {p.name for p in (run / "unseen" / "data").glob("*.mid")}
-    assert len(theirs) == 4 and not mine & theirs
+    assert len(theirs) == 4 and not mine & theirs and not theirs & {f"{r['piece']}.mid" for r in more}
