@@ -43,7 +43,7 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
             assert lo <= row["reward"]["mean"] <= hi
         assert entry["ppo_minus_sft"]["reward"]["n"] == 6
     # the voices condition: the run's test chorales and VOICES_CHORALES more that nothing of the
-    # run (nor `make unseen`) uses, through both training renderers, every other clip
+    # run (nor `make unseen`) uses, through both training renderers
     voices = [json.loads(x) for x in (run / "eval" / "voices.jsonl").read_text().splitlines()]
     more = [r for r in voices if "voices-test" in r["audio"]]
     assert more and all(r["split"] == "test" and r["piece"].startswith("bach-") for r in more)

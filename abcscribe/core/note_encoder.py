@@ -182,7 +182,10 @@ def _torch_modules():
                 x = torch.relu(conv(x))
             return x, h
 
-        def forward(self, cqt):
+        def forward(self, cqt, note_families: bool = True):
+            """The maps of ``cqt`` [b, t, 72] by name; ``note_families=False`` leaves out the
+            per-note family map (nothing else depends on it, and it costs more than half the
+            pass): what a model's features need."""
             x, h = self.features(cqt)
             notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
             # timbre: the features and partials of the pitches that sound, whatever they are
@@ -202,7 +205,7 @@ def _torch_modules():
                              torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
             result = {"onset": onset, "frame": frame, "families": families,
                       "frame_families": frame_families, "output": out}
-            if self.config.note_families:  # [b, 17, t, f]
+            if self.config.note_families and note_families:  # [b, 17, t, f]
                 result["note_families"] = self.note_family_head(torch.cat([x, h], 1).detach())
             return result
 
@@ -260,7 +263,7 @@ class NoteEncoder(Encoder):
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(cqt, np.float32))[None].to(self.device)
-            return self.model(x)["output"][0].float().cpu().numpy()
+            return self.model(x, note_families=False)["output"][0].float().cpu().numpy()
 
 
 # ---- targets ----------------------------------------------------------------------------------
@@ -446,7 +449,7 @@ def pretrain_encoder(
     for step in range(1, steps + 1):
         batch = _batch([examples[i] for i in rng.integers(0, len(examples), batch_size)], rng,
                        tilt=tilt)  # fmt: skip
-        out = model(batch["cqt"])
+        out = model(batch["cqt"], note_families=False)  # the per-note head is fitted afterwards
         loss = (
             # positives are rare (a note starts in one of ~10,000 frame-pitch cells): weighted
             # up, or the network learns to say "silence" everywhere first and stays there long
