@@ -48,7 +48,8 @@ def trained(tmp_path_factory):
     from conftest import run_cli
 
     enc = folder / "encoder"
-    p = run_cli("pretrain", "--data", train, "--eval-data", val, "-o", enc, "--steps", "250")
+    p = run_cli("pretrain", "--data", train, "--eval-data", val, "-o", enc, "--steps", "250",
+                "--family-batches", "200")
     assert p.returncode == 0, p.stderr
     return folder, train, val, enc, json.loads(p.stdout)
 

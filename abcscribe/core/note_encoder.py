@@ -416,12 +416,14 @@ def pretrain_encoder(
     onset_weight: float = 30.0,
     frame_weight: float = 5.0,
     tilt: float = 0.15,
+    family_batches: int = 600,
 ) -> dict[str, Any]:
     """Train a note encoder on ``train`` records (audio clips with their ``abc``) and save it to
     ``out_dir``; returns the figures written to its ``pretrain.json`` (val onset F1 at 40 ms,
     frame F1, family accuracy). ``shifts``: the harmonic stack (both ways by default);
     ``tilt``: the largest random spectral slope and per-band gain added to training clips'
-    CQT, another soundfont's colour on the same notes (0: loudness jitter only)."""
+    CQT, another soundfont's colour on the same notes (0: loudness jitter only);
+    ``family_batches``: the batches the per-note family head is fitted on afterwards."""
     import torch
     import torch.nn.functional as F
 
@@ -469,7 +471,7 @@ def pretrain_encoder(
     if model.config.clip_families:
         _fit_clip_families(model, examples, seed, log)
     if model.config.note_families:
-        _fit_note_families(model, examples, seed, log)
+        _fit_note_families(model, examples, seed, log, iterations=family_batches)
     figures = {"steps": steps, "train_clips": len(examples), "val_clips": len(val_examples),
                "seconds": round(time.time() - t0, 1)}  # fmt: skip
     if val_examples:

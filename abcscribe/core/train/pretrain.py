@@ -27,6 +27,9 @@ class PretrainOptions:
     tilt: float = option(0.15, "Spectral colour augmentation: largest random tilt and per-band gain "
                          "added to the CQT (0..1 scale = -60..+30 dB); 0: gain jitter only.",
                          metavar="X", min=0.0, max=1.0)  # fmt: skip
+    family_batches: int = option(600, "Batches of 8 clips the per-note family map (each heard "
+                                 "note's instrument family) is fitted on, after the network.",
+                                 metavar="N", min=1)  # fmt: skip
     seed: int = option(0, "Seed of initialisation and batches.")
     overwrite: bool = option(False, "Train again when DIR already holds an encoder.")
 
@@ -58,4 +61,4 @@ def run_pretrain(data: list[Path], output_dir: Path, opts: PretrainOptions,
     return pretrain_encoder(train, output_dir, val=val, steps=opts.steps,
                             batch_size=opts.batch_size, lr=opts.lr, channels=opts.channels,
                             layers=opts.layers, timbre=opts.timbre, seed=opts.seed,
-                            tilt=opts.tilt)  # fmt: skip
+                            tilt=opts.tilt, family_batches=opts.family_batches)  # fmt: skip
