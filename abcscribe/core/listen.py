@@ -87,7 +87,7 @@ def with_families(heard: list[Heard], encoder: Any, cqt: np.ndarray) -> list[Hea
     from abcscribe.core.note_encoder import FRAME_RATE, LOWEST_PITCH
 
     with torch.inference_mode():
-        logits = encoder(torch.from_numpy(np.ascontiguousarray(cqt, np.float32))[None])["note_families"]
+        logits = encoder.note_family_logits(torch.from_numpy(np.ascontiguousarray(cqt, np.float32))[None])
     probs = torch.softmax(logits[0], 0).permute(1, 2, 0).numpy()  # [t, f, families]
     out = []
     for h in heard:

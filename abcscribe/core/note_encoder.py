@@ -182,10 +182,10 @@ def _torch_modules():
                 x = torch.relu(conv(x))
             return x, h
 
-        def forward(self, cqt, note_families: bool = True):
-            """The maps of ``cqt`` [b, t, 72] by name; ``note_families=False`` leaves out the
-            per-note family map (nothing else depends on it, and it costs more than half the
-            pass): what a model's features need."""
+        def forward(self, cqt):
+            """The maps of ``cqt`` [b, t, 72] by name, ``output`` the layer a model reads; the
+            per-note family map is :meth:`note_family_logits` (nothing here depends on it, and
+            it costs more than this whole pass)."""
             x, h = self.features(cqt)
             notes = self.notes(x) + self.pitch_bias[None, :, None, :]  # [b, 2, t, f]
             # timbre: the features and partials of the pitches that sound, whatever they are
@@ -203,11 +203,14 @@ def _torch_modules():
             # (instruments are told apart by their partials, which the note maps abstract away)
             out = torch.cat([torch.sigmoid(onset), torch.sigmoid(frame),
                              torch.sigmoid(families), timbre, cqt], -1)  # fmt: skip
-            result = {"onset": onset, "frame": frame, "families": families,
-                      "frame_families": frame_families, "output": out}
-            if self.config.note_families and note_families:  # [b, 17, t, f]
-                result["note_families"] = self.note_family_head(torch.cat([x, h], 1).detach())
-            return result
+            return {"onset": onset, "frame": frame, "families": families,
+                    "frame_families": frame_families, "output": out}
+
+        def note_family_logits(self, cqt):
+            """The per-note family map [b, 17, t, f] of an encoder with ``note_families``: at
+            each frame and pitch, which family a note sounding there plays in."""
+            x, h = self.features(cqt)
+            return self.note_family_head(torch.cat([x, h], 1))
 
         def clip_logits(self, stats):
             """Family logits [b, 17] of each clip from its :func:`clip_statistics`."""
@@ -263,7 +266,7 @@ class NoteEncoder(Encoder):
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(cqt, np.float32))[None].to(self.device)
-            return self.model(x, note_families=False)["output"][0].float().cpu().numpy()
+            return self.model(x)["output"][0].float().cpu().numpy()
 
 
 # ---- targets ----------------------------------------------------------------------------------
@@ -451,7 +454,7 @@ def pretrain_encoder(
     for step in range(1, steps + 1):
         batch = _batch([examples[i] for i in rng.integers(0, len(examples), batch_size)], rng,
                        tilt=tilt)  # fmt: skip
-        out = model(batch["cqt"], note_families=False)  # the per-note head is fitted afterwards
+        out = model(batch["cqt"])
         loss = (
             # positives are rare (a note starts in one of ~10,000 frame-pitch cells): weighted
             # up, or the network learns to say "silence" everywhere first and stays there long
@@ -560,7 +563,8 @@ def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, 
     note_ok = note_n = 0
     with torch.inference_mode():
         for ex in examples:
-            out = model(torch.from_numpy(ex["cqt"])[None])
+            cqt = torch.from_numpy(ex["cqt"])[None]
+            out = model(cqt)
             on = torch.sigmoid(out["onset"][0]).numpy()
             fr = torch.sigmoid(out["frame"][0]).numpy()
             h, r, e = onset_f1(frame_notes(ex["onset"], ex["frame"]), frame_notes(on, fr))
@@ -573,9 +577,9 @@ def evaluate_encoder(model, examples: list[dict[str, np.ndarray]]) -> dict[str, 
             best = out["families"][0].argmax(-1).numpy()
             fam_ok += int(ex["families"][np.arange(len(best)), best][sounding].sum())
             fam_n += int(sounding.sum())
-            if "note_families" in out and "note_families" in ex:
+            if model.config.note_families and "note_families" in ex:
                 playing = ex["note_families"] > 0
-                guess = out["note_families"][0].argmax(0).numpy() + 1  # [t, f]
+                guess = model.note_family_logits(cqt)[0].argmax(0).numpy() + 1  # [t, f]
                 note_ok += int((guess == ex["note_families"])[playing].sum())
                 note_n += int(playing.sum())
     f1 = 2 * hits / max(1, n_ref + n_est)
