@@ -75,11 +75,15 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     assert "abcscribe sft" not in again.stdout and "abcscribe render" not in again.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert "| ppo |" in again.stdout or "ppo " in again.stdout  # the table is printed again
-    # ppo's prompts are the val clips, each chorale clip PPO_CHORALES (8) times
+    # ppo's prompts are the val clips, each chorale clip PPO_CHORALES (8) times, the tunes' clips
+    # drawn again (about as many) in the metres of the training clips
     ids = lambda path: [json.loads(x)["id"] for x in path.read_text().splitlines()]
-    val = ids(run / "qa" / "val.all.jsonl")
-    assert sorted(ids(run / "qa" / "ppo.jsonl")) == sorted(
-        i for i in val for _ in range(8 if i.startswith("bach-") else 1))
+    val, ppo = ids(run / "qa" / "val.all.jsonl"), ids(run / "qa" / "ppo.jsonl")
+    assert sorted(i for i in ppo if i.startswith("bach-")) == sorted(
+        i for i in val if i.startswith("bach-") for _ in range(8))
+    tunes = [i for i in ppo if not i.startswith("bach-")]
+    assert tunes and set(tunes) <= set(val)
+    assert abs(len(tunes) - sum(not i.startswith("bach-") for i in val)) <= 3
     # settings are chosen on pieces no model of the run trained on: `make unseen` prints sft and
     # ppo side by side on clips of the tunes and chorales after the run's own
     unseen = subprocess.run([*args[:3], "unseen", *args[4:], "UNSEEN_TUNES=3", "UNSEEN_CHORALES=1",

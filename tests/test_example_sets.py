@@ -50,3 +50,32 @@ def test_a_malformed_repeat_is_a_one_line_usage_error(sets, tmp_path, bad, capsy
         sets.main([str(tmp_path / "out.jsonl"), str(tmp_path / "val.jsonl"), "--repeat", bad])
     assert e.value.code == 2 and "--repeat wants PREFIX=N" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_metres_like_draws_the_prompts_in_the_metres_of_the_music(sets, tmp_path):
+    # val: few pieces, too many in 4/4; train: the music's proportions (2 of 3/4 to 1 of 4/4)
+    def write(path, metres):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"id": f"t{i}:000", "piece": f"tune-{i}", "audio": f"../data/t{i}.wav",
+                                            "abc": f"X:1\nM:{m}\nL:1/16\nK:G\nGABc|\n"}) + "\n"
+                                for i, m in enumerate(metres)))
+
+    write(tmp_path / "qa" / "val.jsonl", ["4/4"] * 6 + ["3/4"] * 2 + ["9/8"])
+    write(tmp_path / "qa" / "train.jsonl", ["3/4"] * 20 + ["4/4"] * 10 + ["6/8"] * 7)
+    out = tmp_path / "sets" / "ppo.jsonl"
+    assert sets.main([str(out), str(tmp_path / "qa" / "val.jsonl"),
+                      "--metres-like", str(tmp_path / "qa" / "train.jsonl")]) == 0
+    recs = _read(out)
+    metres = [sets.metre(r) for r in recs]
+    # as many records as kept; 3/4 twice as often as 4/4 (6/8: none to draw; 9/8: not in train)
+    assert len(recs) == 9 and metres.count("3/4") == 6 and metres.count("4/4") == 3
+    # each 3/4 record used thrice, the 4/4 ones drawn without repeats, paths still valid
+    assert sorted(r["piece"] for r in recs if sets.metre(r) == "3/4") == ["tune-6"] * 3 + ["tune-7"] * 3
+    assert len({r["piece"] for r in recs if sets.metre(r) == "4/4"}) == 3
+    for r in recs:
+        assert (out.parent / r["audio"]).resolve() == (tmp_path / "data" / f"{r['id'].split(':')[0]}.wav").resolve()
+    # the same draw every time
+    first = out.read_text()
+    assert sets.main([str(out), str(tmp_path / "qa" / "val.jsonl"),
+                      "--metres-like", str(tmp_path / "qa" / "train.jsonl")]) == 0
+    assert out.read_text() == first
