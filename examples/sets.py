@@ -45,8 +45,9 @@ def metre(rec: dict) -> str:
 
 def like_metres(recs: list, ref: Counter, seed: int = 0) -> list:
     """``recs`` drawn again, as many give or take the rounding, so that their metres come in
-    the proportions of ``ref`` (metre -> count) among the metres ``recs`` have: each metre's records in a shuffled order,
-    every one once before any twice. A metre ``ref`` lacks is left out."""
+    the proportions of ``ref`` (metre -> count) among the metres ``recs`` have: each metre's
+    records in a shuffled order, every one once before any twice. A metre ``ref`` lacks is left
+    out."""
     by: dict[str, list] = {}
     for rec in recs:
         by.setdefault(metre(rec), []).append(rec)
