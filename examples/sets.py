@@ -81,6 +81,9 @@ def main(argv=None) -> int:
         if not prefix or not count.isdigit() or int(count) < 1:
             ap.error(f"--repeat wants PREFIX=N with N a whole number >= 1, not {args.repeat!r}")
         times = int(count)
+    if args.metres_like is not None and not args.metres_like.is_file():
+        ap.error(f"--metres-like {args.metres_like}: no such file")
+
     def wanted(rec: dict) -> bool:
         piece = str(rec.get("piece", ""))
         return not ((args.pieces is not None and not piece.startswith(args.pieces))
@@ -100,8 +103,6 @@ def main(argv=None) -> int:
             kept_recs.append(rec)
             kept += 1
     if args.metres_like is not None:
-        if not args.metres_like.is_file():
-            ap.error(f"--metres-like {args.metres_like}: no such file")
         kept_recs = like_metres(kept_recs, Counter(metre(r) for r in records(args.metres_like, args.out)
                                                    if wanted(r)))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -79,3 +79,11 @@ def test_metres_like_draws_the_prompts_in_the_metres_of_the_music(sets, tmp_path
     assert sets.main([str(out), str(tmp_path / "qa" / "val.jsonl"),
                       "--metres-like", str(tmp_path / "qa" / "train.jsonl")]) == 0
     assert out.read_text() == first
+
+
+def test_a_missing_metres_file_is_a_one_line_usage_error(sets, tmp_path, capsys):
+    _write(tmp_path / "val.jsonl", ["tune-1"])
+    with pytest.raises(SystemExit) as e:
+        sets.main([str(tmp_path / "out.jsonl"), str(tmp_path / "val.jsonl"), "--metres-like", str(tmp_path / "nope.jsonl")])
+    assert e.value.code == 2 and "--metres-like" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
