@@ -3,9 +3,9 @@ only some pieces, every k-th record, or the first n, with each record's file pat
 ('audio' and 'embedding' paths relative to their own file are rewritten relative to the output).
 ``--repeat bach-=8`` writes each kept record of a piece starting with bach- 8 times (a set of
 prompts weighted towards those pieces). ``--metres-like train.jsonl`` draws the kept records
-again, about as many, so that their metres (the ``M:`` of each record's ``abc``) come in the
-proportions of that file's records (the same --pieces/--not-pieces kept): a set of a few pieces
-whose metres are not those of the music it stands for.
+again, about as many, so that their metres (each record's ``meta``, as mkqa writes it) come in
+the proportions of that file's records (the same --pieces/--not-pieces kept): a set of a few
+pieces whose metres are not those of the music it stands for.
 
     python examples/sets.py OUT.jsonl A.jsonl B.jsonl [--pieces bach-] [--not-pieces bach-]
                             [--every 2] [--limit 150] [--repeat bach-=8] [--metres-like REF]"""
@@ -16,13 +16,9 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 from collections import Counter
 from pathlib import Path
-
-_METRE = re.compile(r"^M:[ \t]*(\S+)", re.MULTILINE)
-
 
 def records(src: Path, out: Path):
     """The records of ``src`` with relative paths rewritten for a file in ``out``'s folder."""
@@ -38,9 +34,8 @@ def records(src: Path, out: Path):
 
 
 def metre(rec: dict) -> str:
-    """The time signature of a record's answer ("" when it has none)."""
-    m = _METRE.search(str(rec.get("abc", "")))
-    return m.group(1) if m else ""
+    """The time signature mkqa gave a record's clip ("" when it has none)."""
+    return str((rec.get("meta") or {}).get("metre") or "")
 
 
 def like_metres(recs: list, ref: Counter, seed: int = 0) -> list:

@@ -57,7 +57,7 @@ def test_metres_like_draws_the_prompts_in_the_metres_of_the_music(sets, tmp_path
     def write(path, metres):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps({"id": f"t{i}:000", "piece": f"tune-{i}", "audio": f"../data/t{i}.wav",
-                                            "abc": f"X:1\nM:{m}\nL:1/16\nK:G\nGABc|\n"}) + "\n"
+                                            "abc": f"X:1\nM:{m}\nL:1/16\nK:G\nGABc|\n", "meta": {"metre": m}}) + "\n"
                                 for i, m in enumerate(metres)))
 
     write(tmp_path / "qa" / "val.jsonl", ["4/4"] * 6 + ["3/4"] * 2 + ["9/8"])
