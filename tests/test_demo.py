@@ -96,3 +96,23 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     mine = {p.name for p in (run / "data").glob("*.mid")}
     theirs = {p.name for p in (run / "unseen" / "data").glob("*.mid")}
     assert len(theirs) == 4 and not mine & theirs and not theirs & {f"{r['piece']}.mid" for r in more}
+    # `make seeds`: ppo again with another seed, and ppo - sft of each on every condition's test
+    # clips, over all of them, and on the unseen clips; the run's own ppo (seed 0) first, its
+    # figures those of the report
+    seeds = subprocess.run([*args[:3], "seeds", *args[4:], "UNSEEN_TUNES=3", "UNSEEN_CHORALES=1",
+                            "UNSEEN_CLIPS=4", "PPO_SEEDS=1"], capture_output=True, text=True, env=env, timeout=600)
+    assert seeds.returncode == 0, seeds.stdout[-3000:] + seeds.stderr[-3000:]
+    lines = (run / "seeds.txt").read_text().splitlines()
+    kinds = ("demo", "soundfont", "voices", "all", "unseen-tunes", "unseen-chorales")
+    assert [line.split()[:2] for line in lines] == [
+        [kind, metric] for _ in ("ppo", "ppo-seed1") for kind in kinds for metric in ("reward", "note_f1")]
+    assert all("ppo - sft" in line for line in lines[:12]) and all("ppo-seed1 - sft" in line for line in lines[12:])
+    pooled = report["ppo_minus_sft"]
+    assert lines[6].split()[:3] == ["all", "reward", f"n={pooled['n']}"]
+    assert f"{pooled['mean']:+.4f} [{pooled['ci'][0]:+.4f}, {pooled['ci'][1]:+.4f}]" in lines[6]
+    unseen_lines = (run / "unseen" / "report.txt").read_text().splitlines()  # tunes, then chorales
+    assert [x.split()[1:] for x in lines[8:12]] == [x.split()[1:] for x in unseen_lines]
+    trained = {d: json.loads((run / d / "abcscribe.json").read_text())["ppo"] for d in ("ppo", "ppo-seed1")}
+    assert [(t["config"]["seed"], t["steps"]) for t in trained.values()] == [(0, 1), (1, 1)]
+    assert {k: v for k, v in trained["ppo"]["config"].items() if k != "seed"} == {
+        k: v for k, v in trained["ppo-seed1"]["config"].items() if k != "seed"}
