@@ -11,6 +11,7 @@ files, and ``--skip-pieces``/``--skip-chorales`` give the pieces after another r
 from __future__ import annotations
 
 import argparse
+import bisect
 import random
 import sys
 from pathlib import Path
@@ -66,6 +67,20 @@ def chorales(limit: int):
         limit -= 1
 
 
+def accent(piece, levels: tuple[int, int, int]) -> None:
+    """Give each note the velocity of its place in the bar, as a player stresses it (and abc2midi
+    does by default): ``levels`` = (a bar's first beat, its other beats, the rest). A bar of 6/8,
+    9/8 or 12/8 has its beats every three eighths."""
+    first, beat, other = levels
+    starts = piece.bar_starts()
+    for v in piece.voices:
+        for i, n in enumerate(v.notes):
+            m = piece.meter_at(n.start)
+            step = m.bar_ticks // m.numerator * (3 if m.denominator == 8 and m.numerator in (6, 9, 12) else 1)
+            pos = n.start - starts[bisect.bisect_right(starts, n.start) - 1]
+            v.notes[i] = type(n)(n.pitch, n.start, n.duration, first if pos == 0 else beat if pos % step == 0 else other)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pieces", type=int, default=200, help="folk tunes to take")
@@ -77,7 +92,16 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-pieces", type=int, default=0,
                     help="leave out the first N tunes (another run's: pieces it never saw)")
     ap.add_argument("--skip-chorales", type=int, default=0, help="leave out the first N chorales")
+    ap.add_argument("--accents", default="",
+                    help="velocities of a bar's first beat, its other beats and the rest, e.g. "
+                         "105,95,80 (abc2midi's default); empty: every note as the source gives it")
     args = ap.parse_args(argv)
+    try:
+        levels = tuple(int(x) for x in args.accents.split(",")) if args.accents else None
+    except ValueError:
+        levels = ()
+    if levels is not None and (len(levels) != 3 or not all(1 <= x <= 127 for x in levels)):
+        ap.error("--accents takes three velocities from 1 to 127, e.g. 105,95,80")
 
     lo, hi = (float(x) for x in args.tempo.split("-"))
     programs = [int(p) for p in args.programs.split(",")]
@@ -105,6 +129,8 @@ def main(argv=None) -> int:
         for v, prog in zip(piece.voices, voice_programs if len(piece.voices) > 1 else [program]):
             v.program, v.drum, v.name = prog, False, ""
             v.notes = [type(n)(n.pitch, n.start + pad, n.duration, n.velocity) for n in v.notes if n.duration > 0]
+        if levels:
+            accent(piece, levels)
         piece.title = name
         write_midi(piece, out / f"{name}.mid")
         n += 1
