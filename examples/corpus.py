@@ -69,14 +69,13 @@ def chorales(limit: int):
 
 def accent(piece, levels: tuple[int, int, int]) -> None:
     """Give each note the velocity of its place in the bar, as a player stresses it (and abc2midi
-    does by default): ``levels`` = (a bar's first beat, its other beats, the rest). A bar of 6/8,
-    9/8 or 12/8 has its beats every three eighths."""
+    does by default): ``levels`` = (a bar's first beat, its other beats, the rest), the beats
+    those of ``Meter.beat_ticks`` (6/8 beats every three eighths)."""
     first, beat, other = levels
     starts = piece.bar_starts()
     for v in piece.voices:
         for i, n in enumerate(v.notes):
-            m = piece.meter_at(n.start)
-            step = m.bar_ticks // m.numerator * (3 if m.denominator == 8 and m.numerator in (6, 9, 12) else 1)
+            step = piece.meter_at(n.start).beat_ticks
             pos = n.start - starts[bisect.bisect_right(starts, n.start) - 1]
             v.notes[i] = type(n)(n.pitch, n.start, n.duration, first if pos == 0 else beat if pos % step == 0 else other)
 

@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+
 def records(src: Path, out: Path):
     """The records of ``src`` with relative paths rewritten for a file in ``out``'s folder."""
     for line in src.read_text(encoding="utf-8").splitlines():

@@ -18,7 +18,7 @@ def _write(out, *args):
 
 
 def _velocities(path):
-    """(position in its bar in ticks, bar length, beat unit, velocity) for every note."""
+    """(position in its bar in ticks, the bar's Meter, velocity) for every note."""
     piece = read_midi(path)
     starts = piece.bar_starts()
     out = []

@@ -12,6 +12,15 @@ def test_tpq_is_exact_for_triplets_and_64ths():
     assert TPQ * 4 // 64 * 64 == TPQ * 4  # 1/64 note
 
 
+def test_a_beat_is_three_of_the_denominators_notes_in_compound_metres():
+    eighth, quarter = TPQ // 2, TPQ
+    beats = {(m, d): Meter(0, m, d).beat_ticks for m, d in ((2, 4), (3, 4), (4, 4), (2, 2), (3, 8),
+                                                            (6, 8), (9, 8), (12, 8), (6, 16))}
+    assert beats == {(2, 4): quarter, (3, 4): quarter, (4, 4): quarter, (2, 2): 2 * quarter,
+                     (3, 8): eighth, (6, 8): 3 * eighth, (9, 8): 3 * eighth, (12, 8): 3 * eighth,
+                     (6, 16): 3 * eighth // 2}
+
+
 def test_seconds_follow_the_tempo_map():
     p = Piece(voices=[Voice([Note(60, 0, TPQ)])], tempos=[Tempo(0, 120), Tempo(4 * TPQ, 60)])
     assert p.seconds(0) == 0

@@ -59,6 +59,13 @@ class Meter:
     def bar_ticks(self) -> int:
         return self.numerator * TPQ * 4 // self.denominator
 
+    @property
+    def beat_ticks(self) -> int:
+        """A beat: three of the denominator's notes in a compound metre (6/8, 9/8, 12/8, 6/16),
+        else one (3/8 counts its eighths)."""
+        unit = TPQ * 4 // self.denominator
+        return 3 * unit if self.denominator >= 8 and self.numerator % 3 == 0 and self.numerator > 3 else unit
+
 
 @dataclass(frozen=True, slots=True)
 class Key:
