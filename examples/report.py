@@ -19,7 +19,7 @@ from pathlib import Path
 from abcscribe.core.errors import UserError
 from abcscribe.core.reward import family_matches, read_prediction, read_reference, summarize
 
-SYSTEMS = ("baseline", "untrained", "sft", "ppo-lm", "ppo")
+SYSTEMS = ("baseline", "untrained", "sft", "ppo-lm", "ppo", "sft-greedy", "ppo-greedy")
 METRICS = ("reward", "pitch", "metre", "tempo", "instrument", "note_f1")
 LOSSES = {"pitch", "metre", "tempo", "instrument"}  # seed components are losses (lower is better)
 
@@ -153,6 +153,19 @@ def condition_scores(run: Path, cond: str | None) -> dict[str, list[dict]]:
     return {s: r for s, r in out.items() if r}
 
 
+#: the paired differences the report gives (report.json's names): ppo - sft as the demo
+#: transcribes (best of BEST_OF candidates, each model drawing its own samples) and between the
+#: two models' greedy texts (nothing sampled: the models' own difference)
+PAIRS = {"ppo_minus_sft": ("ppo", "sft"), "ppo_minus_sft_greedy": ("ppo-greedy", "sft-greedy")}
+
+
+def differences(d: dict[str, dict]) -> str:
+    """The report's sentence of paired differences (``PAIRS`` names -> :func:`paired`)."""
+    words = {"ppo_minus_sft": "", "ppo_minus_sft_greedy": "; between their greedy texts (nothing sampled) "}
+    return "".join(f"{words[k]}{x['mean']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}] over {x['n']} clips"
+                   for k, x in d.items()) + "."
+
+
 def family_right(preds: list[dict]) -> dict:
     """{"right", "voices"}: over a system's predictions ("ref" and "pred" ABC), the reference
     voices whose matched predicted voice (as the reward matches voices) is of the same GM family.
@@ -204,8 +217,10 @@ def main(argv=None) -> int:
           "reward and losses are those of its notes quantised to ABC at 120 BPM). untrained, sft "
           "and ppo are revised by ear (`transcribe --revise`, the default: notes checked "
           "against what the note encoder hears); ppo-lm is the ppo model's own notes "
-          "(`--no-revise`).", ""]
-    pooled: dict[str, list[dict]] = {"ppo": [], "sft": []}  # every condition's clips, for ppo - sft
+          "(`--no-revise`); sft-greedy and ppo-greedy are each model's greedy text alone, revised "
+          "by ear (`--best-of 1`): nothing is sampled, so their difference is the models' own.", ""]
+    # every condition's clips, for ppo - sft and ppo-greedy - sft-greedy
+    pooled: dict[str, list[dict]] = {s: [] for s in ("ppo", "sft", "ppo-greedy", "sft-greedy")}
     for cond in conds:
         scores = condition_scores(run, cond)
         if not scores:
@@ -214,8 +229,9 @@ def main(argv=None) -> int:
             pooled[s] += [{**r, "id": f"{cond}/{key(r)}"} for r in scores.get(s, [])]
         table = {s: summarise(r) for s, r in scores.items()}
         entry: dict = {"systems": table}
-        if "ppo" in scores and "sft" in scores:
-            entry["ppo_minus_sft"] = {m: paired(scores["ppo"], scores["sft"], m) for m in ("reward", "note_f1")}
+        for name, (a, b) in PAIRS.items():
+            if a in scores and b in scores:
+                entry[name] = {m: paired(scores[a], scores[b], m) for m in ("reward", "note_f1")}
         report["conditions"][cond or "demo"] = entry
         tab = table_md(table)
         md += [f"## {cond or 'demo'}: {CONDITIONS.get(cond or 'demo')}", "", tab, ""]
@@ -230,9 +246,8 @@ def main(argv=None) -> int:
             md += [line, ""]
             print(line)
         if "ppo_minus_sft" in entry:
-            d = entry["ppo_minus_sft"]["reward"]
-            line = (f"Paired difference ppo - sft in reward: {d['mean']:+.4f} "
-                    f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.")
+            line = "Paired difference ppo - sft in reward: " + differences(
+                {k: entry[k]["reward"] for k in PAIRS if k in entry})
             md += [line, ""]
             print(line)
         if "ppo" in scores and args.examples:
@@ -242,9 +257,11 @@ def main(argv=None) -> int:
         print(f"report: no scores under {run}/scores", file=sys.stderr)
         return 1
     if len(report["conditions"]) > 1 and pooled["ppo"] and pooled["sft"]:
-        d = report["ppo_minus_sft"] = paired(pooled["ppo"], pooled["sft"])
-        line = (f"Paired difference ppo - sft in reward over every condition's clips: "
-                f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] over {d['n']} clips.")
+        for name, (a, b) in PAIRS.items():
+            if pooled[a] and pooled[b]:
+                report[name] = paired(pooled[a], pooled[b])
+        line = "Paired difference ppo - sft in reward over every condition's clips: " + differences(
+            {k: report[k] for k in PAIRS if k in report})
         md += ["## All conditions", "", line, ""]
         print(line)
     timing = run / "timing.json"

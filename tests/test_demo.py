@@ -3,6 +3,7 @@ command a user would type, and the report holds a row per system with numbers fr
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,13 +36,14 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     # the tunes' conditions: the training renderers, and a soundfont no training clip used
     for cond in ("demo", "soundfont"):
         entry = report["conditions"][cond]
-        assert set(entry["systems"]) == {"baseline", "untrained", "sft", "ppo-lm", "ppo"}, cond
+        assert set(entry["systems"]) == {"baseline", "untrained", "sft", "ppo-lm", "ppo", "sft-greedy",
+                                         "ppo-greedy"}, cond
         for name, row in entry["systems"].items():
             assert row["n"] == 6, (cond, name)
             assert 0.0 <= row["reward"]["mean"] <= 1.0
             lo, hi = row["reward"]["ci"]
             assert lo <= row["reward"]["mean"] <= hi
-        assert entry["ppo_minus_sft"]["reward"]["n"] == 6
+        assert entry["ppo_minus_sft"]["reward"]["n"] == entry["ppo_minus_sft_greedy"]["reward"]["n"] == 6
     # the voices condition: the run's test chorales and VOICES_CHORALES more that nothing of the
     # run (nor `make unseen`) uses, through both training renderers
     voices = [json.loads(x) for x in (run / "eval" / "voices.jsonl").read_text().splitlines()]
@@ -51,6 +53,11 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     assert not {r["piece"] for r in more} & {p.stem for p in (run / "data").glob("*.mid")}
     assert report["conditions"]["voices"]["ppo_minus_sft"]["reward"]["n"] == len(voices)
     assert report["ppo_minus_sft"]["n"] == 12 + len(voices)  # every condition's clips together
+    assert report["ppo_minus_sft_greedy"]["n"] == 12 + len(voices)
+    # ppo-greedy is ppo's greedy text (ppo-lm's) revised by ear, which keeps the text's metre
+    metres = lambda system: [re.findall(r"^M:.*$", json.loads(x)["abc"], re.M) for x in
+                             (run / "pred" / "demo" / f"{system}.jsonl").read_text().splitlines()]
+    assert len(metres("ppo-greedy")) == 6 and metres("ppo-greedy") == metres("ppo-lm")
     # the soundfont clips are rendered by another soundfont than the training ones, of test pieces only
     train_sf = {json.loads(x)["audio"] for x in (run / "qa-train-sf" / "train.jsonl").read_text().splitlines()}
     test_sf = [json.loads(x) for x in (run / "eval" / "soundfont.jsonl").read_text().splitlines()]
@@ -96,20 +103,26 @@ def test_examples_makefile_runs_every_stage_and_writes_the_report(tmp_path):
     mine = {p.name for p in (run / "data").glob("*.mid")}
     theirs = {p.name for p in (run / "unseen" / "data").glob("*.mid")}
     assert len(theirs) == 4 and not mine & theirs and not theirs & {f"{r['piece']}.mid" for r in more}
-    # `make seeds`: ppo again with another seed, and ppo - sft of each on every condition's test
-    # clips, over all of them, and on the unseen clips; the run's own ppo (seed 0) first, its
-    # figures those of the report
+    # `make seeds`: first sft against itself transcribed with another sampling seed, then ppo
+    # again with another seed, and ppo - sft of each on every condition's test clips, over all of
+    # them, on the unseen clips, and between the models' greedy texts; the run's own ppo (seed 0)
+    # first, its figures those of the report
     seeds = subprocess.run([*args[:3], "seeds", *args[4:], "UNSEEN_TUNES=3", "UNSEEN_CHORALES=1",
                             "UNSEEN_CLIPS=4", "PPO_SEEDS=1"], capture_output=True, text=True, env=env, timeout=600)
     assert seeds.returncode == 0, seeds.stdout[-3000:] + seeds.stderr[-3000:]
     lines = (run / "seeds.txt").read_text().splitlines()
-    kinds = ("demo", "soundfont", "voices", "all", "unseen-tunes", "unseen-chorales")
-    assert [line.split()[:2] for line in lines] == [
-        [kind, metric] for _ in ("ppo", "ppo-seed1") for kind in kinds for metric in ("reward", "note_f1")]
-    assert all("ppo - sft" in line for line in lines[:12]) and all("ppo-seed1 - sft" in line for line in lines[12:])
-    pooled = report["ppo_minus_sft"]
-    assert lines[6].split()[:3] == ["all", "reward", f"n={pooled['n']}"]
-    assert f"{pooled['mean']:+.4f} [{pooled['ci'][0]:+.4f}, {pooled['ci'][1]:+.4f}]" in lines[6]
+    conds, metrics = ("demo", "soundfont", "voices", "all"), ("reward", "note_f1")
+    kinds = (*conds, "unseen-tunes", "unseen-chorales", *(f"greedy-{c}" for c in conds))
+    assert [line.split()[:2] for line in lines] == [[c, m] for c in conds for m in metrics] + [
+        [kind, metric] for _ in ("ppo", "ppo-seed1") for kind in kinds for metric in metrics]
+    floor, lines = lines[:8], lines[8:]
+    assert all("sft-resampled - sft" in line for line in floor)
+    assert all("ppo - sft" in line for line in lines[:12]) and all("ppo-seed1 - sft" in line for line in lines[20:32])
+    assert all("ppo-greedy - sft-greedy" in line for line in lines[12:20])
+    assert all("ppo-seed1-greedy - sft-greedy" in line for line in lines[32:])
+    for line, pooled in ((lines[6], report["ppo_minus_sft"]), (lines[18], report["ppo_minus_sft_greedy"])):
+        assert line.split()[2] == f"n={pooled['n']}"
+        assert f"{pooled['mean']:+.4f} [{pooled['ci'][0]:+.4f}, {pooled['ci'][1]:+.4f}]" in line
     unseen_lines = (run / "unseen" / "report.txt").read_text().splitlines()  # tunes, then chorales
     assert [x.split()[1:] for x in lines[8:12]] == [x.split()[1:] for x in unseen_lines]
     trained = {d: json.loads((run / d / "abcscribe.json").read_text())["ppo"] for d in ("ppo", "ppo-seed1")}
